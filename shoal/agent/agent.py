@@ -1,0 +1,395 @@
+"""The node agent: runs what the manager assigns to this node, and reports what happened.
+
+It knows the manager only through its network API (mutual TLS with this node's own
+certificate), and the engine only through the executor. Its job is to make the
+node's containers match the assignment set, and to tell the truth about them:
+every state it reports moves the task forward along the agent's column of the
+task state table.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import platform
+import socket
+import time
+from typing import Any, Optional
+
+from shoal.agent.client import ManagerClient, ManagerUnavailable
+from shoal.agent.engine import Engine, EngineError, NotFound
+from shoal.agent.executor import L_MANAGED, L_NODE_ID, L_TASK_ID, UNHEALTHY_ERR, Executor, TaskRejected
+from shoal.agent.networks import NetworkKeeper
+from shoal.core import task_states as ts
+from shoal.model.objects import NetworkObj, Task
+
+log = logging.getLogger("shoal.agent")
+
+RESYNC_PERIOD = 5.0
+
+
+class Agent:
+    def __init__(self, node_id: str, client: ManagerClient, *, configs_dir: str, secrets_dir: str,
+                 engine: Optional[Engine] = None, addr: str = "", datapath: Any = None):
+        self.node_id = node_id
+        self.client = client
+        self.engine = engine or Engine()
+        self.executor = Executor(self.engine, node_id, configs_dir=configs_dir, secrets_dir=secrets_dir)
+        self.networks = NetworkKeeper(self.engine, node_id)
+        self.addr = addr
+        self.datapath = datapath
+        self.assigned: dict[str, Task] = {}
+        self.configs: dict[str, bytes] = {}
+        self.secrets: dict[str, bytes] = {}
+        self.reported: dict[str, str] = {}  # task id -> last state reported
+        self.workers: dict[str, asyncio.Task] = {}
+        self.outbox: dict[str, dict] = {}
+        self._outbox_event = asyncio.Event()
+        self._assignment_seen = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._bg: list[asyncio.Task] = []
+
+    # ------------------------------------------------------------------ life cycle
+    async def run(self) -> None:
+        await self.executor.list_managed()  # adopt what runs already: containers are not restarted
+        self._bg = [asyncio.create_task(c) for c in (
+            self._heartbeat_loop(), self._assignment_loop(), self._event_loop(),
+            self._resync_loop(), self._report_loop(), self._logs_loop())]
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        for t in self._bg + list(self.workers.values()):
+            t.cancel()
+        await asyncio.gather(*self._bg, *self.workers.values(), return_exceptions=True)
+        await self.client.close()
+        await self.engine.close()
+        if self.datapath is not None:
+            await self.datapath.close()
+
+    # ---------------------------------------------------------------- reporting
+    def report(self, task_id: str, state: str, **fields: Any) -> None:
+        prev = self.reported.get(task_id)
+        if prev is not None and ts.RANK[state] < ts.RANK[prev]:
+            return
+        self.reported[task_id] = state
+        u = self.outbox.setdefault(task_id, {"task_id": task_id})
+        u.update(state=state, timestamp=time.time(), **{k: v for k, v in fields.items() if v is not None})
+        self._outbox_event.set()
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._outbox_event.wait()
+            await asyncio.sleep(0.02)  # batch
+            self._outbox_event.clear()
+            batch, self.outbox = list(self.outbox.values()), {}
+            try:
+                await self.client.call("POST", "/v1/agent/status", json={"updates": batch})
+            except ManagerUnavailable as e:
+                log.warning("status report failed, will retry: %s", e)
+                for u in batch:  # keep the newest news per task
+                    self.outbox.setdefault(u["task_id"], u)
+                self._outbox_event.set()
+                await asyncio.sleep(1)
+
+    # ---------------------------------------------------------------- heartbeat
+    async def describe(self) -> dict:
+        info = await self.engine.info()
+        labels = {}
+        for item in info.get("Labels") or []:
+            k, _, v = item.partition("=")
+            labels[k] = v
+        return {
+            "hostname": info.get("Name") or socket.gethostname(),
+            "os": info.get("OSType") or "linux",
+            "arch": info.get("Architecture") or platform.machine(),
+            "nano_cpus": int(info.get("NCPU") or os.cpu_count() or 1) * 1_000_000_000,
+            "memory_bytes": int(info.get("MemTotal") or 0),
+            "engine_version": info.get("ServerVersion") or "",
+            "engine_labels": labels,
+        }
+
+    async def _volumes(self) -> list[dict]:
+        out = []
+        try:
+            vols = await self.engine.volumes.list()
+        except EngineError:
+            return out
+        for v in vols:
+            labels = v.get("Labels") or {}
+            if "com.docker.stack.namespace" in labels or labels.get(L_MANAGED) == "true":
+                out.append({"name": v["Name"], "driver": v.get("Driver"), "labels": labels,
+                            "mountpoint": v.get("Mountpoint"), "node_id": self.node_id})
+        return out
+
+    async def _heartbeat_loop(self) -> None:
+        desc = None
+        period = 5.0
+        while True:
+            try:
+                if desc is None:
+                    desc = await self.describe()
+                resp = await self.client.call("POST", "/v1/agent/heartbeat", json={
+                    "description": desc, "addr": self.addr, "volumes": await self._volumes()}, timeout=10)
+                period = float(resp.get("heartbeat_period", 5.0))
+            except (ManagerUnavailable, EngineError, OSError) as e:
+                log.warning("heartbeat failed: %s", e)
+                period = 2.0
+            await asyncio.sleep(period)
+
+    # -------------------------------------------------------------- assignments
+    async def _assignment_loop(self) -> None:
+        digest = ""
+        while True:
+            try:
+                data = await self.client.call("GET", "/v1/agent/assignments",
+                                              params={"digest": digest, "wait": "25", "rev": "0"}, timeout=40)
+            except ManagerUnavailable as e:
+                log.warning("cannot get assignments: %s", e)
+                await asyncio.sleep(1)
+                continue
+            digest = data.get("digest", "")
+            try:
+                await self.apply(data)
+            except Exception:
+                log.exception("applying assignments failed")
+                await asyncio.sleep(1)
+
+    async def apply(self, data: dict) -> None:
+        tasks = [Task.model_validate(t) for t in data["tasks"]]
+        self.assigned = {t.id: t for t in tasks}
+        self.configs = {k: base64.b64decode(v) for k, v in data.get("configs", {}).items()}
+        self.secrets = {k: base64.b64decode(v) for k, v in data.get("secrets", {}).items()}
+        nets = [NetworkObj.model_validate(n) for n in data.get("networks", [])]
+        await self.networks.ensure(nets)
+        for t in tasks:
+            self._drive(t)
+        # Containers of tasks the manager no longer assigns here: stop and remove them.
+        for task_id, cid in list(self.executor._containers.items()):
+            if task_id not in self.assigned and task_id not in self.workers:
+                self._spawn(task_id, self._remove_orphan(task_id, cid))
+        await self.networks.prune(needed={n.spec.name for n in nets})
+        if self.datapath is not None:
+            try:
+                await self.datapath.update(data.get("endpoints", []), self.networks, nets)
+            except Exception:
+                log.exception("datapath update failed")
+        self._assignment_seen.set()
+
+    def _spawn(self, task_id: str, coro) -> None:
+        w = asyncio.create_task(coro)
+        self.workers[task_id] = w
+
+        def done(fut: asyncio.Task) -> None:
+            if self.workers.get(task_id) is fut:
+                del self.workers[task_id]
+            if not fut.cancelled() and fut.exception():
+                log.error("worker for task %s failed: %r", task_id, fut.exception())
+            t = self.assigned.get(task_id)
+            if t is not None and not self._stop.is_set():
+                self._drive(t)  # the desired state may have changed while it worked
+
+        w.add_done_callback(done)
+
+    def _state(self, t: Task) -> str:
+        mine = self.reported.get(t.id)
+        if mine is not None and ts.RANK[mine] > ts.RANK[t.status.state]:
+            return mine
+        return t.status.state
+
+    def _drive(self, t: Task) -> None:
+        if t.id in self.workers:
+            return
+        state = self._state(t)
+        if ts.is_terminal(state):
+            if self.executor.container_id(t.id):
+                self._spawn(t.id, self._remove_orphan(t.id, self.executor.container_id(t.id)))
+            return
+        if t.desired_state in (ts.RUNNING, ts.READY, ts.COMPLETE) and t.desired_state != ts.COMPLETE:
+            if state in (ts.ASSIGNED, ts.ACCEPTED, ts.PREPARING, ts.READY, ts.STARTING):
+                self._spawn(t.id, self._start_task(t))
+            elif state == ts.RUNNING and not self.executor.container_id(t.id):
+                self.report(t.id, ts.FAILED, err="container removed", message="container vanished")
+        else:
+            if state in ts.ON_NODE or state in (ts.NEW, ts.PENDING):
+                self._spawn(t.id, self._stop_task(t))
+
+    async def _start_task(self, t: Task) -> None:
+        cid = self.executor.container_id(t.id)
+        if cid:  # adopted after a restart, or created before a crash: observe, don't restart
+            try:
+                st = await self.executor.observe(cid)
+            except NotFound:
+                st = None
+            if st is not None and st.state in (ts.RUNNING, ts.COMPLETE, ts.FAILED):
+                self._report_status(t.id, st)
+                return
+        self.report(t.id, ts.ACCEPTED, message="accepted")
+        try:
+            nets = self.networks.ids_for(t)
+            await self.executor.prepare(t, self.configs, self.secrets, nets,
+                                        report=lambda s, m: self.report(t.id, s, message=m))
+        except TaskRejected as e:
+            self.report(t.id, ts.REJECTED, err=e.reason, message="preparing")
+            return
+        delay = t.not_before - time.time()
+        if delay > 0:
+            self.report(t.id, ts.READY, message=f"restart delay {delay:.1f}s")
+            await asyncio.sleep(delay)
+        current = self.assigned.get(t.id)
+        if current is None or current.desired_state not in (ts.RUNNING, ts.READY):
+            await self.executor.remove(t)
+            self.report(t.id, ts.SHUTDOWN, message="shutdown before start")
+            return
+        self.report(t.id, ts.STARTING, message="starting")
+        try:
+            cid = await self.executor.start(t)
+        except EngineError as e:
+            self.report(t.id, ts.FAILED, err=f"starting container failed: {e}", message="starting")
+            return
+        try:
+            st = await self.executor.observe(cid)
+        except NotFound:
+            self.report(t.id, ts.FAILED, err="container removed", message="started")
+            return
+        self._report_status(t.id, st)
+
+    def _report_status(self, task_id: str, st) -> None:
+        fields = {"container_id": st.container_id, "exit_code": st.exit_code, "health": st.health,
+                  "addresses": st.addresses or None, "err": st.err or None,
+                  "message": st.message or "started"}
+        if st.state == ts.RUNNING:
+            self.report(task_id, ts.RUNNING, **fields)
+        elif st.state in (ts.COMPLETE, ts.FAILED):
+            t = self.assigned.get(task_id)
+            if t is not None and t.desired_state not in (ts.RUNNING, ts.READY) and st.state == ts.FAILED:
+                self.report(task_id, ts.SHUTDOWN, **{**fields, "err": None, "message": "shutdown"})
+            else:
+                self.report(task_id, st.state, **fields)
+        elif st.state in (ts.STARTING, ts.READY):
+            self.report(task_id, ts.STARTING, **fields)
+
+    async def _stop_task(self, t: Task) -> None:
+        try:
+            await self.executor.stop(t)
+            st = None
+            try:
+                st = await self.executor.observe(t)
+            except (NotFound, EngineError):
+                pass
+            await self.executor.remove(t)
+        except EngineError as e:
+            log.warning("stopping %s: %s", t.id, e)
+            st = None
+        exit_code = st.exit_code if st else None
+        self.report(t.id, ts.SHUTDOWN, message="shutdown", exit_code=exit_code)
+
+    async def _remove_orphan(self, task_id: str, cid: str) -> None:
+        try:
+            await self.executor.stop(cid, 10)
+            await self.executor.remove(cid)
+        except EngineError as e:
+            log.warning("removing container of task %s: %s", task_id, e)
+        self.executor._containers.pop(task_id, None)
+
+    # ------------------------------------------------------------------ events
+    async def _event_loop(self) -> None:
+        while True:
+            try:
+                async for ev in self.engine.events(
+                        filters={"type": ["container"]},
+                        labels={L_MANAGED: "true", L_NODE_ID: self.node_id}):
+                    await self._on_event(ev)
+            except (EngineError, OSError, asyncio.TimeoutError) as e:
+                log.warning("engine events: %s", e)
+            except Exception:
+                log.exception("engine events stream broke")
+            await asyncio.sleep(1)
+
+    async def _on_event(self, ev: dict) -> None:
+        action = ev.get("Action") or ev.get("status") or ""
+        attrs = (ev.get("Actor") or {}).get("Attributes") or {}
+        task_id = attrs.get(L_TASK_ID)
+        if not task_id or task_id in self.workers:
+            return
+        t = self.assigned.get(task_id)
+        if t is None:
+            return
+        if action == "die" or action == "oom":
+            try:
+                st = await self.executor.observe(task_id if False else t)
+            except NotFound:
+                self.report(task_id, ts.FAILED, err="container removed")
+                return
+            self._report_status(task_id, st)
+        elif action.startswith("health_status"):
+            health = action.split(":", 1)[1].strip()
+            if health == "unhealthy" and t.desired_state == ts.RUNNING:
+                self._spawn(task_id, self._kill_unhealthy(t))
+            elif self._state(t) == ts.RUNNING:
+                self.report(task_id, ts.RUNNING, health=health)
+        elif action == "destroy" and not ts.is_terminal(self._state(t)):
+            self.report(task_id, ts.FAILED, err="container removed", message="container removed behind Shoal's back")
+
+    async def _kill_unhealthy(self, t: Task) -> None:
+        try:
+            st = await self.executor.kill_unhealthy(t)
+            self.report(t.id, ts.FAILED, err=UNHEALTHY_ERR, exit_code=st.exit_code, health="unhealthy",
+                        message="unhealthy")
+        except NotFound:
+            self.report(t.id, ts.FAILED, err=UNHEALTHY_ERR, health="unhealthy")
+
+    async def _resync_loop(self) -> None:
+        """Catch what events missed: containers gone or exited while we were not looking."""
+        while True:
+            await asyncio.sleep(RESYNC_PERIOD)
+            try:
+                present = await self.executor.list_managed()
+            except EngineError as e:
+                log.warning("resync: %s", e)
+                continue
+            for task_id, t in list(self.assigned.items()):
+                if task_id in self.workers or self._state(t) not in (ts.RUNNING, ts.STARTING):
+                    continue
+                c = present.get(task_id)
+                if c is None:
+                    self.executor._containers.pop(task_id, None)
+                    self.report(task_id, ts.FAILED, err="container removed",
+                                message="container removed behind Shoal's back")
+                elif c.get("State") != "running":
+                    try:
+                        self._report_status(task_id, await self.executor.observe(c["Id"]))
+                    except NotFound:
+                        pass
+
+    # -------------------------------------------------------------------- logs
+    async def _logs_loop(self) -> None:
+        while True:
+            try:
+                reqs = await self.client.call("GET", "/v1/agent/logs", params={"wait": "25"}, timeout=40)
+            except ManagerUnavailable:
+                await asyncio.sleep(2)
+                continue
+            for r in reqs or []:
+                asyncio.create_task(self._send_logs(r))
+
+    async def _send_logs(self, req: dict) -> None:
+        async def lines():
+            for c in req["containers"]:
+                prefix = f"{c['name']}@{self.node_id[:12]}    | "
+                try:
+                    kw: dict = {"follow": bool(req.get("follow"))}
+                    if req.get("tail") not in (None, "", "all"):
+                        kw["tail"] = req["tail"]
+                    async for item in self.executor.logs(c["container_id"], **kw):
+                        line = item[1] if isinstance(item, tuple) else item
+                        if isinstance(line, bytes):
+                            line = line.decode(errors="replace")
+                        yield (prefix + line.rstrip("\n") + "\n").encode()
+                except (EngineError, NotFound):
+                    continue
+        try:
+            await self.client.post_stream(f"/v1/agent/logs/{req['id']}", lines())
+        except ManagerUnavailable as e:
+            log.warning("sending logs: %s", e)

@@ -1,0 +1,265 @@
+"""Putting a rendered datapath into the kernel, and taking it out again (IO).
+
+* ``nft -f -`` with :func:`render_ruleset`'s script (one atomic transaction);
+* sysctls: ``net.ipv4.conf.all.route_localnet=1`` (127.0.0.1:<published> is DNATed to a
+  bridge), ``net.bridge.bridge-nf-call-iptables=1`` (replies bridged straight back from a
+  replica to a client on the same bridge must see conntrack to be un-DNATed),
+  ``net.ipv4.ip_forward=1``. Values Shoal changed are saved in :data:`STATE_FILE` and put
+  back by :func:`teardown`;
+* one rule in Docker's ``DOCKER-USER`` chain, tagged ``-m comment --comment shoal``, that
+  accepts connections carrying :data:`INGRESS_CT_MARK` (set by Shoal's DNAT of published
+  ports) - Docker's FORWARD policy is DROP and only Docker itself may accept there.
+
+Every function is idempotent; :func:`teardown` is safe to call when nothing is installed.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+from shoal.agent.datapath.render import INGRESS_CT_MARK, TABLE_FAMILY, TABLE_NAME, render_ruleset
+from shoal.agent.datapath.view import DatapathView
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = Path(os.environ.get("SHOAL_DATAPATH_STATE", "/run/shoal/datapath-state.json"))
+DOCKER_USER = "DOCKER-USER"
+RULE_COMMENT = "shoal"
+
+SYSCTLS: dict[str, str] = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv4.conf.all.route_localnet": "1",
+    "net.bridge.bridge-nf-call-iptables": "1",
+}
+
+
+class DatapathError(RuntimeError):
+    pass
+
+
+def _run(argv: list[str], *, input: Optional[str] = None, check: bool = True) -> subprocess.CompletedProcess:
+    p = subprocess.run(argv, input=input, capture_output=True, text=True)
+    if check and p.returncode != 0:
+        raise DatapathError(f"{shlex.join(argv)} failed ({p.returncode}): {p.stderr.strip()}")
+    return p
+
+
+def _sysctl_path(key: str) -> Path:
+    return Path("/proc/sys") / key.replace(".", "/")
+
+
+def read_sysctl(key: str) -> Optional[str]:
+    try:
+        return _sysctl_path(key).read_text().strip()
+    except OSError:
+        return None
+
+
+def _write_sysctl(key: str, value: str) -> None:
+    _sysctl_path(key).write_text(value + "\n")
+
+
+def _load_state() -> dict:
+    try:
+        return json.loads(STATE_FILE.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(state: dict) -> None:
+    STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = STATE_FILE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True))
+    tmp.replace(STATE_FILE)
+
+
+def ensure_sysctls() -> None:
+    """Set :data:`SYSCTLS`, remembering the values found before Shoal changed them."""
+    if read_sysctl("net.bridge.bridge-nf-call-iptables") is None:
+        _run(["modprobe", "br_netfilter"], check=False)
+    state = _load_state()
+    saved: dict = state.setdefault("sysctls", {})
+    changed = False
+    for key, want in SYSCTLS.items():
+        cur = read_sysctl(key)
+        if cur is None:
+            raise DatapathError(f"sysctl {key} does not exist on this kernel")
+        if cur != want:
+            if key not in saved:
+                saved[key] = cur
+                changed = True
+            _write_sysctl(key, want)
+    if changed:
+        _save_state(state)
+
+
+def restore_sysctls() -> None:
+    """Put back the values :func:`ensure_sysctls` changed, unless somebody changed them
+    again since. (With a Docker Engine running, ip_forward and bridge-nf-call-iptables
+    were already 1, so only route_localnet is normally restored.)"""
+    state = _load_state()
+    for key, old in state.get("sysctls", {}).items():
+        if read_sysctl(key) == SYSCTLS.get(key):
+            try:
+                _write_sysctl(key, old)
+            except OSError as e:  # pragma: no cover - best effort
+                log.warning("cannot restore %s=%s: %s", key, old, e)
+    state.pop("sysctls", None)
+    if state:
+        _save_state(state)
+    else:
+        try:
+            STATE_FILE.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# --- Docker's DOCKER-USER chain -------------------------------------------------------
+
+def _docker_user_rule() -> list[str]:
+    mark = f"{INGRESS_CT_MARK:#x}/{INGRESS_CT_MARK:#x}"
+    return ["-m", "connmark", "--mark", mark, "-m", "comment", "--comment", RULE_COMMENT,
+            "-j", "ACCEPT"]
+
+
+def docker_user_exists() -> bool:
+    return _run(["iptables", "-w", "-S", DOCKER_USER], check=False).returncode == 0
+
+
+def shoal_docker_user_rules() -> list[str]:
+    """Shoal's rules in DOCKER-USER, as ``iptables -S`` prints them."""
+    p = _run(["iptables", "-w", "-S", DOCKER_USER], check=False)
+    if p.returncode != 0:
+        return []
+    return [ln for ln in p.stdout.splitlines()
+            if ln.startswith("-A ") and f"--comment {RULE_COMMENT}" in ln
+            and f"--comment {RULE_COMMENT}-" not in ln]
+
+
+def ensure_docker_user_rule() -> bool:
+    """Make sure Shoal's accept rule is the first rule of DOCKER-USER. Returns False when
+    there is no DOCKER-USER chain (no Docker Engine: nothing drops forwarded traffic)."""
+    if not docker_user_exists():
+        log.info("no %s chain: Docker's FORWARD filter not present", DOCKER_USER)
+        return False
+    rule = _docker_user_rule()
+    p = _run(["iptables", "-w", "-S", DOCKER_USER])
+    first = [ln for ln in p.stdout.splitlines() if ln.startswith("-A ")][:1]
+    mine = shoal_docker_user_rules()
+    if first and first == mine[:1] and len(mine) == 1:
+        return True
+    remove_docker_user_rules()
+    _run(["iptables", "-w", "-I", DOCKER_USER, "1", *rule])
+    return True
+
+
+def remove_docker_user_rules() -> int:
+    n = 0
+    for ln in shoal_docker_user_rules():
+        argv = shlex.split(ln)
+        argv[0] = "-D"
+        _run(["iptables", "-w", *argv], check=False)
+        n += 1
+    return n
+
+
+# --- bridge ports: hairpin mode ---------------------------------------------------------
+
+def bridge_ports(bridge: str) -> list[str]:
+    try:
+        return sorted(os.listdir(f"/sys/class/net/{bridge}/brif"))
+    except OSError:
+        return []
+
+
+def _hairpin_path(port: str) -> Path:
+    return Path(f"/sys/class/net/{port}/brport/hairpin_mode")
+
+
+def ensure_hairpin(bridges: list[str]) -> None:
+    """Turn on hairpin mode on every port of ``bridges`` (Docker only does so when the
+    daemon runs with userland-proxy=false). Without it the bridge never sends a frame
+    back out of the port it came from, so a replica whose connection to its own VIP is
+    DNATed back to itself gets no answer. Ports Shoal switched on are remembered."""
+    state = _load_state()
+    mine = set(state.get("hairpin", []))
+    before = set(mine)
+    for br in bridges:
+        for port in bridge_ports(br):
+            path = _hairpin_path(port)
+            try:
+                if path.read_text().strip() != "1":
+                    path.write_text("1\n")
+                    mine.add(port)
+            except OSError as e:
+                log.warning("cannot set hairpin mode on %s: %s", port, e)
+    mine = {p for p in mine if _hairpin_path(p).exists()}
+    if mine != before:
+        state["hairpin"] = sorted(mine)
+        _save_state(state)
+
+
+def restore_hairpin() -> None:
+    state = _load_state()
+    for port in state.pop("hairpin", []):
+        try:
+            _hairpin_path(port).write_text("0\n")
+        except OSError:
+            pass  # the container (and its veth) is gone
+    if state:
+        _save_state(state)
+    else:
+        try:
+            STATE_FILE.unlink()
+        except FileNotFoundError:
+            pass
+
+
+# --- nftables --------------------------------------------------------------------------
+
+def load_ruleset(script: str) -> None:
+    _run(["nft", "-f", "-"], input=script)
+
+
+def table_exists() -> bool:
+    return _run(["nft", "list", "table", TABLE_FAMILY, TABLE_NAME], check=False).returncode == 0
+
+
+def delete_table() -> None:
+    if table_exists():
+        _run(["nft", "delete", "table", TABLE_FAMILY, TABLE_NAME])
+
+
+# --- the API ---------------------------------------------------------------------------
+
+def apply(view: DatapathView) -> str:
+    """Make the kernel implement ``view``; returns the script that was loaded."""
+    script = render_ruleset(view)  # raises ValueError before touching anything
+    ensure_sysctls()
+    ensure_hairpin(sorted(set(view.bridges) | {v.bridge for v in view.vips}))
+    load_ruleset(script)
+    ensure_docker_user_rule()
+    return script
+
+
+def teardown() -> None:
+    """Remove everything :func:`apply` added: the table, the DOCKER-USER rule, and the
+    sysctl values Shoal changed."""
+    remove_docker_user_rules()
+    delete_table()
+    restore_hairpin()
+    restore_sysctls()
+
+
+async def apply_async(view: DatapathView) -> str:
+    return await asyncio.to_thread(apply, view)
+
+
+async def teardown_async() -> None:
+    await asyncio.to_thread(teardown)

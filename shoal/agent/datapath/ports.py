@@ -1,0 +1,97 @@
+"""Who is already listening on a port? (for published-port conflict detection)"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable, Optional
+
+_TCP_LISTEN = "0A"
+_UDP_UNCONN = "07"
+
+
+def _sockets(proto: str, port: int) -> list[tuple[str, int]]:
+    """(local address, inode) of listening/bound sockets on ``port``."""
+    files = {"tcp": ("tcp", "tcp6"), "udp": ("udp", "udp6"), "sctp": ()}[proto]
+    found = []
+    for name in files:
+        try:
+            lines = Path("/proc/net", name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for ln in lines:
+            f = ln.split()
+            if len(f) < 10:
+                continue
+            addr, hexport = f[1].rsplit(":", 1)
+            if int(hexport, 16) != port:
+                continue
+            if f[3] != (_TCP_LISTEN if proto == "tcp" else _UDP_UNCONN):
+                continue
+            found.append((_addr(addr), int(f[9])))
+    return found
+
+
+def _addr(hexaddr: str) -> str:
+    raw = bytes.fromhex(hexaddr)
+    if len(raw) == 4:
+        return ".".join(str(b) for b in raw[::-1])
+    # /proc prints IPv6 as four host-order 32-bit words
+    words = [raw[i:i + 4][::-1] for i in range(0, 16, 4)]
+    b = b"".join(words)
+    if b[:12] == b"\0" * 10 + b"\xff\xff":
+        return ".".join(str(x) for x in b[12:])
+    import ipaddress
+    return str(ipaddress.IPv6Address(b))
+
+
+def _owners(inodes: Iterable[int]) -> dict[int, tuple[int, str]]:
+    wanted = {f"socket:[{i}]": i for i in inodes if i}
+    out: dict[int, tuple[int, str]] = {}
+    if not wanted:
+        return out
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        fd_dir = f"/proc/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            ino = wanted.get(target)
+            if ino is not None and ino not in out:
+                try:
+                    comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                except OSError:
+                    comm = "?"
+                out[ino] = (int(pid), comm)
+        if len(out) == len(wanted):
+            break
+    return out
+
+
+def check_port_free(proto: str, port: int) -> Optional[str]:
+    """None if no socket of this node (host network namespace) listens on ``port``/``proto``
+    on any address; otherwise a message naming the process, e.g.
+    ``"tcp port 8080 is in use by nginx (pid 412) on 0.0.0.0"``. A published port takes
+    the port on every local address, so a listener on any address is a conflict."""
+    socks = _sockets(proto, port)
+    if not socks:
+        return None
+    owners = _owners(i for _, i in socks)
+    parts = []
+    for addr, ino in socks:
+        pid, comm = owners.get(ino, (None, None))
+        who = f"{comm} (pid {pid})" if pid else "an unknown process"
+        parts.append(f"{who} on {addr}")
+    # de-duplicate while keeping order
+    seen, uniq = set(), []
+    for p in parts:
+        if p not in seen:
+            seen.add(p)
+            uniq.append(p)
+    return f"{proto} port {port} is in use by " + ", ".join(uniq)

@@ -1,0 +1,99 @@
+"""Makes the manager's networks exist on this node's engine, and removes them when unused.
+
+Each Shoal network is a Docker bridge with the subnet the manager allocated (so VIPs
+and addresses agree cluster-wide), labelled so Shoal only ever touches its own.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+from shoal.agent.engine import Engine, EngineError, NotFound
+from shoal.model.objects import NetworkObj, Task
+
+log = logging.getLogger("shoal.agent.networks")
+
+L_MANAGED = "shoal.managed"
+L_NETWORK_ID = "shoal.network.id"
+L_NODE_ID = "shoal.node.id"
+STACK_LABEL = "com.docker.stack.namespace"
+
+
+class NetworkConflict(Exception):
+    pass
+
+
+class NetworkKeeper:
+    def __init__(self, engine: Engine, node_id: str):
+        self.engine = engine
+        self.node_id = node_id
+        self.ids: dict[str, str] = {}  # network name -> engine network id
+        self.objs: dict[str, NetworkObj] = {}
+        self.errors: dict[str, str] = {}
+
+    async def ensure(self, nets: list[NetworkObj]) -> None:
+        for net in nets:
+            self.objs[net.spec.name] = net
+            if net.spec.name in self.ids:
+                continue
+            try:
+                self.ids[net.spec.name] = await self._ensure_one(net)
+                self.errors.pop(net.spec.name, None)
+            except (EngineError, NetworkConflict) as e:
+                self.errors[net.spec.name] = str(e)
+                log.error("network %s: %s", net.spec.name, e)
+
+    async def _ensure_one(self, net: NetworkObj) -> str:
+        name = net.spec.name
+        try:
+            info = await self.engine.networks.inspect(name)
+            labels = info.get("Labels") or {}
+            if labels.get(L_MANAGED) != "true":
+                raise NetworkConflict(f"a network named {name} exists on this node's engine and is not "
+                                      f"Shoal's; rename or remove it")
+            if labels.get(L_NETWORK_ID) == net.id:
+                return info["Id"]
+            # A leftover of an earlier network of the same name: replace it if unused.
+            await self.engine.networks.remove(info["Id"])
+        except NotFound:
+            pass
+        labels = {**net.spec.labels, L_MANAGED: "true", L_NETWORK_ID: net.id, L_NODE_ID: self.node_id}
+        if net.spec.stack:
+            labels[STACK_LABEL] = net.spec.stack
+        opts = {k: v for k, v in net.spec.driver_opts.items() if k.startswith("com.docker.network.")}
+        return await self.engine.networks.create(
+            name, "bridge", opts, subnets=[net.subnet], gateway=net.gateway,
+            internal=net.spec.internal, attachable=True, labels=labels)
+
+    def ids_for(self, task: Task) -> dict[str, str]:
+        out = {}
+        for att in task.spec.networks:
+            nid = self.ids.get(att.network)
+            if nid is None:
+                from shoal.agent.executor import TaskRejected
+                raise TaskRejected(self.errors.get(att.network) or f"network {att.network} is not available on this node")
+            out[att.network] = nid
+        return out
+
+    def bridge_of(self, name: str) -> Optional[str]:
+        nid = self.ids.get(name)
+        return f"br-{nid[:12]}" if nid else None
+
+    async def prune(self, needed: set[str]) -> None:
+        """Remove Shoal's networks no assignment needs, once no container uses them."""
+        try:
+            nets = await self.engine.networks.list(labels={L_MANAGED: "true", L_NODE_ID: self.node_id})
+        except EngineError:
+            return
+        for n in nets:
+            if n["Name"] in needed or (n.get("Labels") or {}).get("shoal.test"):
+                continue
+            try:
+                info = await self.engine.networks.inspect(n["Id"])
+                if info.get("Containers"):
+                    continue
+                await self.engine.networks.remove(n["Id"])
+                self.ids.pop(n["Name"], None)
+                self.objs.pop(n["Name"], None)
+            except EngineError:
+                pass

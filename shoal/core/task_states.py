@@ -1,0 +1,93 @@
+"""The whole task state machine, as tables.
+
+A task's observed state only moves forward (Swarm's rule): a task is never re-run;
+a new task replaces it in the same slot. Each transition belongs to one actor, so
+the code that applies a state change can check who is asking.
+
+  new --orchestrator--> pending --scheduler--> assigned --agent--> accepted
+      --> preparing --> ready --> starting --> running --> complete | failed
+  any non-terminal state --> shutdown | failed | rejected | orphaned | remove
+"""
+from __future__ import annotations
+
+NEW = "new"
+PENDING = "pending"
+ASSIGNED = "assigned"
+ACCEPTED = "accepted"
+PREPARING = "preparing"
+READY = "ready"
+STARTING = "starting"
+RUNNING = "running"
+COMPLETE = "complete"
+SHUTDOWN = "shutdown"
+FAILED = "failed"
+REJECTED = "rejected"
+REMOVE = "remove"
+ORPHANED = "orphaned"
+
+ORDER = [NEW, PENDING, ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING,
+         COMPLETE, SHUTDOWN, FAILED, REJECTED, REMOVE, ORPHANED]
+RANK = {s: i for i, s in enumerate(ORDER)}
+
+TERMINAL = frozenset({COMPLETE, SHUTDOWN, FAILED, REJECTED, REMOVE, ORPHANED})
+ACTIVE = frozenset({NEW, PENDING, ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING})
+# States in which a container may exist on a node.
+ON_NODE = frozenset({ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING})
+
+ORCHESTRATOR = "orchestrator"
+SCHEDULER = "scheduler"
+AGENT = "agent"
+MANAGER = "manager"  # node-down handling, removals
+
+# Who may move a task from which state to which. Terminal states are sinks.
+TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
+    ORCHESTRATOR: {
+        NEW: frozenset({PENDING, SHUTDOWN}),
+        PENDING: frozenset({SHUTDOWN}),
+    },
+    SCHEDULER: {
+        PENDING: frozenset({ASSIGNED}),
+    },
+    AGENT: {
+        ASSIGNED: frozenset({ACCEPTED, PREPARING, READY, STARTING, RUNNING, COMPLETE, FAILED, REJECTED, SHUTDOWN}),
+        ACCEPTED: frozenset({PREPARING, READY, STARTING, RUNNING, COMPLETE, FAILED, REJECTED, SHUTDOWN}),
+        PREPARING: frozenset({READY, STARTING, RUNNING, COMPLETE, FAILED, REJECTED, SHUTDOWN}),
+        READY: frozenset({STARTING, RUNNING, COMPLETE, FAILED, SHUTDOWN}),
+        STARTING: frozenset({RUNNING, COMPLETE, FAILED, SHUTDOWN}),
+        RUNNING: frozenset({COMPLETE, FAILED, SHUTDOWN}),
+    },
+    MANAGER: {
+        s: frozenset({ORPHANED, SHUTDOWN, REMOVE}) for s in ACTIVE
+    },
+}
+
+# Desired states a task can be given (by the orchestrator / updater / manager).
+DESIRED = frozenset({READY, RUNNING, SHUTDOWN, REMOVE, COMPLETE})
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+def can_move(actor: str, old: str, new: str) -> bool:
+    if old == new:
+        return True
+    return new in TRANSITIONS.get(actor, {}).get(old, frozenset())
+
+
+def check_move(actor: str, old: str, new: str) -> None:
+    if not can_move(actor, old, new):
+        raise InvalidTransition(f"{actor} may not move a task from {old} to {new}")
+
+
+def is_terminal(state: str) -> bool:
+    return state in TERMINAL
+
+
+def is_active(state: str) -> bool:
+    return state in ACTIVE
+
+
+def title(state: str) -> str:
+    """How `service ps` shows a state: 'Running', 'Pending'…"""
+    return state.capitalize()

@@ -1,0 +1,68 @@
+"""Address and port allocation: network subnets, service VIPs, dynamic published ports.
+
+Pure functions over what is already allocated, so every node agrees (the manager
+decides once and stores it).
+"""
+from __future__ import annotations
+
+import ipaddress
+from typing import Iterable, Optional
+
+NETWORK_POOL = ipaddress.ip_network("10.210.0.0/16")  # one /24 per Shoal network
+VIP_POOL = ipaddress.ip_network("10.211.0.0/16")  # VIPs of network N live in 10.211.N.0/24
+DYNAMIC_PORTS = range(30000, 32768)
+
+
+class AllocationError(Exception):
+    pass
+
+
+def allocate_subnet(used: Iterable[str], requested: Optional[str] = None) -> tuple[str, str, int]:
+    """(subnet, gateway, index) for a new network. `index` numbers the VIP block."""
+    used_nets = {ipaddress.ip_network(u) for u in used if u}
+    if requested:
+        net = ipaddress.ip_network(requested, strict=False)
+        for u in used_nets:
+            if net.overlaps(u):
+                raise AllocationError(f"subnet {requested} overlaps {u}, already used by another network")
+        index = _free_index(used_nets)
+        return str(net), str(next(net.hosts())), index
+    for i, candidate in enumerate(NETWORK_POOL.subnets(new_prefix=24)):
+        if i == 0:
+            continue
+        if not any(candidate.overlaps(u) for u in used_nets):
+            return str(candidate), str(candidate.network_address + 1), i
+    raise AllocationError("no free subnet left in the Shoal pool 10.210.0.0/16")
+
+
+def _free_index(used_nets: set) -> int:
+    for i, candidate in enumerate(NETWORK_POOL.subnets(new_prefix=24)):
+        if i and not any(candidate.overlaps(u) for u in used_nets):
+            return i
+    raise AllocationError("no free VIP block")
+
+
+def vip_block(subnet: str) -> ipaddress.IPv4Network:
+    """The VIP /24 that pairs with a network's subnet (same third octet for pool subnets)."""
+    net = ipaddress.ip_network(subnet, strict=False)
+    if net.subnet_of(NETWORK_POOL):  # type: ignore[arg-type]
+        third = int(net.network_address) >> 8 & 0xFF
+    else:
+        third = (int(net.network_address) >> 8 & 0xFF) ^ 0x80
+    return ipaddress.ip_network(f"{VIP_POOL.network_address + third * 256}/24")
+
+
+def allocate_vip(subnet: str, used: Iterable[str]) -> str:
+    taken = set(used)
+    for host in vip_block(subnet).hosts():
+        if str(host) not in taken and int(host) & 0xFF not in (0, 1, 255):
+            return str(host)
+    raise AllocationError(f"no free virtual IP for network {subnet}")
+
+
+def allocate_port(used: Iterable[int]) -> int:
+    taken = set(used)
+    for p in DYNAMIC_PORTS:
+        if p not in taken:
+            return p
+    raise AllocationError("no free port in 30000-32767")

@@ -1,0 +1,425 @@
+"""The manager's operations on cluster state: what the API calls, validated and stored.
+
+Every user-facing change (deploy, update, scale, rm, node/config/secret changes)
+lands here, is checked, and is written to the store in one transaction. Nothing
+here talks to an engine: the orchestrator and the agents act on what is stored.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+from shoal.core import task_states as ts
+from shoal.ids import new_id
+from shoal.manager import allocator
+from shoal.manager.errors import ApiError, Conflict, NotFound
+from shoal.manager.keyring import Keyring
+from shoal.model.objects import (ConfigObj, NetworkObj, Node, SecretObj, Service, Task,
+                                 UpdateStatus)
+from shoal.model.specs import FileObjectSpec, NetworkSpec, ServiceSpec, StackSpec
+from shoal.store.sqlite import Store
+
+STACK_LABEL = "com.docker.stack.namespace"
+CONFIG_MAX = 1000 * 1024
+SECRET_MAX = 500 * 1024
+
+
+def resolve(store: Store, cls, ref: str, what: str):
+    """An object by id, unique id prefix, or name — as docker resolves references."""
+    obj = store.get(cls, ref)
+    if obj is not None:
+        return obj
+    obj = store.by_name(cls, ref)
+    if obj is not None:
+        return obj
+    if cls is Node:
+        matches = [n for n in store.all(Node) if n.description.hostname == ref]
+        if len(matches) == 1:
+            return matches[0]
+    matches = [o for o in store.all(cls) if o.id.startswith(ref)] if len(ref) >= 3 else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise ApiError(f"{what} {ref} is ambiguous ({len(matches)} matches found)")
+    raise NotFound(f"{what} {ref} not found")
+
+
+class Cluster:
+    def __init__(self, store: Store, keyring: Keyring, node_id: str):
+        self.store = store
+        self.keyring = keyring
+        self.node_id = node_id
+
+    # ------------------------------------------------------------------ stacks
+    def deploy_stack(self, stack: StackSpec, prune: bool = False) -> list[str]:
+        """Apply a stack file's desired state. Validates everything before writing anything."""
+        st = self.store
+        out: list[str] = []
+        self._check_stack_references(stack)
+        self._check_ports(stack)
+        with st.txn():
+            for net in stack.networks:
+                if net.external:
+                    continue
+                if st.by_name(NetworkObj, net.name) is None:
+                    self._create_network(net)
+                    out.append(f"Creating network {net.name}")
+            for obj in stack.secrets:
+                if not obj.external:
+                    out += self._upsert_secret(obj, stack.name)
+            for obj in stack.configs:
+                if not obj.external:
+                    out += self._upsert_config(obj, stack.name)
+            for spec in stack.services:
+                svc = st.by_name(Service, spec.name)
+                if svc is None:
+                    out.append(f"Creating service {spec.name}")
+                    self._create_service(spec)
+                elif svc.spec != spec:
+                    out.append(f"Updating service {spec.name} (id: {svc.id})")
+                    self._update_service(svc, spec)
+            if prune:
+                wanted = {s.name for s in stack.services}
+                for svc in self.services_of_stack(stack.name):
+                    if svc.spec.name not in wanted:
+                        out.append(f"Removing service {svc.spec.name}")
+                        self._remove_service(svc)
+        return out
+
+    def _check_stack_references(self, stack: StackSpec) -> None:
+        st = self.store
+        missing = []
+        for net in stack.networks:
+            if net.external and st.by_name(NetworkObj, net.name) is None:
+                missing.append(f"network {net.name} declared as external, but could not be found. "
+                               f"You need to create a network with that name first (shoal network create)")
+        for obj in stack.configs:
+            if obj.external and st.by_name(ConfigObj, obj.name) is None:
+                missing.append(f"config not found: {obj.name} (declared as external; create it with "
+                               f"`shoal config create {obj.name} FILE`)")
+        for obj in stack.secrets:
+            if obj.external and st.by_name(SecretObj, obj.name) is None:
+                missing.append(f"secret not found: {obj.name} (declared as external; create it with "
+                               f"`shoal secret create {obj.name} FILE`)")
+        for obj in stack.configs:
+            if obj.data is not None and len(obj.data) > CONFIG_MAX:
+                missing.append(f"config {obj.name}: data is {len(obj.data)} bytes, over the 1000 KB limit")
+            if obj.data is not None and not obj.data:
+                missing.append(f"config {obj.name}: data is empty")
+        for obj in stack.secrets:
+            if obj.data is not None and len(obj.data) > SECRET_MAX:
+                missing.append(f"secret {obj.name}: data is {len(obj.data)} bytes, over the 500 KB limit")
+            if obj.data is not None and not obj.data:
+                missing.append(f"secret {obj.name}: data is empty")
+        if missing:
+            raise ApiError("; ".join(missing))
+        from shoal.scheduler.constraints import validate_constraints
+        for spec in stack.services:
+            errors = validate_constraints(spec.placement.constraints)
+            if errors:
+                raise ApiError(f"service {spec.name}: invalid placement constraint: {'; '.join(errors)}")
+
+    def _check_ports(self, stack: StackSpec) -> None:
+        mine = {s.name for s in stack.services}
+        held: dict[tuple[str, int], str] = {}
+        for svc in self.store.all(Service):
+            if svc.spec.name in mine:
+                continue
+            for p in svc.spec.ports:
+                pub = p.published or svc.published_ports.get(f"{p.target}/{p.protocol}")
+                if pub:
+                    held[(p.protocol, pub)] = svc.spec.name
+        seen: dict[tuple[str, int], str] = {}
+        for spec in stack.services:
+            for p in spec.ports:
+                if p.published is None:
+                    continue
+                key = (p.protocol, p.published)
+                if key in held:
+                    raise Conflict(f"port {p.published}/{p.protocol} of service {spec.name} is already "
+                                   f"published by service {held[key]}")
+                if key in seen and seen[key] != spec.name:
+                    raise Conflict(f"port {p.published}/{p.protocol} is published by both {seen[key]} and {spec.name}")
+                seen[key] = spec.name
+
+    def services_of_stack(self, stack: str) -> list[Service]:
+        return [s for s in self.store.all(Service) if s.spec.stack == stack]
+
+    def stacks(self) -> list[dict]:
+        counts: dict[str, int] = {}
+        for s in self.store.all(Service):
+            if s.spec.stack:
+                counts[s.spec.stack] = counts.get(s.spec.stack, 0) + 1
+        return [{"name": k, "services": v} for k, v in sorted(counts.items())]
+
+    def remove_stack(self, stack: str) -> list[str]:
+        st = self.store
+        services = self.services_of_stack(stack)
+        networks = [n for n in st.all(NetworkObj) if n.spec.stack == stack]
+        configs = [c for c in st.all(ConfigObj) if c.labels.get(STACK_LABEL) == stack]
+        secrets = [c for c in st.all(SecretObj) if c.labels.get(STACK_LABEL) == stack]
+        if not (services or networks or configs or secrets):
+            raise NotFound(f"Nothing found in stack: {stack}")
+        out = []
+        with st.txn():
+            for svc in sorted(services, key=lambda s: s.spec.name):
+                out.append(f"Removing service {svc.spec.name}")
+                self._remove_service(svc)
+            for obj in secrets:
+                out.append(f"Removing secret {obj.name}")
+                st.delete(SecretObj, obj.id)
+            for obj in configs:
+                out.append(f"Removing config {obj.name}")
+                st.delete(ConfigObj, obj.id)
+            for net in networks:
+                out.append(f"Removing network {net.spec.name}")
+                st.delete(NetworkObj, net.id)
+        return out
+
+    # ---------------------------------------------------------------- networks
+    def _create_network(self, spec: NetworkSpec) -> NetworkObj:
+        used = [n.subnet for n in self.store.all(NetworkObj)]
+        try:
+            subnet, gateway, _ = allocator.allocate_subnet(used, spec.subnets[0] if spec.subnets else None)
+        except allocator.AllocationError as e:
+            raise ApiError(f"network {spec.name}: {e}") from None
+        return self.store.put(NetworkObj(id=new_id(), spec=spec, subnet=subnet, gateway=gateway))
+
+    def create_network(self, spec: NetworkSpec) -> NetworkObj:
+        if self.store.by_name(NetworkObj, spec.name):
+            raise Conflict(f"network with name {spec.name} already exists")
+        return self._create_network(spec)
+
+    def remove_network(self, ref: str) -> str:
+        net = resolve(self.store, NetworkObj, ref, "network")
+        users = [s.spec.name for s in self.store.all(Service)
+                 if any(a.network == net.spec.name for a in s.spec.networks)]
+        if users:
+            raise Conflict(f"network {net.spec.name} is in use by service(s) {', '.join(sorted(users))}")
+        self.store.delete(NetworkObj, net.id)
+        return net.spec.name
+
+    # ---------------------------------------------------------------- services
+    def _service_extras(self, spec: ServiceSpec, svc: Optional[Service]) -> dict:
+        """VIPs per network and dynamic published ports, kept stable across updates."""
+        vips = dict(svc.virtual_ips) if svc else {}
+        ports = dict(svc.published_ports) if svc else {}
+        if spec.endpoint_mode == "vip":
+            used = {ip for s in self.store.all(Service) for ip in s.virtual_ips.values()}
+            for att in spec.networks:
+                net = self.store.by_name(NetworkObj, att.network)
+                if net and att.network not in vips:
+                    vips[att.network] = allocator.allocate_vip(net.subnet, used)
+                    used.add(vips[att.network])
+            vips = {k: v for k, v in vips.items() if any(a.network == k for a in spec.networks)}
+        else:
+            vips = {}
+        taken = {p.published for s in self.store.all(Service) for p in s.spec.ports if p.published}
+        taken |= {v for s in self.store.all(Service) for v in s.published_ports.values()}
+        wanted = {}
+        for p in spec.ports:
+            if p.published is None and p.mode == "ingress":
+                key = f"{p.target}/{p.protocol}"
+                wanted[key] = ports.get(key) or allocator.allocate_port(taken)
+                taken.add(wanted[key])
+        return {"virtual_ips": vips, "published_ports": wanted}
+
+    def _create_service(self, spec: ServiceSpec) -> Service:
+        svc = Service(id=new_id(), spec=spec, **self._service_extras(spec, None))
+        return self.store.put(svc)
+
+    def _update_service(self, svc: Service, spec: ServiceSpec, rollback: bool = False) -> Service:
+        now = time.time()
+        status = UpdateStatus(state="rollback_started" if rollback else "updating", started_at=now,
+                              message="manually requested rollback" if rollback else "update in progress")
+        changed = svc.model_copy(update={
+            "previous_spec": svc.spec,
+            "spec": spec,
+            "spec_version": svc.spec_version + 1,
+            "update_status": status,
+            "update_state": None,
+            **self._service_extras(spec, svc),
+        }) if "update_state" in Service.model_fields else svc.model_copy(update={
+            "previous_spec": svc.spec, "spec": spec, "spec_version": svc.spec_version + 1,
+            "update_status": status, **self._service_extras(spec, svc)})
+        return self.store.put(changed)
+
+    def _scale_only(self, old: ServiceSpec, new: ServiceSpec) -> bool:
+        return old.model_copy(update={"replicas": new.replicas}) == new
+
+    def update_service(self, ref: str, spec: ServiceSpec, expect_version: Optional[int] = None) -> Service:
+        svc = resolve(self.store, Service, ref, "service")
+        if expect_version is not None and svc.version != expect_version:
+            raise Conflict(f"service {svc.spec.name} changed meanwhile (version {svc.version}); retry")
+        if spec.name != svc.spec.name:
+            raise ApiError("a service cannot be renamed")
+        if spec == svc.spec:
+            return svc
+        if self._scale_only(svc.spec, spec):
+            return self.store.put(svc.model_copy(update={"spec": spec}))
+        return self._update_service(svc, spec)
+
+    def scale(self, ref: str, replicas: int) -> Service:
+        svc = resolve(self.store, Service, ref, "service")
+        if svc.spec.mode not in ("replicated", "replicated-job"):
+            raise ApiError(f"{svc.spec.name}: scale can only be used with replicated or replicated-job mode")
+        if replicas < 0:
+            raise ApiError("replicas must be 0 or more")
+        return self.store.put(svc.model_copy(update={"spec": svc.spec.model_copy(update={"replicas": replicas})}))
+
+    def rollback(self, ref: str) -> Service:
+        svc = resolve(self.store, Service, ref, "service")
+        if svc.previous_spec is None:
+            raise ApiError(f"service {svc.spec.name}: there is no previous spec to roll back to")
+        return self._update_service(svc, svc.previous_spec, rollback=True)
+
+    def _remove_service(self, svc: Service) -> None:
+        st = self.store
+        with st.txn():
+            for t in st.tasks_of_service(svc.id):
+                if t.desired_state != ts.REMOVE:
+                    st.put(t.model_copy(update={"desired_state": ts.REMOVE}))
+            st.delete(Service, svc.id)
+
+    def remove_service(self, ref: str) -> str:
+        svc = resolve(self.store, Service, ref, "service")
+        self._remove_service(svc)
+        return svc.spec.name
+
+    # ---------------------------------------------------------- configs/secrets
+    def _users(self, kind: str, name: str) -> list[str]:
+        out = []
+        for s in self.store.all(Service):
+            refs = s.spec.container.configs if kind == "config" else s.spec.container.secrets
+            if any(r.source == name for r in refs):
+                out.append(s.spec.name)
+        return sorted(out)
+
+    def _roll_users(self, kind: str, name: str) -> list[str]:
+        """A config/secret's data changed under the same name: roll the services that use it."""
+        out = []
+        for svc_name in self._users(kind, name):
+            svc = self.store.by_name(Service, svc_name)
+            assert svc is not None
+            spec = svc.spec.model_copy(update={"force_update": svc.spec.force_update + 1})
+            self._update_service(svc, spec)
+            out.append(f"Updating service {svc_name} ({kind} {name} changed)")
+        return out
+
+    def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> ConfigObj:
+        _check_data("config", name, data, CONFIG_MAX)
+        if self.store.by_name(ConfigObj, name):
+            raise Conflict(f"config {name} already exists")
+        return self.store.put(ConfigObj(id=new_id(), name=name, data=data, labels=labels))
+
+    def update_config_data(self, ref: str, data: bytes) -> tuple[ConfigObj, list[str]]:
+        obj = resolve(self.store, ConfigObj, ref, "config")
+        _check_data("config", obj.name, data, CONFIG_MAX)
+        if obj.data == data:
+            return obj, []
+        with self.store.txn():
+            obj = self.store.put(obj.model_copy(update={"data": data, "data_version": obj.data_version + 1}))
+            msgs = self._roll_users("config", obj.name)
+        return obj, msgs
+
+    def _upsert_config(self, spec: FileObjectSpec, stack: str) -> list[str]:
+        obj = self.store.by_name(ConfigObj, spec.name)
+        labels = {**spec.labels, STACK_LABEL: stack}
+        if obj is None:
+            self.store.put(ConfigObj(id=new_id(), name=spec.name, data=spec.data or b"", labels=labels))
+            return [f"Creating config {spec.name}"]
+        if obj.data != spec.data or obj.labels != labels:
+            rotated = obj.data != spec.data
+            self.store.put(obj.model_copy(update={"data": spec.data or b"", "labels": labels,
+                                                  "data_version": obj.data_version + int(rotated)}))
+            return [f"Updating config {spec.name}"] + (self._roll_users("config", spec.name) if rotated else [])
+        return []
+
+    def remove_config(self, ref: str) -> str:
+        obj = resolve(self.store, ConfigObj, ref, "config")
+        users = self._users("config", obj.name)
+        if users:
+            raise Conflict(f"config '{obj.name}' is in use by the following service(s): {', '.join(users)}")
+        self.store.delete(ConfigObj, obj.id)
+        return obj.name
+
+    def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> SecretObj:
+        _check_data("secret", name, data, SECRET_MAX)
+        if self.store.by_name(SecretObj, name):
+            raise Conflict(f"secret {name} already exists")
+        ct, wk = self.keyring.seal(data)
+        return self.store.put(SecretObj(id=new_id(), name=name, labels=labels, ciphertext=ct, wrapped_key=wk,
+                                        digest=self.keyring.digest(data)))
+
+    def update_secret_data(self, ref: str, data: bytes) -> tuple[SecretObj, list[str]]:
+        obj = resolve(self.store, SecretObj, ref, "secret")
+        _check_data("secret", obj.name, data, SECRET_MAX)
+        if self.keyring.digest(data) == obj.digest:
+            return obj, []
+        ct, wk = self.keyring.seal(data)
+        with self.store.txn():
+            obj = self.store.put(obj.model_copy(update={"ciphertext": ct, "wrapped_key": wk,
+                                                        "digest": self.keyring.digest(data),
+                                                        "data_version": obj.data_version + 1}))
+            msgs = self._roll_users("secret", obj.name)
+        return obj, msgs
+
+    def _upsert_secret(self, spec: FileObjectSpec, stack: str) -> list[str]:
+        obj = self.store.by_name(SecretObj, spec.name)
+        labels = {**spec.labels, STACK_LABEL: stack}
+        data = spec.data or b""
+        if obj is None:
+            ct, wk = self.keyring.seal(data)
+            self.store.put(SecretObj(id=new_id(), name=spec.name, labels=labels, ciphertext=ct, wrapped_key=wk,
+                                     digest=self.keyring.digest(data)))
+            return [f"Creating secret {spec.name}"]
+        rotated = self.keyring.digest(data) != obj.digest
+        if rotated or obj.labels != labels:
+            update: dict = {"labels": labels}
+            if rotated:
+                ct, wk = self.keyring.seal(data)
+                update.update(ciphertext=ct, wrapped_key=wk, digest=self.keyring.digest(data),
+                              data_version=obj.data_version + 1)
+            self.store.put(obj.model_copy(update=update))
+            return [f"Updating secret {spec.name}"] + (self._roll_users("secret", spec.name) if rotated else [])
+        return []
+
+    def remove_secret(self, ref: str) -> str:
+        obj = resolve(self.store, SecretObj, ref, "secret")
+        users = self._users("secret", obj.name)
+        if users:
+            raise Conflict(f"secret '{obj.name}' is in use by the following service(s): {', '.join(users)}")
+        self.store.delete(SecretObj, obj.id)
+        return obj.name
+
+    def secret_bytes(self, name: str) -> Optional[bytes]:
+        obj = self.store.by_name(SecretObj, name)
+        if obj is None:
+            return None
+        return self.keyring.open(obj.ciphertext, obj.wrapped_key)
+
+    # ------------------------------------------------------------------- nodes
+    def update_node(self, ref: str, label_add: dict[str, str], label_rm: list[str],
+                    availability: Optional[str], role: Optional[str] = None) -> Node:
+        node = resolve(self.store, Node, ref, "node")
+        labels = dict(node.labels)
+        for k in label_rm:
+            if k not in labels:
+                raise ApiError(f"key {k} doesn't exist in node's labels")
+            labels.pop(k)
+        labels.update(label_add)
+        update: dict = {"labels": labels}
+        if availability:
+            if availability not in ("active", "pause", "drain"):
+                raise ApiError(f"invalid availability {availability!r}: use active, pause or drain")
+            update["availability"] = availability
+        if role:
+            update["role"] = role
+        return self.store.put(node.model_copy(update=update))
+
+
+def _check_data(kind: str, name: str, data: bytes, limit: int) -> None:
+    if not data:
+        raise ApiError(f"{kind} {name}: data is empty")
+    if len(data) > limit:
+        raise ApiError(f"{kind} {name}: data is {len(data)} bytes, over the {limit // 1024} KB limit")

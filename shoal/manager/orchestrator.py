@@ -1,0 +1,146 @@
+"""The manager's control loop: run the pure core over the store and write back what it decides.
+
+Each pass: mark silent nodes down, ask the core for every service's plan (reconcile,
+restart, rolling update, dependency gate), apply the plans, then ask the scheduler
+to place pending tasks. All decisions come from `shoal.core` and `shoal.scheduler`;
+this file only reads the store, calls them, and writes their answers.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Optional
+
+from shoal.core import task_states as ts
+from shoal.core.orchestrate import deps_status, orchestrate
+from shoal.core.plan import Plan
+from shoal.ids import new_id
+from shoal.model.objects import Node, Service, Task, TaskStatus
+from shoal.scheduler.pipeline import schedule
+from shoal.store.sqlite import Store
+
+log = logging.getLogger("shoal.orchestrator")
+
+NODE_DOWN_AFTER = 15.0  # three missed heartbeats, as Swarm
+TICK = 1.0
+
+
+class Orchestrator:
+    def __init__(self, store: Store, volume_nodes=None):
+        self.store = store
+        self.volume_nodes = volume_nodes or (lambda: {})
+        self.started = time.time()
+
+    async def run(self) -> None:
+        while True:
+            now = time.time()
+            try:
+                wake = self.tick(now)
+            except Exception:
+                log.exception("orchestrator pass failed")
+                wake = None
+                await asyncio.sleep(1)
+            seen = self.store.rev
+            timeout = TICK if wake is None else max(0.01, min(TICK, wake - time.time()))
+            await self.store.wait_for_change(seen, timeout)
+            await asyncio.sleep(0.01)  # let a burst of writes land before the next pass
+
+    # ------------------------------------------------------------------ one pass
+    def tick(self, now: float) -> Optional[float]:
+        st = self.store
+        wake: Optional[float] = None
+        with st.txn():
+            self._check_nodes(now)
+            nodes = st.all(Node)
+            services = st.all(Service)
+            by_name = {s.spec.name: s for s in services}
+            tasks_by_service = {s.id: st.tasks_of_service(s.id) for s in services}
+            for svc in services:
+                deps = deps_status(svc, by_name, tasks_by_service)
+                plan = orchestrate(svc, tasks_by_service[svc.id], nodes, now, deps=deps, id_factory=new_id)
+                self._apply(plan, now)
+                if plan.wake_at is not None:
+                    wake = plan.wake_at if wake is None else min(wake, plan.wake_at)
+            self._collect_removed(now, {s.id for s in services}, {n.id: n for n in nodes})
+            self._schedule(now, nodes)
+        return wake
+
+    def _check_nodes(self, now: float) -> None:
+        # A restarted manager gives agents a grace period before calling their nodes down.
+        if now - self.started < NODE_DOWN_AFTER:
+            return
+        for n in self.store.all(Node):
+            if n.state == "ready" and now - n.last_heartbeat > NODE_DOWN_AFTER:
+                log.warning("node %s (%s) missed its heartbeats: down", n.id, n.description.hostname)
+                self.store.put(n.model_copy(update={"state": "down"}))
+
+    def _apply(self, plan: Plan, now: float) -> None:
+        st = self.store
+        for tid in plan.remove:
+            st.delete(Task, tid)
+        for tid in plan.orphan:
+            t = st.get(Task, tid)
+            if t is not None and not ts.is_terminal(t.status.state):
+                st.put(t.model_copy(update={"desired_state": ts.SHUTDOWN, "status": TaskStatus(
+                    state=ts.ORPHANED, timestamp=now, message="node is down", err="node is down")}))
+        for tid in plan.shutdown:
+            t = st.get(Task, tid)
+            if t is None:
+                continue
+            update: dict = {}
+            if t.desired_state not in (ts.SHUTDOWN, ts.REMOVE):
+                update["desired_state"] = ts.SHUTDOWN
+            if t.status.state in (ts.NEW, ts.PENDING):
+                update["status"] = TaskStatus(state=ts.SHUTDOWN, timestamp=now, message="shutdown")
+            if update:
+                st.put(t.model_copy(update=update))
+        for tid in plan.release:
+            t = st.get(Task, tid)
+            if t is not None and t.status.state == ts.NEW:
+                st.put(t.model_copy(update={"status": TaskStatus(state=ts.PENDING, timestamp=now,
+                                                                  message="pending task scheduling")}))
+        for tid, reason in plan.hold.items():
+            t = st.get(Task, tid)
+            if t is not None and t.status.state == ts.NEW and t.status.message != reason:
+                st.put(t.model_copy(update={"status": t.status.model_copy(update={"message": reason})}))
+        for t in plan.create:
+            st.put(t)
+        if plan.service is not None:
+            current = st.get(Service, plan.service.id)
+            if current is not None and current.spec_version == plan.service.spec_version - (
+                    1 if plan.service.spec_version != current.spec_version else 0):
+                st.put(plan.service)
+
+    def _collect_removed(self, now: float, service_ids: set[str], nodes: dict[str, Node]) -> None:
+        """Tasks of removed services: stop them on their nodes, then forget them."""
+        st = self.store
+        for t in st.all(Task):
+            if t.service_id in service_ids:
+                continue
+            node = nodes.get(t.node_id or "")
+            gone = node is None or node.state == "down"
+            if ts.is_terminal(t.status.state) or t.status.state in (ts.NEW, ts.PENDING) or gone:
+                st.delete(Task, t.id)
+            elif t.desired_state != ts.REMOVE:
+                st.put(t.model_copy(update={"desired_state": ts.REMOVE}))
+
+    def _schedule(self, now: float, nodes: list[Node]) -> None:
+        st = self.store
+        all_tasks = st.all(Task)
+        pending = [t for t in all_tasks if t.status.state == ts.PENDING
+                   and t.desired_state in (ts.RUNNING, ts.READY, ts.COMPLETE)]
+        if not pending:
+            return
+        active = [t for t in all_tasks if ts.is_active(t.status.state) and t.node_id]
+        result = schedule(pending, nodes, active, now, volume_nodes=self.volume_nodes())
+        for tid, node_id in result.assignments.items():
+            t = st.get(Task, tid)
+            if t is None:
+                continue
+            st.put(t.model_copy(update={"node_id": node_id, "status": TaskStatus(
+                state=ts.ASSIGNED, timestamp=now, message="scheduler assigned task to node")}))
+        for tid, reason in result.unplaced.items():
+            t = st.get(Task, tid)
+            if t is not None and t.status.err != reason:
+                st.put(t.model_copy(update={"status": t.status.model_copy(update={"err": reason})}))

@@ -1,0 +1,76 @@
+"""Wires the manager together: store, keyring, cluster ops, dispatcher, orchestrator, HTTP API.
+
+It listens on TCP with mutual TLS (agents, remote admins) and on a root-only unix
+socket in the data dir (the local CLI).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Optional
+
+from aiohttp import web
+
+from shoal import pki
+from shoal.manager.api import ManagerApi
+from shoal.manager.cluster import Cluster
+from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.keyring import Keyring, Locked
+from shoal.manager.logs import LogHub
+from shoal.manager.orchestrator import Orchestrator
+from shoal.paths import Layout
+from shoal.store.sqlite import Store
+
+log = logging.getLogger("shoal.manager")
+
+
+class ManagerServer:
+    def __init__(self, layout: Layout, cluster_info: dict, listen: str, port: int):
+        self.layout = layout
+        self.info = cluster_info
+        self.listen = listen
+        self.port = port
+        self.runner: Optional[web.AppRunner] = None
+        self.orch_task: Optional[asyncio.Task] = None
+
+    async def start(self) -> None:
+        L = self.layout
+        self.store = Store(L.store)
+        self.keyring = Keyring(L.cluster_key)
+        try:
+            self.keyring.load()
+        except Locked:
+            log.warning("the cluster is autolocked: waiting for `shoal unlock`")
+        self.cluster = Cluster(self.store, self.keyring, self.info["node_id"])
+        self.dispatcher = Dispatcher(self.store, self.cluster)
+        self.orchestrator = Orchestrator(self.store)
+        self.api = ManagerApi(self.store, self.cluster, self.dispatcher, self.keyring,
+                              {k: v for k, v in self.info.items() if k != "unlock_key"},
+                              on_unlock=self._start_orchestrator)
+        self.api.log_hub = LogHub(self.store)
+        app = web.Application(middlewares=[self.api.middleware], client_max_size=64 * 1024 * 1024)
+        app.add_routes(self.api.routes())
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        ctx = pki.server_context(L.ca_cert, L.manager_cert, L.manager_key)
+        await web.TCPSite(self.runner, self.listen, self.port, ssl_context=ctx, reuse_address=True).start()
+        if os.path.exists(L.socket):
+            os.unlink(L.socket)
+        await web.UnixSite(self.runner, L.socket).start()
+        os.chmod(L.socket, 0o600)
+        if self.keyring.unlocked:
+            self._start_orchestrator()
+        log.info("manager listening on %s:%d and %s", self.listen, self.port, L.socket)
+
+    def _start_orchestrator(self) -> None:
+        if self.orch_task is None:
+            self.orch_task = asyncio.create_task(self.orchestrator.run())
+
+    async def stop(self) -> None:
+        if self.orch_task:
+            self.orch_task.cancel()
+            await asyncio.gather(self.orch_task, return_exceptions=True)
+        if self.runner:
+            await self.runner.cleanup()
+        self.store.close()

@@ -1,0 +1,134 @@
+"""Cluster objects as the store keeps them: specs plus the state the cluster adds.
+
+Every object has an ``id`` and a ``version`` (bumped by the store on each write,
+used for optimistic concurrency). Timestamps are UNIX seconds (float).
+"""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shoal.model.specs import NetworkSpec, ServiceSpec
+
+
+class Obj(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+    id: str
+    version: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+
+class UpdateStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # updating | paused | completed | rollback_started | rollback_paused | rollback_completed
+    state: str
+    started_at: float = 0.0
+    completed_at: Optional[float] = None
+    message: str = ""
+
+
+class UpdateState(BaseModel):
+    """The rolling updater's bookkeeping between steps (owned by shoal.core.update).
+
+    Persisted on the Service by the caller exactly as returned; JSON-serialisable.
+    """
+    model_config = ConfigDict(extra="forbid")
+    spec_version: int  # the service spec_version this update (or rollback) converges to
+    rollback: bool = False
+    started_at: float = 0.0
+    in_progress: dict[str, float] = Field(default_factory=dict)  # slot key -> when its update began
+    done: list[str] = Field(default_factory=list)  # slot keys finished (updated or given up on)
+    total: int = 0  # slots in scope when the update began (denominator of the failure ratio)
+    batch_done_at: Optional[float] = None  # when the last batch finished (for update delay)
+    running_since: dict[str, float] = Field(default_factory=dict)  # new task id -> first seen running
+    failures: list[str] = Field(default_factory=list)  # new task ids counted as failed
+
+
+class Service(Obj):
+    spec: ServiceSpec
+    previous_spec: Optional[ServiceSpec] = None
+    spec_version: int = 1  # bumped on every spec change; tasks remember the one they run
+    update_status: Optional[UpdateStatus] = None
+    update_state: Optional[UpdateState] = None  # rolling-update bookkeeping (shoal.core.update)
+    # Virtual IPs per network (filled by the manager's allocator), and dynamic published ports.
+    virtual_ips: dict[str, str] = Field(default_factory=dict)
+    published_ports: dict[str, int] = Field(default_factory=dict)  # "80/tcp" -> 30001
+
+
+class TaskStatus(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: str = "new"
+    timestamp: float = 0.0
+    message: str = ""
+    err: str = ""
+    container_id: Optional[str] = None
+    exit_code: Optional[int] = None
+    health: Optional[str] = None  # starting | healthy | unhealthy | None (no check)
+    addresses: dict[str, str] = Field(default_factory=dict)  # network name -> IPv4 of the container
+
+
+class Task(Obj):
+    service_id: str
+    service_name: str
+    slot: int = 0  # replicated: 1..N; global: 0 (node_id identifies it)
+    node_id: Optional[str] = None
+    desired_state: str = "running"
+    status: TaskStatus = Field(default_factory=TaskStatus)
+    spec: ServiceSpec  # the service spec this task runs (copied at creation, as Swarm does)
+    spec_version: int = 1
+    # Restart accounting: when this task should start (restart delay), and how many restarts before it.
+    not_before: float = 0.0
+    attempt: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.service_name}.{self.slot if self.slot else (self.node_id or '')}"
+
+
+class NodeDescription(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    hostname: str = ""
+    os: str = "linux"
+    arch: str = "x86_64"
+    nano_cpus: int = 0
+    memory_bytes: int = 0
+    engine_version: str = ""
+    engine_labels: dict[str, str] = Field(default_factory=dict)
+
+
+class Node(Obj):
+    role: Literal["manager", "worker"] = "worker"
+    availability: Literal["active", "pause", "drain"] = "active"
+    state: Literal["unknown", "ready", "down", "disconnected"] = "unknown"
+    labels: dict[str, str] = Field(default_factory=dict)
+    description: NodeDescription = Field(default_factory=NodeDescription)
+    addr: str = ""
+    last_heartbeat: float = 0.0
+    leader: bool = False
+
+
+class ConfigObj(Obj):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    data: bytes = b""
+    # Versioned rotation (beyond Swarm): each data change bumps data_version.
+    data_version: int = 1
+
+
+class SecretObj(Obj):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    driver: str = ""
+    # Only ciphertext is ever stored: nonce + AES-256-GCM(data), under a data key wrapped by the cluster key.
+    ciphertext: bytes = b""
+    wrapped_key: bytes = b""
+    data_version: int = 1
+    digest: str = ""  # keyed digest used to detect changes without decrypting
+
+
+class NetworkObj(Obj):
+    spec: NetworkSpec
+    subnet: str = ""
+    gateway: str = ""

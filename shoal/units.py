@@ -1,0 +1,106 @@
+"""Durations, byte sizes and CPU counts, parsed the way Docker parses them.
+
+Durations follow Go's ``time.ParseDuration`` ("1m30s", "500ms", "2us", "0"; a bare
+number other than 0 has no unit and is refused, as in Go). Sizes follow go-units'
+``RAMInBytes`` (1024 multipliers, "100m" is 100 MiB, plain integers are bytes).
+CPUs follow docker's ``ParseCPUs`` ("0.50" -> 500000000 nano-CPUs, exact arithmetic).
+"""
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from fractions import Fraction
+
+__all__ = ["parse_duration", "parse_bytes", "parse_nano_cpus"]
+
+_DURATION_UNITS = {
+    "ns": Decimal("1e-9"),
+    "us": Decimal("1e-6"),
+    "\u00b5s": Decimal("1e-6"),  # micro sign
+    "\u03bcs": Decimal("1e-6"),  # Greek mu
+    "ms": Decimal("1e-3"),
+    "s": Decimal(1),
+    "m": Decimal(60),
+    "h": Decimal(3600),
+}
+_DURATION_PART = re.compile(r"(\d*(?:\.\d*)?)([^\d.]+)")
+
+_SIZE = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_SIZE_MULT = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+
+
+def parse_duration(value: str | int | float) -> float:
+    """Seconds in a Go duration string; raises ValueError like Go's message."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid duration {value!r}")
+    if isinstance(value, (int, float)):
+        if value == 0:
+            return 0.0
+        raise ValueError(f'missing unit in duration "{value}"')
+    if not isinstance(value, str):
+        raise ValueError(f"invalid duration {value!r}")
+    text = value.strip()
+    orig = text
+    sign = 1
+    if text and text[0] in "+-":
+        sign = -1 if text[0] == "-" else 1
+        text = text[1:]
+    if text == "0":
+        return 0.0
+    if not text:
+        raise ValueError(f'invalid duration "{orig}"')
+    total = Decimal(0)
+    pos = 0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if not m:
+            if re.fullmatch(r"\d+(?:\.\d*)?|\.\d+", text[pos:]):
+                raise ValueError(f'missing unit in duration "{orig}"')
+            raise ValueError(f'invalid duration "{orig}"')
+        number, unit = m.groups()
+        if number in ("", "."):
+            raise ValueError(f'invalid duration "{orig}"')
+        if unit not in _DURATION_UNITS:
+            raise ValueError(f'unknown unit "{unit}" in duration "{orig}"')
+        total += Decimal(number + "0" if number.endswith(".") else number) * _DURATION_UNITS[unit]
+        pos = m.end()
+    return float(sign * total)
+
+
+def parse_bytes(value: str | int) -> int:
+    """Bytes in a RAMInBytes size ("100M", "1.5G", "512k", 1024); raises ValueError."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid size: {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"invalid size: '{value}'")
+        return value
+    if isinstance(value, float):
+        value = repr(value)
+    if not isinstance(value, str):
+        raise ValueError(f"invalid size: {value!r}")
+    m = _SIZE.match(value)
+    if not m:
+        raise ValueError(f"invalid size: '{value}'")
+    try:
+        number = Decimal(m.group(1))
+    except InvalidOperation:
+        raise ValueError(f"invalid size: '{value}'") from None
+    mult = _SIZE_MULT[(m.group(2) or "").lower()]
+    return int(number * mult)
+
+
+def parse_nano_cpus(value: str | int | float) -> int:
+    """Nano-CPUs in a CPU count ("0.50" -> 500000000); refuses values finer than 1e-9."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid CPU count: {value!r}")
+    try:
+        cpus = Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"invalid CPU count: '{value}'") from None
+    if cpus < 0:
+        raise ValueError(f"invalid CPU count: '{value}'")
+    nano = cpus * 1_000_000_000
+    if nano.denominator != 1:
+        raise ValueError(f"value is too precise: '{value}'")
+    return int(nano)
