@@ -87,7 +87,7 @@ build_busybox() {
     if ! file_is_static "$bb"; then die "$bb is not statically linked (need busybox-static)"; fi
     local hash; hash=$(hash_inputs scripts/images/busybox-rootfs.sh -- "busybox:$RECIPE_REV" "$(sha256sum "$bb")")
     if up_to_date "$img" "$hash"; then log "$img up to date"; BUSYBOX_HASH=$hash; return; fi
-    local start=$SECONDS
+    local start=$SECONDS old; old=$(image_id "$img")
     bash "$ROOT/scripts/images/busybox-rootfs.sh" "$bb" "$WORK/busybox.tar"
     docker import \
         --change 'CMD ["sh"]' \
@@ -95,6 +95,7 @@ build_busybox() {
         --change 'LABEL org.opencontainers.image.description="busybox-static root file system (Shoal)"' \
         "$WORK/busybox.tar" "$img" >/dev/null
     log "imported $img in $((SECONDS - start))s"
+    if [ "$old" != "$(image_id "$img")" ]; then drop_replaced "$old"; fi
     BUSYBOX_HASH=$hash
 }
 
@@ -125,7 +126,7 @@ build_debian_python() {
         bash "$ROOT/scripts/images/debian-rootfs.sh" "$SUITE" "$mirror" "$include" "$tarball" "$CACHE"
         log "  debootstrap took $((SECONDS - start))s"
     fi
-    local start=$SECONDS
+    local start=$SECONDS old; old=$(image_id "$img")
     docker import \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
@@ -135,6 +136,7 @@ build_debian_python() {
         --change "LABEL org.opencontainers.image.description=\"Debian $SUITE minbase + python3 (debootstrap, Shoal)\"" \
         "$tarball" "$img" >/dev/null
     log "imported $img in $((SECONDS - start))s"
+    if [ "$old" != "$(image_id "$img")" ]; then drop_replaced "$old"; fi
 }
 
 # --- shoal/todo-app ----------------------------------------------------------

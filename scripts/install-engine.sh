@@ -11,10 +11,28 @@
 # Environment:
 #   SHOAL_DOCKERD_LOG   log file for dockerd (default /var/log/shoal-dockerd.log)
 #   SHOAL_ENGINE_WAIT   seconds to wait for the engine (default 60)
+#   SHOAL_DOCKERD_ARGS  extra dockerd arguments, for a second engine beside the
+#                       default one (then also set DOCKER_HOST to its -H socket
+#                       and SHOAL_DOCKERD_PIDFILE), e.g. one per test "host"
+#   SHOAL_DOCKERD_PIDFILE  its pid file (default /var/run/docker.pid)
+#   Careful: a dockerd started with `--bridge none` DELETES the host's docker0
+#   (moby removes the default bridge interface when the bridge is disabled),
+#   breaking the default engine in the same network namespace.  Give a second
+#   engine its own bridge (`--bridge NAME`, made beforehand) or its own network
+#   namespace instead; this script refuses `--bridge none`.
 set -euo pipefail
 
 LOG=${SHOAL_DOCKERD_LOG:-/var/log/shoal-dockerd.log}
+PIDFILE=${SHOAL_DOCKERD_PIDFILE:-/var/run/docker.pid}
+read -r -a EXTRA_ARGS <<<"${SHOAL_DOCKERD_ARGS:-}"
 WAIT=${SHOAL_ENGINE_WAIT:-60}
+for ((i = 0; i < ${#EXTRA_ARGS[@]}; i++)); do
+    a=${EXTRA_ARGS[$i]} next=${EXTRA_ARGS[$((i + 1))]:-}
+    if [[ $a == --bridge=none || $a == -b=none || ( ( $a == --bridge || $a == -b ) && $next == none ) ]]; then
+        echo "install-engine: refusing '--bridge none': dockerd would delete the host's docker0" >&2
+        exit 2
+    fi
+done
 PACKAGES=(docker.io busybox-static debootstrap nftables iptables iproute2 curl)
 
 say() { echo "install-engine: $*" >&2; }
@@ -49,21 +67,28 @@ fi
 # --- daemon -----------------------------------------------------------------
 dockerd_running() {
     local pid
-    if [ -s /var/run/docker.pid ]; then
-        pid=$(cat /var/run/docker.pid)
+    if [ -s "$PIDFILE" ]; then
+        pid=$(cat "$PIDFILE")
         [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && return 0
     fi
-    pgrep -x dockerd >/dev/null 2>&1
+    # A second engine is known by its pid file alone.
+    [ "$PIDFILE" != /var/run/docker.pid ] && return 1
+    # No pgrep on a minimal Debian (procps): look through /proc.
+    local comm
+    for comm in /proc/[0-9]*/comm; do
+        [ "$(cat "$comm" 2>/dev/null)" = dockerd ] && return 0
+    done
+    return 1
 }
 
 if ! dockerd_running; then
     # Debian's docker.io wants containerd; dockerd starts its own when none runs.
     # A stale pid file from a dead daemon would stop dockerd from starting.
-    rm -f /var/run/docker.pid
+    rm -f "$PIDFILE"
     mkdir -p "$(dirname "$LOG")"
-    say "starting dockerd (log: $LOG)"
+    say "starting dockerd ${EXTRA_ARGS[*]} (log: $LOG)"
     # setsid: detach from this shell's process group so the daemon outlives it.
-    setsid nohup dockerd >>"$LOG" 2>&1 </dev/null &
+    setsid nohup dockerd --pidfile "$PIDFILE" "${EXTRA_ARGS[@]}" >>"$LOG" 2>&1 </dev/null &
 fi
 
 deadline=$((SECONDS + WAIT))

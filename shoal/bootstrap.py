@@ -102,7 +102,7 @@ def start_daemon(layout: Layout, wait: float = 30.0) -> int:
         return pid
     logf = open(layout.log, "ab")
     env = dict(os.environ, SHOAL_DATA_DIR=layout.root)
-    proc = subprocess.Popen([sys.executable, "-m", "shoal", "daemon", "--data-dir", layout.root],
+    proc = subprocess.Popen([sys.executable, "-m", "shoal", "--data-dir", layout.root, "daemon"],
                             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env, close_fds=True)
     deadline = time.monotonic() + wait

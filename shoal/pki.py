@@ -87,6 +87,7 @@ def issue(ca: KeyPair, common_name: str, role: str, hosts: list[str] | None = No
 
 def write_pair(pair: KeyPair, cert_path: str, key_path: str) -> None:
     os.makedirs(os.path.dirname(cert_path), exist_ok=True)
+    os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
     with open(cert_path, "wb") as f:
         f.write(pair.cert_pem)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

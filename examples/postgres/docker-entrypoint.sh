@@ -61,7 +61,10 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
         echo "# added by the shoal/postgres entrypoint"
         echo "host all all all $auth"
     } >>"$PGDATA/pg_hba.conf"
-    echo "listen_addresses = '*'" >>"$PGDATA/postgresql.conf"
+    {
+        echo "listen_addresses = '*'"
+        echo "jit = off  # this image ships without the LLVM JIT"
+    } >>"$PGDATA/postgresql.conf"
 
     # Create the database and run the init scripts on a server that only
     # listens on its Unix socket.

@@ -21,7 +21,7 @@ hash_inputs() {
     {
         local p
         for p in "${paths[@]}"; do
-            (cd "$ROOT" && find "$p" -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 \
+            (cd "$ROOT" && find "$p" -type f ! -name '*.pyc' ! -name '*.md' ! -path '*/__pycache__/*' -print0 \
                 | LC_ALL=C sort -z | xargs -0 -r sha256sum)
         done
         printf '%s\n' "${extras[@]}"
@@ -55,16 +55,27 @@ ensure_tags() {
     done
 }
 
+# drop_replaced OLD_ID: remove an image this script built before, once a
+# rebuild has taken its tag away (untagged, not used by a container: rmi
+# without -f fails otherwise, which is fine).
+drop_replaced() {
+    local old=$1
+    [ -n "$old" ] || return 0
+    local tags; tags=$(docker image inspect -f '{{len .RepoTags}}' "$old" 2>/dev/null || echo 1)
+    if [ "$tags" = 0 ]; then docker rmi "$old" >/dev/null 2>&1 || true; fi
+}
+
 # docker_build TAG HASH CONTEXT [extra docker build args...]
 docker_build() {
     local tag=$1 hash=$2 ctx=$3; shift 3
-    local start=$SECONDS
+    local start=$SECONDS old; old=$(image_id "$tag")
     log "building $tag (context ${ctx#"$ROOT"/})"
     if ! docker build -q --label "$HASH_LABEL=$hash" -t "$tag" "$@" "$ctx" >"$WORK/build.log" 2>&1; then
         cat "$WORK/build.log" >&2
         die "docker build of $tag failed"
     fi
     log "  built $tag in $((SECONDS - start))s"
+    if [ -n "$old" ] && [ "$old" != "$(image_id "$tag")" ]; then drop_replaced "$old"; fi
 }
 
 # The Debian mirror the host's apt uses (first bookworm 'main' source that is

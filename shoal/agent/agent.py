@@ -27,6 +27,7 @@ from shoal.model.objects import NetworkObj, Task
 log = logging.getLogger("shoal.agent")
 
 RESYNC_PERIOD = 5.0
+RUN_DESIRED = (ts.RUNNING, ts.READY, ts.COMPLETE)  # desired states that mean "run it" (COMPLETE: jobs)
 
 
 class Agent:
@@ -131,7 +132,8 @@ class Agent:
                 if desc is None:
                     desc = await self.describe()
                 resp = await self.client.call("POST", "/v1/agent/heartbeat", json={
-                    "description": desc, "addr": self.addr, "volumes": await self._volumes()}, timeout=10)
+                    "description": desc, "addr": self.addr, "volumes": await self._volumes(),
+                    "engine_subnets": await self.networks.foreign_subnets()}, timeout=10)
                 period = float(resp.get("heartbeat_period", 5.0))
             except (ManagerUnavailable, EngineError, OSError) as e:
                 log.warning("heartbeat failed: %s", e)
@@ -206,7 +208,7 @@ class Agent:
             if self.executor.container_id(t.id):
                 self._spawn(t.id, self._remove_orphan(t.id, self.executor.container_id(t.id)))
             return
-        if t.desired_state in (ts.RUNNING, ts.READY, ts.COMPLETE) and t.desired_state != ts.COMPLETE:
+        if t.desired_state in RUN_DESIRED:
             if state in (ts.ASSIGNED, ts.ACCEPTED, ts.PREPARING, ts.READY, ts.STARTING):
                 self._spawn(t.id, self._start_task(t))
             elif state == ts.RUNNING and not self.executor.container_id(t.id):
@@ -225,20 +227,21 @@ class Agent:
             if st is not None and st.state in (ts.RUNNING, ts.COMPLETE, ts.FAILED):
                 self._report_status(t.id, st)
                 return
+        delay = t.not_before - time.time()
+        if delay > 0:  # a restart: Swarm's restart delay passes before anything is prepared
+            self.report(t.id, ts.ACCEPTED, message=f"restart delay {delay:.1f}s")
+            await asyncio.sleep(delay)
         self.report(t.id, ts.ACCEPTED, message="accepted")
         try:
             nets = self.networks.ids_for(t)
+            t = self._with_node_dns(t)
             await self.executor.prepare(t, self.configs, self.secrets, nets,
                                         report=lambda s, m: self.report(t.id, s, message=m))
         except TaskRejected as e:
             self.report(t.id, ts.REJECTED, err=e.reason, message="preparing")
             return
-        delay = t.not_before - time.time()
-        if delay > 0:
-            self.report(t.id, ts.READY, message=f"restart delay {delay:.1f}s")
-            await asyncio.sleep(delay)
         current = self.assigned.get(t.id)
-        if current is None or current.desired_state not in (ts.RUNNING, ts.READY):
+        if current is None or current.desired_state not in RUN_DESIRED:
             await self.executor.remove(t)
             self.report(t.id, ts.SHUTDOWN, message="shutdown before start")
             return
@@ -255,6 +258,20 @@ class Agent:
             return
         self._report_status(t.id, st)
 
+    def _with_node_dns(self, t: Task) -> Task:
+        """Point the container's resolver at the node's DNS server on its first network's gateway.
+
+        The engine's resolver (127.0.0.11) still answers container names and forwards
+        everything else there, so service names, `tasks.` names and the outside world resolve.
+        """
+        if self.datapath is None or not t.spec.networks:
+            return t
+        obj = self.networks.objs.get(t.spec.networks[0].network)
+        if obj is None or not obj.gateway or obj.gateway in t.spec.container.dns:
+            return t
+        c = t.spec.container.model_copy(update={"dns": [obj.gateway] + t.spec.container.dns})
+        return t.model_copy(update={"spec": t.spec.model_copy(update={"container": c})})
+
     def _report_status(self, task_id: str, st) -> None:
         fields = {"container_id": st.container_id, "exit_code": st.exit_code, "health": st.health,
                   "addresses": st.addresses or None, "err": st.err or None,
@@ -263,7 +280,7 @@ class Agent:
             self.report(task_id, ts.RUNNING, **fields)
         elif st.state in (ts.COMPLETE, ts.FAILED):
             t = self.assigned.get(task_id)
-            if t is not None and t.desired_state not in (ts.RUNNING, ts.READY) and st.state == ts.FAILED:
+            if t is not None and t.desired_state not in RUN_DESIRED and st.state == ts.FAILED:
                 self.report(task_id, ts.SHUTDOWN, **{**fields, "err": None, "message": "shutdown"})
             else:
                 self.report(task_id, st.state, **fields)
@@ -325,7 +342,7 @@ class Agent:
             self._report_status(task_id, st)
         elif action.startswith("health_status"):
             health = action.split(":", 1)[1].strip()
-            if health == "unhealthy" and t.desired_state == ts.RUNNING:
+            if health == "unhealthy" and t.desired_state in RUN_DESIRED:
                 self._spawn(task_id, self._kill_unhealthy(t))
             elif self._state(t) == ts.RUNNING:
                 self.report(task_id, ts.RUNNING, health=health)
@@ -344,6 +361,11 @@ class Agent:
         """Catch what events missed: containers gone or exited while we were not looking."""
         while True:
             await asyncio.sleep(RESYNC_PERIOD)
+            if self.datapath is not None:
+                try:
+                    await self.datapath.check()
+                except Exception:
+                    log.exception("datapath check failed")
             try:
                 present = await self.executor.list_managed()
             except EngineError as e:

@@ -148,13 +148,16 @@ def _attachment(task: Task, network: str) -> Optional[NetworkAttachment]:
 
 
 def endpoint_config(task: Task, network: str) -> dict:
-    """EndpointSettings for one network: aliases (the service's short name + the attachment's) and IPv4."""
+    """EndpointSettings for one network: the fixed IPv4, if any.
+
+    No aliases: service names (and their aliases) are answered by the node's DNS server
+    with the service's VIP (or its replicas, dnsrr); the engine's own resolver would
+    answer an alias first, with container addresses.
+    """
     ep: dict[str, Any] = {}
     a = _attachment(task, network)
     if a is None:
         return ep
-    aliases = [task.spec.short_name] + [x for x in a.aliases if x != task.spec.short_name]
-    ep["Aliases"] = aliases
     if a.ipv4_address:
         ep["IPAMConfig"] = {"IPv4Address": a.ipv4_address}
     return ep

@@ -65,6 +65,26 @@ class NetworkKeeper:
             name, "bridge", opts, subnets=[net.subnet], gateway=net.gateway,
             internal=net.spec.internal, attachable=True, labels=labels)
 
+    async def foreign_subnets(self) -> list[str]:
+        """Subnets the engine uses for networks that are not this node's Shoal networks.
+
+        The manager allocates around them, so a Shoal network never collides with the
+        engine's own, a user's, or another cluster's networks on this node.
+        """
+        out = []
+        try:
+            nets = await self.engine.networks.list()
+        except EngineError:
+            return out
+        for n in nets:
+            labels = n.get("Labels") or {}
+            if labels.get(L_MANAGED) == "true" and labels.get(L_NODE_ID) == self.node_id:
+                continue
+            for c in ((n.get("IPAM") or {}).get("Config") or []):
+                if c.get("Subnet") and ":" not in c["Subnet"]:
+                    out.append(c["Subnet"])
+        return sorted(set(out))
+
     def ids_for(self, task: Task) -> dict[str, str]:
         out = {}
         for att in task.spec.networks:

@@ -132,19 +132,24 @@ def _scalar_text(node: Node) -> Optional[str]:
 
 
 def as_mapping(node: Node, resolve: Optional[Mapping[str, str]] = None,
-             separators: tuple[str, ...] = ("=",)) -> LDict:
+               separators: tuple[str, ...] = ("=",)) -> LDict:
     """``- K=V`` lists and mappings alike -> mapping of strings.
 
-    With ``resolve`` (environment), a key without value is looked up there (None if unset);
-    otherwise it maps to "" as docker does for labels.
+    With ``resolve`` (environment), a key without value is looked up there (None if
+    unset); otherwise it maps to "" as docker does for labels. Several separators
+    (extra_hosts: ``host=ip`` or ``host:ip``) mean a value is required, and may be a list.
     """
     out = LDict(node.loc)
+    value_required = len(separators) > 1
     if isinstance(node.value, dict):
         for key, item in node.items():
-            text = _scalar_text(item) if not isinstance(item.value, list) else item.value
-            if text is None and resolve is not None:
-                text = resolve.get(key)
-            out.put(key, text if text is not None or resolve is not None else "", item.loc)
+            if value_required and isinstance(item.value, list):
+                out.put(key, item.value, item.loc)
+                continue
+            text = _scalar_text(item)
+            if text is None:
+                text = resolve.get(key) if resolve is not None else ""
+            out.put(key, text, item.loc)
         return out
     for item in node.elements():
         entry = item.strict_str()
@@ -152,16 +157,12 @@ def as_mapping(node: Node, resolve: Optional[Mapping[str, str]] = None,
             key, found, value = entry.partition(sep)
             if found:
                 break
-        if not key:
+        if not key or (value_required and not found):
             item.fail(f"invalid entry {entry!r}")
         if found:
             out.put(key, value, item.loc)
-        elif resolve is not None:
-            out.put(key, resolve.get(key), item.loc)
-        elif separators == ("=",):
-            out.put(key, "", item.loc)
         else:
-            item.fail(f"invalid entry {entry!r}")
+            out.put(key, resolve.get(key) if resolve is not None else "", item.loc)
     return out
 
 

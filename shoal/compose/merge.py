@@ -16,8 +16,9 @@ from shoal.compose.tree import LDict, LList
 def _port_key(port: Any) -> Any:
     if not isinstance(port, dict):
         return ("raw", repr(port))
+    # docker compose also keys on mode: an override in host mode is a second port, not a replacement.
     return (port.get("host_ip"), str(port.get("target")), str(port.get("published")),
-            port.get("protocol") or "tcp")
+            port.get("protocol") or "tcp", port.get("mode") or "ingress")
 
 
 def _target_key(entry: Any) -> Any:

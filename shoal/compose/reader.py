@@ -34,7 +34,7 @@ def display_name(path: str | Path) -> str:
     try:
         rel = Path(os.path.abspath(path)).relative_to(Path.cwd())
         return rel.as_posix()
-    except ValueError:
+    except (ValueError, OSError):
         return path.name
 
 
@@ -69,7 +69,9 @@ def parse_yaml(text: str, name: str) -> LDict:
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
-        problem = " ".join(p for p in (exc.context, exc.problem) if p) or "invalid YAML"
+        problem = exc.problem or "invalid YAML"
+        if exc.context:
+            problem = f"{problem} ({exc.context})"
         raise ComposeError(f"YAML syntax error: {problem}", name, line) from None
     except YAMLError as exc:
         raise ComposeError(f"YAML syntax error: {exc}", name) from None

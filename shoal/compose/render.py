@@ -19,9 +19,20 @@ def _sorted(value: Any) -> Any:
     return value
 
 
+def _escape(value: Any) -> Any:
+    """Values are already interpolated: write '$' as '$$' so the output loads back unchanged."""
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape(v) for v in value]
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    return value
+
+
 def render_config(merged: dict) -> str:
-    """Top-level keys in docker's order; services, objects and their keys sorted."""
-    plain = to_plain(merged)
+    """Top-level keys in docker's order; services, objects and their keys sorted; '$' escaped."""
+    plain = _escape(to_plain(merged))
     ordered = {}
     for key in _TOP_ORDER:
         if key in plain and plain[key] is not None:

@@ -1,11 +1,11 @@
 """One merged, canonical service -> ServiceSpec (container, mounts, ports, references)."""
 from __future__ import annotations
 
+import os
 from typing import Mapping, Optional
 
 from shoal.compose.deploy import choice, convert_deploy, duration
 from shoal.compose.envfile import read_env_file
-from shoal.compose.errors import ComposeError
 from shoal.compose.objects import NAMESPACE_LABEL, Catalog
 from shoal.compose.schema import (DEPENDS_ON_KEYS, FILE_REF_KEYS, HEALTHCHECK_KEYS, PORT_KEYS,
                                   SERVICE_NETWORK_KEYS, VOLUME_MOUNT_KEYS)
@@ -28,7 +28,7 @@ def convert_service(key: str, node: Node, cat: Catalog, env: Mapping[str, Option
         node.fail("service has no image")
     image = image_node.str().strip()
     container = _container(node, image, stack, env)
-    container.mounts = [_mount(m, cat) for m in _elements(node, "volumes")]
+    container.mounts = _mounts(node, cat)
     container.configs = [_file_ref(r, cat, "configs") for r in _elements(node, "configs")]
     container.secrets = [_file_ref(r, cat, "secrets") for r in _elements(node, "secrets")]
     spec = ServiceSpec(name=f"{stack}_{key}", stack=stack, container=container,
@@ -98,14 +98,12 @@ def _environment(node: Node, env: Mapping[str, Optional[str]]) -> dict[str, Opti
             path_node = item.child("path")
             if (req := item.get("required")) is not None:
                 required = req.bool()
-        try:
-            values = read_env_file(path_node.str())
-        except ComposeError as exc:
-            if not required and "cannot read" in exc.message:
-                continue
-            if "cannot read" in exc.message:
-                path_node.fail(f"cannot read env file {path_node.str()}")
-            raise
+        path = path_node.str()
+        if not os.path.isfile(path):
+            if required:
+                path_node.fail(f"env file {path} not found")
+            continue
+        values = read_env_file(path)
         result.update({k: env.get(k) if v is None else v for k, v in values.items()})
     if (environment := node.get("environment")) is not None:
         for key, value in environment.items():
@@ -143,6 +141,17 @@ def _healthcheck(node: Node) -> HealthCheck:
     if (retries := node.get("retries")) is not None:
         check.retries = retries.int(minimum=0)
     return check
+
+
+def _mounts(node: Node, cat: Catalog) -> list[Mount]:
+    """Mounts of a service; two at one path would make the container fail to start."""
+    mounts: list[Mount] = []
+    for item in _elements(node, "volumes"):
+        mount = _mount(item, cat)
+        if any(m.target == mount.target for m in mounts):
+            item.fail(f"duplicate mount target {mount.target!r}")
+        mounts.append(mount)
+    return mounts
 
 
 def _mount(node: Node, cat: Catalog) -> Mount:

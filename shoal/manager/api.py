@@ -363,6 +363,8 @@ class ManagerApi:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         addr = body.get("addr") or (peer[0] if isinstance(peer, tuple) else "")
         resp = self.dispatcher.heartbeat(node_id, request["role"][5:], body.get("description", {}), addr)
+        if "engine_subnets" in body:
+            self.cluster.foreign_subnets[node_id] = list(body["engine_subnets"])
         if "volumes" in body:
             vols = getattr(self, "volumes_by_node", {})
             vols[node_id] = body["volumes"]

@@ -49,6 +49,8 @@ class Cluster:
         self.store = store
         self.keyring = keyring
         self.node_id = node_id
+        # Subnets each node's engine uses outside Shoal (reported by heartbeats): avoided.
+        self.foreign_subnets: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------ stacks
     def deploy_stack(self, stack: StackSpec, prune: bool = False) -> list[str]:
@@ -179,6 +181,7 @@ class Cluster:
     # ---------------------------------------------------------------- networks
     def _create_network(self, spec: NetworkSpec) -> NetworkObj:
         used = [n.subnet for n in self.store.all(NetworkObj)]
+        used += [s for subnets in self.foreign_subnets.values() for s in subnets]
         try:
             subnet, gateway, _ = allocator.allocate_subnet(used, spec.subnets[0] if spec.subnets else None)
         except allocator.AllocationError as e:
@@ -228,10 +231,9 @@ class Cluster:
         svc = Service(id=new_id(), spec=spec, **self._service_extras(spec, None))
         return self.store.put(svc)
 
-    def _update_service(self, svc: Service, spec: ServiceSpec, rollback: bool = False) -> Service:
+    def _update_service(self, svc: Service, spec: ServiceSpec) -> Service:
         now = time.time()
-        status = UpdateStatus(state="rollback_started" if rollback else "updating", started_at=now,
-                              message="manually requested rollback" if rollback else "update in progress")
+        status = UpdateStatus(state="updating", started_at=now, message="update in progress")
         changed = svc.model_copy(update={
             "previous_spec": svc.spec,
             "spec": spec,
@@ -239,9 +241,7 @@ class Cluster:
             "update_status": status,
             "update_state": None,
             **self._service_extras(spec, svc),
-        }) if "update_state" in Service.model_fields else svc.model_copy(update={
-            "previous_spec": svc.spec, "spec": spec, "spec_version": svc.spec_version + 1,
-            "update_status": status, **self._service_extras(spec, svc)})
+        })
         return self.store.put(changed)
 
     def _scale_only(self, old: ServiceSpec, new: ServiceSpec) -> bool:
@@ -271,7 +271,8 @@ class Cluster:
         svc = resolve(self.store, Service, ref, "service")
         if svc.previous_spec is None:
             raise ApiError(f"service {svc.spec.name}: there is no previous spec to roll back to")
-        return self._update_service(svc, svc.previous_spec, rollback=True)
+        from shoal.core.update import start_rollback
+        return self.store.put(start_rollback(svc, time.time()))
 
     def _remove_service(self, svc: Service) -> None:
         st = self.store

@@ -13,7 +13,8 @@ import time
 from typing import Optional
 
 from shoal.core import task_states as ts
-from shoal.core.orchestrate import deps_status, orchestrate
+from shoal.core.deps import deps_status
+from shoal.core.orchestrate import orchestrate
 from shoal.core.plan import Plan
 from shoal.ids import new_id
 from shoal.model.objects import Node, Service, Task, TaskStatus
@@ -107,10 +108,8 @@ class Orchestrator:
         for t in plan.create:
             st.put(t)
         if plan.service is not None:
-            current = st.get(Service, plan.service.id)
-            if current is not None and current.spec_version == plan.service.spec_version - (
-                    1 if plan.service.spec_version != current.spec_version else 0):
-                st.put(plan.service)
+            # The pass is synchronous inside one transaction: nobody changed the service meanwhile.
+            st.put(plan.service)
 
     def _collect_removed(self, now: float, service_ids: set[str], nodes: dict[str, Node]) -> None:
         """Tasks of removed services: stop them on their nodes, then forget them."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 from typing import Callable, Optional, Sequence
 
-from shoal.scheduler.nodeinfo import FAILURE_THRESHOLD, NodeInfo
+from shoal.scheduler.nodeinfo import NodeInfo
 
 Fits = Callable[[NodeInfo], bool]
 Assign = Callable[[NodeInfo], None]
@@ -45,7 +45,7 @@ class _Leaf:
 
     def _entry(self, i: NodeInfo):
         sid = self.service_id
-        return (i.failures.get(sid, 0) >= FAILURE_THRESHOLD, i.by_service.get(sid, 0), i.total, i.id, i)
+        return (i.penalised(sid), i.by_service.get(sid, 0), i.total, i.id, i)
 
     def take(self, fits: Fits, assign: Assign) -> Optional[NodeInfo]:
         h = self.heap

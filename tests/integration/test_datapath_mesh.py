@@ -168,7 +168,9 @@ def env():
         run("shtdp-web2", NET_A, WEB2, HTTPD, hostname="web2", dns=GW_A)
         run("shtdp-rr1", NET_A, RR1, HTTPD, hostname="rr1", dns=GW_A)
         run("shtdp-client", NET_A, CLIENT, "exec sleep 3600", dns=GW_A)
-        run("shtdp-secret", NET_B, SECRET, HTTPD, hostname="secret", dns=GW_B)
+        # hostnames must differ from service names: Docker's embedded DNS answers container
+        # names, hostnames and network aliases itself, before asking Shoal's server
+        run("shtdp-secret", NET_B, SECRET, HTTPD, hostname="secrethost", dns=GW_B)
         # another "host": a namespace behind a veth into a test bridge
         sh("ip", "link", "add", EXT_BR, "type", "bridge")
         sh("ip", "addr", "add", f"{EXT_HOST}/24", "dev", EXT_BR)
@@ -237,13 +239,12 @@ def test_vip_from_client_container(env):
 
 
 def test_vip_hairpin(env):
-    got = []
-    for _ in range(12):
-        body, took = http_get(f"http://{VIP_WEB}/", via="shtdp-web1")
-        assert body is not None
-        assert took < 0.9, f"SYN retransmitted ({took:.2f}s): hairpin path broken"
-        got.append(body)
+    # web1 -> VIP: an answer from web1 itself only comes through a working hairpin
+    # (bridge port hairpin mode + masquerade); a broken one shows as SYN retransmissions
+    # that eventually land on web2.
+    got = _hosts(f"http://{VIP_WEB}/", via="shtdp-web1", n=12)
     assert set(got) == {"web1", "web2"}, got
+    assert f"[::ffff:{GW_A}]" in sh("docker", "logs", "shtdp-web1").stderr  # masqueraded
 
 
 def test_vip_from_node(env):
@@ -251,12 +252,13 @@ def test_vip_from_node(env):
 
 
 def test_empty_backends_are_refused_not_hanging(env):
-    body, took = http_get(f"http://127.0.0.1:{env['port'] + 1}/")
-    assert body is None and took < 2
-    body, took = http_get(f"http://{EXT_HOST}:{env['port'] + 1}/", netns=NS)
-    assert body is None and took < 2
-    body, took = http_get(f"http://{VIP_EMPTY}/", via="shtdp-client")
-    assert body is None and took < 2
+    # refused at once; a silent drop would hang until the 8 s timeout
+    body, took = http_get(f"http://127.0.0.1:{env['port'] + 1}/", timeout=8)
+    assert body is None and took < 4
+    body, took = http_get(f"http://{EXT_HOST}:{env['port'] + 1}/", netns=NS, timeout=8)
+    assert body is None and took < 4
+    body, took = http_get(f"http://{VIP_EMPTY}/", via="shtdp-client", timeout=8)
+    assert body is None and took < 4
 
 
 def test_dns_names(env):
@@ -278,11 +280,11 @@ def test_other_network_neither_resolvable_nor_reachable(env):
     assert nslookup(c, "secret") is None
     assert nslookup(c, "other_secret") is None
     assert nslookup(c, "tasks.secret") is None
-    body, took = http_get(f"http://{VIP_SECRET}/", via=c, timeout=3)
-    assert body is None and took < 2  # not DNATed from this bridge: rejected
+    body, took = http_get(f"http://{VIP_SECRET}/", via=c, timeout=8)
+    assert body is None and took < 4  # not DNATed from this bridge: rejected
     body, _ = http_get(f"http://{SECRET}/", via=c, timeout=3)
     assert body is None  # Docker's own isolation between bridges
-    assert http_get(f"http://{VIP_SECRET}/", via="shtdp-secret")[0] == "secret"
+    assert http_get(f"http://{VIP_SECRET}/", via="shtdp-secret")[0] == "secrethost"
 
 
 def test_apply_is_idempotent(env):

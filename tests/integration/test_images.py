@@ -12,7 +12,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -431,3 +433,61 @@ def test_numbers_web_shows_number_from_api(dk):
     status, body, _ = request(ip, "GET", "/")
     assert "RNG service unavailable!" in body
     assert request(ip, "GET", "/rng")[0] == 502
+
+
+# ---------------------------------------------------------------------------- install-engine.sh
+INSTALL = ROOT / "scripts" / "install-engine.sh"
+
+
+def test_install_engine_is_a_fast_noop_when_the_engine_answers(images):
+    start = time.monotonic()
+    res = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "nothing to do" in res.stderr
+    assert time.monotonic() - start < 15
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starts a dockerd: needs root")
+def test_install_engine_starts_a_second_engine(images, tmp_path_factory):
+    # The start-and-wait path, on a private engine beside the shared one: own
+    # socket, data root, exec root, pid file and its own bridge, no iptables.
+    # (Never `--bridge none`: dockerd then deletes the host's docker0.)
+    d = Path(tempfile.mkdtemp(prefix="shoal-it-engine-", dir="/tmp"))
+    sock, pidfile = d / "docker.sock", d / "docker.pid"
+    bridge = "shoalit" + uuid.uuid4().hex[:6]
+    subprocess.run(["ip", "link", "add", "name", bridge, "type", "bridge"], check=True)
+    subprocess.run(["ip", "addr", "add", "10.213.77.1/24", "dev", bridge], check=True)
+    env = dict(os.environ,
+               DOCKER_HOST=f"unix://{sock}",
+               SHOAL_DOCKERD_PIDFILE=str(pidfile),
+               SHOAL_DOCKERD_LOG=str(d / "dockerd.log"),
+               SHOAL_DOCKERD_ARGS=f"--data-root {d}/root --exec-root {d}/exec -H unix://{sock} "
+                                  f"--bridge {bridge} --iptables=false --ip-masq=false")
+    refused = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, timeout=60,
+                             env=dict(env, SHOAL_DOCKERD_ARGS=f"-H unix://{sock} --bridge none"))
+    assert refused.returncode == 2 and "refusing" in refused.stderr
+    try:
+        res = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, env=env, timeout=120)
+        assert res.returncode == 0, res.stderr + (d / "dockerd.log").read_text(errors="replace")
+        assert "starting dockerd" in res.stderr
+        info = subprocess.run(["docker", "info", "-f", "{{.DockerRootDir}}"], capture_output=True,
+                              text=True, env=env, check=True)
+        assert info.stdout.strip() == f"{d}/root"
+        again = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, env=env, timeout=60)
+        assert again.returncode == 0 and "nothing to do" in again.stderr
+    finally:
+        if pidfile.exists():
+            pid = int(pidfile.read_text().strip() or 0)
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                    for _ in range(100):
+                        os.kill(pid, 0)
+                        time.sleep(0.1)
+                except ProcessLookupError:
+                    pass
+        subprocess.run(["umount", "-R", f"{d}/exec"], capture_output=True)
+        shutil.rmtree(d, ignore_errors=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        # the shared engine's bridge is untouched
+        assert subprocess.run(["ip", "link", "show", "docker0"], capture_output=True).returncode == 0

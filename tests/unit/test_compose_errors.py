@@ -1,4 +1,5 @@
 """Every error names file, line and key path: ``<file>:<line>: <key.path>: <message>``."""
+import os
 import textwrap
 
 import pytest
@@ -124,6 +125,7 @@ def test_unknown_deploy_key(load):
     ("ports:\n      - target: web", 5, "services.web.ports[0].target", "expected a port number, got 'web'"),
     ("volumes:\n      - data:relative/path", 5, "services.web.volumes[0]",
      "invalid volume specification 'data:relative/path': mount path must be absolute"),
+    ("volumes:\n      - /a:/data\n      - /b:/data", 6, "services.web.volumes[1]", "duplicate mount target '/data'"),
     ("restart: sometimes", 4, "services.web.restart",
      "invalid restart policy 'sometimes', expected no, always, on-failure[:N] or unless-stopped"),
 ])
@@ -217,6 +219,18 @@ def test_missing_config_file(load):
     """)
     assert message.startswith("stack.yml:7: configs.app.file: cannot read config file ")
     assert message.endswith("missing.json: No such file or directory")
+
+
+def test_missing_env_file(load):
+    assert error_of(load, """
+    services:
+      web:
+        image: busybox
+        env_file:
+          - path: ./optional.env
+            required: false
+          - ./web.env
+    """) == f"stack.yml:7: services.web.env_file[1]: env file {os.path.join(os.getcwd(), 'web.env')} not found"
 
 
 def test_secret_from_unset_environment_variable(load):

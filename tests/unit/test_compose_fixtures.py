@@ -148,3 +148,12 @@ def test_merged_dict_for_stack_config():
     assert merged["services"]["numbers-web"]["environment"] == {"RngApi__Url": "http://numbers-api/rng"}
     assert merged["networks"] == {"app-net": {"name": "numbers-prod"}}
     assert type(merged) is dict and type(api) is dict
+
+
+@pytest.mark.parametrize("files", [[TODO / "v6.yml"], PROD + [NUMBERS / "v3.yml"],
+                                   [NUMBERS / "docker-compose.yml", NUMBERS / "prod-full.yml"]])
+def test_specs_survive_the_store_round_trip(files):
+    """Fields set after construction are not validated by pydantic: check them once here."""
+    from shoal.model.specs import StackSpec
+    stack = load_stack(files, "st", environ={})
+    assert StackSpec.model_validate_json(stack.model_dump_json()) == stack

@@ -62,6 +62,9 @@ services:
     ports:
       - target: 80
         published: 8080
+        mode: ingress
+      - target: 80
+        published: 8081
         mode: host
       - 7070:70
     volumes:
@@ -95,7 +98,8 @@ def test_service_merge_rules(tmp_path):
     assert web["environment"] == {"A": "1", "B": "20", "C": "3"}
     assert web["labels"] == {"team": "red", "tier": "front"}
     assert [(p["target"], p["published"], p.get("protocol", "tcp"), p["mode"]) for p in web["ports"]] == [
-        (80, 8080, "tcp", "host"), (90, 9090, "udp", "ingress"), (70, 7070, "tcp", "ingress")]
+        (80, 8080, "tcp", "ingress"), (90, 9090, "udp", "ingress"), (80, 8081, "tcp", "host"),
+        (70, 7070, "tcp", "ingress")]
     assert [(v["target"], v.get("read_only", False)) for v in web["volumes"]] == [("/data", True), ("/logs", False)]
     assert web["volumes"][1]["source"] == str(tmp_path / "logs")
     assert web["dns"] == ["1.1.1.1", "8.8.8.8"]

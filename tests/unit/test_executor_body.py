@@ -128,16 +128,17 @@ def test_healthcheck_inherit_test():
     assert b["Healthcheck"] == {"Interval": 2_000_000_000}
 
 
-def test_networks_first_only_with_aliases():
+def test_networks_first_only_and_no_aliases():
     t = make_task(networks=[NetworkAttachment(network="todo_front", aliases=["web", "www"]),
                             NetworkAttachment(network="todo_back", ipv4_address="10.9.0.9")])
     b = container_body(t, "n", SEC, CFG, ["todo_front", "todo_back"])
     eps = b["NetworkingConfig"]["EndpointsConfig"]
     assert list(eps) == ["todo_front"]
-    assert eps["todo_front"]["Aliases"] == ["todo-web", "web", "www"]
+    # service names are the node DNS server's job (VIPs); the engine must not answer them
+    assert "Aliases" not in eps["todo_front"]
     assert b["HostConfig"]["NetworkMode"] == "todo_front"
     from shoal.agent.executor import endpoint_config
-    assert endpoint_config(t, "todo_back") == {"Aliases": ["todo-web"], "IPAMConfig": {"IPv4Address": "10.9.0.9"}}
+    assert endpoint_config(t, "todo_back") == {"IPAMConfig": {"IPv4Address": "10.9.0.9"}}
     assert endpoint_config(t, "other") == {}
 
 

@@ -235,6 +235,8 @@ class PostgresStore:
                             ' "Item" TEXT NOT NULL,'
                             ' "DateAdded" TIMESTAMPTZ NOT NULL DEFAULT now())'
                         )
+                except (psycopg2.errors.UniqueViolation, psycopg2.errors.DuplicateTable):
+                    pass  # another replica created it at the same moment
                 except Exception:
                     conn.close()
                     raise

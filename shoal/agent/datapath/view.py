@@ -1,7 +1,7 @@
 """What the node datapath must implement, as plain data (no IO).
 
 The agent builds a :class:`DatapathView` from the tasks running on this node and the
-services' virtual IPs / published ports, and hands it to :func:`shoal.agent.datapath.apply`.
+services' virtual IPs / published ports, and hands it to :func:`shoal.agent.datapath.kernel.apply`.
 The service-name DNS gets a :class:`DnsView` (see ``dns.py``) built from the same data.
 
 Address plan (one Docker bridge per Shoal network, network index ``n`` in 0..255):

@@ -1,0 +1,90 @@
+"""Turns the manager's endpoint list into this node's datapath (nftables) and DNS answers.
+
+The manager tells every agent, for each service: its VIPs per network, its published
+ports and its running, healthy replicas' addresses. This module builds the pure
+views the datapath package renders, and applies them only when they change.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from shoal.agent.datapath import (Backend, DatapathView, DnsNetwork, DnsServer, DnsService, DnsView,
+                                  IngressPort, Vip, apply_async)
+from shoal.model.objects import NetworkObj
+from shoal.paths import Layout
+
+if TYPE_CHECKING:
+    from shoal.agent.networks import NetworkKeeper
+
+log = logging.getLogger("shoal.agent.netplane")
+
+
+def build_views(endpoints: list[dict], keeper: "NetworkKeeper") -> tuple[DatapathView, DnsView]:
+    ingress: list[IngressPort] = []
+    vips: list[Vip] = []
+    dns_nets: dict[str, DnsNetwork] = {}
+    for name, obj in keeper.objs.items():
+        if name in keeper.ids:
+            dns_nets[name] = DnsNetwork(name=name, gateway=obj.gateway, services=[])
+    for ep in endpoints:
+        backends = ep["backends"]
+        for p in ep["ports"]:
+            if p.get("mode", "ingress") != "ingress" or not p.get("published"):
+                continue
+            addrs = []
+            for b in backends:
+                ips = list((b.get("addresses") or {}).values())
+                if ips:
+                    addrs.append(Backend(ip=ips[0], port=p["target"]))
+            ingress.append(IngressPort(protocol=p["protocol"], published=p["published"], backends=addrs,
+                                       service=ep["name"]))
+        for net in ep["networks"]:
+            if net not in dns_nets:
+                continue
+            ips = [b["addresses"][net] for b in backends if net in (b.get("addresses") or {})]
+            vip = ep["virtual_ips"].get(net) if ep["endpoint_mode"] == "vip" else None
+            if vip:
+                bridge = keeper.bridge_of(net)
+                obj = keeper.objs[net]
+                if bridge:
+                    vips.append(Vip(vip=vip, bridge=bridge, subnet=obj.subnet, backends=ips, service=ep["name"]))
+            aliases = [a for a in (ep.get("aliases") or {}).get(net, []) if a != ep["short_name"]]
+            dns_nets[net].services.append(DnsService(
+                name=ep["name"], stack=ep.get("stack"), aliases=aliases, endpoint_mode=ep["endpoint_mode"],
+                vip=vip, tasks=ips))
+    bridges = sorted(b for b in (keeper.bridge_of(n) for n in keeper.ids) if b)
+    return (DatapathView(ingress=ingress, vips=vips, host_ports=[], bridges=bridges),
+            DnsView(networks=list(dns_nets.values())))
+
+
+class NetPlane:
+    def __init__(self, layout: Layout):
+        self.layout = layout
+        self.dns = DnsServer(DnsView())
+        self._last: str | None = None
+        self._view: DatapathView | None = None
+
+    async def update(self, endpoints: list[dict], keeper: "NetworkKeeper", nets: list[NetworkObj]) -> None:
+        dp, dns = build_views(endpoints, keeper)
+        key = dp.model_dump_json()
+        if key != self._last:
+            await apply_async(dp)
+            self._last, self._view = key, dp
+        await self.dns.update(dns)
+
+    async def check(self) -> None:
+        """Re-assert the rules if something removed Shoal's table behind its back (e.g. a flush)."""
+        if self._view is None:
+            return
+        proc = await asyncio.create_subprocess_exec("nft", "list", "table", "ip", "shoal",
+                                                    stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        if await proc.wait() != 0:
+            log.warning("Shoal's nftables table is gone: restoring it")
+            await apply_async(self._view)
+
+    async def close(self) -> None:
+        # The kernel rules stay: traffic keeps flowing while the daemon restarts.
+        await self.dns.stop()

@@ -1,0 +1,170 @@
+"""Shared fixtures: a real one-node Shoal cluster on the real Docker Engine, for integration tests.
+
+The cluster lives in a temporary data dir with its own API port, so tests never touch
+a user's /var/lib/shoal. Everything it made is removed at the end (`leave --force`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()
+ARTIFACTS = ROOT / "artifacts"
+
+
+def docker_available() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ShoalCli:
+    """Runs `shoal` commands against one cluster, like a user at a shell."""
+
+    def __init__(self, data_dir: str):
+        self.data_dir = data_dir
+        self.env = dict(os.environ, SHOAL_DATA_DIR=data_dir, COLUMNS="250")
+
+    def run(self, *args: str, check: bool = True, input: Optional[str] = None, timeout: float = 180,
+            env: Optional[dict] = None, cwd: Optional[str] = None) -> subprocess.CompletedProcess:
+        p = subprocess.run([sys.executable, "-m", "shoal", *args], capture_output=True, text=True,
+                           env={**self.env, **(env or {})}, input=input, timeout=timeout, cwd=cwd)
+        if check and p.returncode != 0:
+            raise AssertionError(f"shoal {' '.join(args)} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+        return p
+
+    def out(self, *args: str, **kw) -> str:
+        return self.run(*args, **kw).stdout
+
+    def json_lines(self, *args: str) -> list[dict]:
+        return [json.loads(line) for line in self.out(*args, "--format", "json").splitlines() if line.strip()]
+
+    def tasks(self, stack: str) -> list[dict]:
+        return self.json_lines("stack", "ps", stack)
+
+    def wait_for(self, pred: Callable[[], object], timeout: float = 60, interval: float = 0.5, what: str = "") -> object:
+        deadline = time.monotonic() + timeout
+        last_exc = None
+        while time.monotonic() < deadline:
+            try:
+                v = pred()
+                if v:
+                    return v
+            except AssertionError as e:
+                last_exc = e
+            time.sleep(interval)
+        extra = ""
+        try:
+            extra = self.out("service", "ls") + "\n" + "\n".join(
+                self.out("stack", "ps", "--no-trunc", s["Name"]) for s in self.json_lines("stack", "ls"))
+        except Exception:
+            pass
+        raise AssertionError(f"timed out waiting for {what or pred}: {last_exc or ''}\n{extra}")
+
+    def running(self, service: str) -> int:
+        for s in self.json_lines("service", "ls"):
+            if s["Name"] == service:
+                return int(s["Replicas"].split("/")[0])
+        return -1
+
+
+def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
+    p = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"docker {' '.join(args)}: {p.stderr}")
+    return p.stdout
+
+
+def containers(**labels: str) -> list[str]:
+    args = ["ps", "-q", "--no-trunc"]
+    for k, v in labels.items():
+        args += ["--filter", f"label={k}={v}"]
+    return docker(*args).split()
+
+
+@pytest.fixture(scope="session")
+def engine() -> None:
+    if not docker_available():
+        pytest.fail("no Docker Engine answers: run scripts/install-engine.sh (integration tests need it)")
+
+
+def build_images(*targets: str) -> None:
+    p = subprocess.run(["bash", str(ROOT / "scripts" / "build-images.sh"), *targets], capture_output=True,
+                       text=True, timeout=1800)
+    if p.returncode != 0:
+        pytest.fail(f"scripts/build-images.sh {' '.join(targets)} failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def busybox(engine) -> str:
+    """The tiny test image, made by `docker import` of Debian's busybox-static."""
+    build_images("busybox")
+    return "shoal/busybox:latest"
+
+
+@pytest.fixture(scope="session")
+def images(engine) -> None:
+    """All of the project's locally built images, the book's stand-ins included (no registry here)."""
+    build_images()
+
+
+def _new_cluster(tmp_root: Path) -> ShoalCli:
+    data = tmp_root / "shoal-data"
+    cli = ShoalCli(str(data))
+    cli.run("init", "--port", str(free_port()))
+    return cli
+
+
+def _destroy(cli: ShoalCli) -> None:
+    cli.run("leave", "--force", check=False, timeout=120)
+    shutil.rmtree(cli.data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(engine, busybox, tmp_path_factory) -> ShoalCli:
+    """A fresh one-node cluster per test module."""
+    cli = _new_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cli
+    _destroy(cli)
+
+
+@pytest.fixture
+def fresh_cluster(engine, busybox, tmp_path_factory) -> ShoalCli:
+    """A cluster of its own for one test (for tests that restart or lock the daemon)."""
+    cli = _new_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cli
+    _destroy(cli)
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    if not FIXTURES.exists():
+        pytest.fail(f"the book's fixtures are missing at {FIXTURES}")
+    return FIXTURES
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
