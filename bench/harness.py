@@ -468,11 +468,11 @@ class Report:
         for r in self.rows:
             cells = [r.cell(c) for c in self.cols] + ([r.ratio()] if len(self.cols) == 2 else [])
             out.append(f"| {r.measure} | " + " | ".join(cells) + f" | {r.doc or '—'} |")
-        if self.extra:
-            out += ["", "```", *self.extra, "```"]
         if self.notes:
             out.append("")
             out += [f"- {n}" for n in self.notes]
+        if self.extra:
+            out += ["", "```", *self.extra, "```"]
         return out
 
     def print(self) -> None:
@@ -489,10 +489,10 @@ class Report:
               + "  Swarm doc")
         for m, cells, doc in table:
             print(f"{m:<{w}}  " + "  ".join(f"{c:<{widths[i]}}" for i, c in enumerate(cells)) + f"  {doc}")
-        for line in self.extra:
-            print("  " + line)
         for n in self.notes:
             print(f"  note: {n}")
+        for line in self.extra:
+            print("    " + line)
         print(flush=True)
 
 

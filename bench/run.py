@@ -326,12 +326,18 @@ def direct_url(engine: Engine, cid: str) -> str | None:
 def bench_mesh(ctx: Ctx) -> Report:
     a = ctx.args
     rep = Report("published-port throughput — routing mesh vs a replica directly",
-                 f"2 busybox httpd replicas publishing 18089:80 (bench/stacks/mesh.yml); wrk -t{a.wrk_threads} "
-                 f"-c{a.wrk_connections} -d{a.wrk_duration}s against the published port on 127.0.0.1 and "
-                 "against one replica's own address, alternating; req/s.", ctx.reps)
-    r_mesh = rep.row("req/s through the published port", unit="req/s", prec=0)
-    r_dir = rep.row("req/s straight to a replica", unit="req/s", prec=0)
-    r_rat = rep.row("mesh / direct", unit="", prec=2)
+                 f"Stack rows: bench/stacks/mesh.yml (2 busybox httpd replicas, published 18089:80) deployed by "
+                 f"each orchestrator; wrk -t{a.wrk_threads} -c{a.wrk_connections} -d{a.wrk_duration}s against "
+                 "http://127.0.0.1:18089/ and against one replica's own address, alternating; req/s. "
+                 "Script rows: `bench/mesh_throughput.py` (Shoal's datapath applied without the daemon; "
+                 "the same wrk settings), Shoal only.", ctx.reps)
+    r_mesh = rep.row("stack: req/s via published port", unit="req/s", prec=0)
+    r_dir = rep.row("stack: req/s straight to a replica", unit="req/s", prec=0)
+    r_rat = rep.row("stack: mesh / direct (per rep)", unit="", prec=2)
+    s_mesh = rep.row("script: req/s via published port", unit="req/s", prec=0)
+    s_dir = rep.row("script: req/s straight to a replica", unit="req/s", prec=0)
+    for r in (s_mesh, s_dir):
+        r.note["swarm"] = "—"
     ensure_wrk()
 
     def measure(o: Orchestrator, mesh_url: str, direct: str) -> None:
@@ -353,40 +359,34 @@ def bench_mesh(ctx: Ctx) -> Report:
                 time.sleep(1)
             if not http_ok(url):
                 ipvs = os.path.exists("/proc/net/ip_vs")
-                why = ("cannot run: no IPVS in this kernel" if not ipvs else "cannot run")
-                why += " (the published port 18089 does not answer within 15 s of 2 replicas running)"
-                rep.mark(o.name, why)
+                why = "cannot run: no IPVS in this kernel" if not ipvs else "cannot run: the port does not answer"
+                for r in (r_mesh, r_dir, r_rat):
+                    r.note[o.name] = why
+                rep.notes.append(f"{o.name}: {why} — 127.0.0.1:18089 did not answer within 15 s of both "
+                                 f"replicas running (/proc/net/ip_vs {'exists' if ipvs else 'absent'})")
                 print(f"{o.name}: {why}", flush=True)
                 return
             cs = ctx.engine.running(f"{STACK_LABEL}={stack}")
             direct = direct_url(ctx.engine, cs[0]["Id"])
             if direct is None:
-                rep.mark(o.name, "no address of a replica answers from the host")
+                for r in (r_mesh, r_dir, r_rat):
+                    r.note[o.name] = "no address of a replica answers from the host"
                 return
             measure(o, url, direct)
         finally:
             o.rm_and_wait(stack, ctx.timeout)
 
-    # Swarm: the real thing, end to end.
-    if ctx.ready(ctx.swarm):
-        try:
-            e2e(ctx.swarm)
-        except BenchError as e:
-            rep.mark("swarm", str(e))
-            ctx.best_effort_cleanup(ctx.swarm)
-    elif ctx.swarm in ctx.wanted:
-        rep.mark("swarm", ctx.swarm.unavailable or "?")
-    else:
-        rep.mark("swarm", "not run (--only)")
-
-    # Shoal: bench/mesh_throughput.py (Shoal's datapath, no daemon) if present and usable,
-    # else the same end-to-end measurement through the Shoal daemon.
-    if ctx.shoal not in ctx.wanted:
-        rep.mark("shoal", "not run (--only)")
-        return rep
+    # Shoal's datapath alone, by bench/mesh_throughput.py (it must not run next to a live agent).
     script = os.path.join(BENCH_DIR, "mesh_throughput.py")
-    busy = ctx.engine.containers(["shoal.test=datapath"], all=True)
-    if os.path.exists(script) and not ctx.shoal.daemon_running() and not busy:
+    if ctx.shoal not in ctx.wanted:
+        pass
+    elif not os.path.exists(script):
+        s_mesh.note["shoal"] = s_dir.note["shoal"] = "bench/mesh_throughput.py is missing"
+    elif ctx.shoal.daemon_running():
+        s_mesh.note["shoal"] = s_dir.note["shoal"] = "skipped: a Shoal daemon runs (the script takes over its datapath)"
+    elif ctx.engine.containers(["shoal.test=datapath"], all=True):
+        s_mesh.note["shoal"] = s_dir.note["shoal"] = "skipped: its containers exist (someone else runs it)"
+    else:
         cmd = [sys.executable, script, "--reps", str(ctx.reps), "--duration", str(a.wrk_duration),
                "--connections", str(a.wrk_connections), "--threads", str(a.wrk_threads)]
         print("shoal: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
@@ -394,27 +394,25 @@ def bench_mesh(ctx: Ctx) -> Report:
         table, mesh_v, direct_v = parse_mesh_script(p.stdout)
         if p.returncode != 0 or mesh_v is None or direct_v is None:
             err = (p.stderr.strip() or p.stdout.strip()).splitlines()
-            rep.mark("shoal", f"bench/mesh_throughput.py failed: {err[-1] if err else p.returncode}")
+            s_mesh.note["shoal"] = s_dir.note["shoal"] = \
+                f"bench/mesh_throughput.py failed: {err[-1] if err else p.returncode}"
         else:
-            r_mesh.samples["shoal"] = list(mesh_v)
-            r_dir.samples["shoal"] = list(direct_v)
-            r_rat.samples["shoal"] = [mesh_v[1] / direct_v[1]]
-            rep.notes.append("Shoal figures from `bench/mesh_throughput.py` (Shoal's datapath rules applied "
-                             "directly, no daemon; its min / median / max): mesh / direct is the ratio of "
-                             "medians. Its table:")
+            s_mesh.samples["shoal"] = list(mesh_v)
+            s_dir.samples["shoal"] = list(direct_v)
             rep.extra = table
-        return rep
-    if busy:
-        rep.notes.append("bench/mesh_throughput.py not used: its containers (shoal.test=datapath) exist, "
-                         "someone else is running it")
-    if ctx.ready(ctx.shoal):
+
+    for o in (ctx.shoal, ctx.swarm):
+        if not ctx.ready(o):
+            rep.mark(o.name, o.unavailable or "not run (--only)")
+            continue
         try:
-            e2e(ctx.shoal)
+            e2e(o)
         except BenchError as e:
-            rep.mark("shoal", str(e))
-            ctx.best_effort_cleanup(ctx.shoal)
-    else:
-        rep.mark("shoal", ctx.shoal.unavailable or "?")
+            for r in (r_mesh, r_dir, r_rat):
+                r.note.setdefault(o.name, str(e))
+            ctx.best_effort_cleanup(o)
+    if rep.extra:
+        rep.notes.append("script rows: min / median / max as printed by bench/mesh_throughput.py; its table:")
     return rep
 
 

@@ -125,16 +125,32 @@ def images(engine) -> None:
     build_images()
 
 
+LOCK_PATH = "/tmp/shoal-node.lock"
+
+
 def _new_cluster(tmp_root: Path) -> ShoalCli:
+    """A node owns the host's datapath (nftables table, published ports): one cluster at a time
+    per machine, so concurrent test runs take turns on a file lock."""
+    import fcntl
+    lock = open(LOCK_PATH, "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     data = tmp_root / "shoal-data"
     cli = ShoalCli(str(data))
-    cli.run("init", "--port", str(free_port()))
+    cli.lock = lock
+    try:
+        cli.run("init", "--port", str(free_port()))
+    except BaseException:
+        lock.close()
+        raise
     return cli
 
 
 def _destroy(cli: ShoalCli) -> None:
-    cli.run("leave", "--force", check=False, timeout=120)
-    shutil.rmtree(cli.data_dir, ignore_errors=True)
+    try:
+        cli.run("leave", "--force", check=False, timeout=120)
+        shutil.rmtree(cli.data_dir, ignore_errors=True)
+    finally:
+        cli.lock.close()
 
 
 @pytest.fixture(scope="module")

@@ -158,6 +158,10 @@ def dns_view():
 
 @pytest.fixture(scope="module")
 def env():
+    # The datapath is the node's: wait for any Shoal test cluster on this machine to finish.
+    import fcntl
+    lock = open("/tmp/shoal-node.lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     cleanup()
     dns = None
     try:
@@ -192,6 +196,7 @@ def env():
         if dns is not None:
             dns.stop()
         cleanup()
+        lock.close()
 
 
 def _hosts(url, n=16, **kw):

@@ -1,0 +1,77 @@
+"""Manager → agent actions: ask a node's agent to do one thing on its engine and answer.
+
+The manager never talks to an engine, and it cannot reach an agent (agents dial in).
+So an action is queued for the node; the node's agent long-polls
+``GET /v1/agent/actions``, runs each action on its engine and posts the answer to
+``POST /v1/agent/actions/{id}``; the API handler that called :meth:`ActionHub.call`
+gets it back, or an :class:`ActionTimeout` when the node does not answer in time.
+
+Answers are ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "...",
+"status": 409}``; a failed action raises :class:`ActionFailed` with the agent's words.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from shoal.manager.errors import ApiError
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class ActionTimeout(ApiError):
+    status = 504
+
+
+class ActionFailed(ApiError):
+    pass
+
+
+class ActionHub:
+    def __init__(self) -> None:
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._waiting: dict[str, asyncio.Future] = {}
+
+    def _queue(self, node_id: str) -> asyncio.Queue:
+        return self._queues.setdefault(node_id, asyncio.Queue())
+
+    async def call(self, node_id: str, kind: str, args: dict[str, Any] | None = None,
+                   timeout: float = DEFAULT_TIMEOUT, node_name: str = "") -> Any:
+        """Run action `kind` on `node_id`'s agent; its result, or ActionFailed / ActionTimeout."""
+        req_id = uuid.uuid4().hex
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiting[req_id] = fut
+        await self._queue(node_id).put({"id": req_id, "kind": kind, "args": args or {}})
+        try:
+            answer = await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            raise ActionTimeout(f"node {node_name or node_id} did not answer {kind} within {timeout:.0f}s "
+                                "(is its agent running?)") from None
+        finally:
+            self._waiting.pop(req_id, None)
+        if not answer.get("ok"):
+            raise ActionFailed(answer.get("error") or f"{kind} failed on node {node_name or node_id}",
+                               int(answer.get("status") or 400))
+        return answer.get("result")
+
+    async def requests_for(self, node_id: str, wait: float) -> list[dict]:
+        """The agent's long poll: the actions queued for its node (waits up to `wait` for one)."""
+        q = self._queue(node_id)
+        try:
+            first = await asyncio.wait_for(q.get(), timeout=wait)
+        except asyncio.TimeoutError:
+            return []
+        out = [first]
+        while not q.empty():
+            out.append(q.get_nowait())
+        # Drop actions whose caller gave up meanwhile: nobody would read their answer.
+        return [a for a in out if a["id"] in self._waiting]
+
+    def answer(self, req_id: str, answer: dict) -> bool:
+        """An agent's answer; False when nobody waits for it any more (timed out)."""
+        fut = self._waiting.get(req_id)
+        if fut is None or fut.done():
+            return False
+        fut.set_result(answer if isinstance(answer, dict) else {"ok": False, "error": "malformed answer"})
+        return True
