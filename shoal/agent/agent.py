@@ -21,6 +21,7 @@ from shoal.agent.client import ManagerClient, ManagerUnavailable
 from shoal.agent.engine import Engine, EngineError, NotFound
 from shoal.agent.executor import L_MANAGED, L_NODE_ID, L_TASK_ID, UNHEALTHY_ERR, Executor, TaskRejected
 from shoal.agent.networks import NetworkKeeper
+from shoal.agent.volumes import VolumeActions
 from shoal.core import task_states as ts
 from shoal.model.objects import NetworkObj, Task
 
@@ -38,6 +39,7 @@ class Agent:
         self.engine = engine or Engine()
         self.executor = Executor(self.engine, node_id, configs_dir=configs_dir, secrets_dir=secrets_dir)
         self.networks = NetworkKeeper(self.engine, node_id)
+        self.volume_actions = VolumeActions(self.engine, node_id)
         self.addr = addr
         self.datapath = datapath
         self.assigned: dict[str, Task] = {}
@@ -56,7 +58,8 @@ class Agent:
         await self.executor.list_managed()  # adopt what runs already: containers are not restarted
         self._bg = [asyncio.create_task(c) for c in (
             self._heartbeat_loop(), self._assignment_loop(), self._event_loop(),
-            self._resync_loop(), self._report_loop(), self._logs_loop())]
+            self._resync_loop(), self._report_loop(), self._logs_loop(),
+            self._actions_loop())]
         await self._stop.wait()
 
     async def stop(self) -> None:
@@ -112,17 +115,10 @@ class Agent:
         }
 
     async def _volumes(self) -> list[dict]:
-        out = []
         try:
-            vols = await self.engine.volumes.list()
+            return await self.volume_actions.list()
         except EngineError:
-            return out
-        for v in vols:
-            labels = v.get("Labels") or {}
-            if "com.docker.stack.namespace" in labels or labels.get(L_MANAGED) == "true":
-                out.append({"name": v["Name"], "driver": v.get("Driver"), "labels": labels,
-                            "mountpoint": v.get("Mountpoint"), "node_id": self.node_id})
-        return out
+            return []
 
     async def _heartbeat_loop(self) -> None:
         desc = None
@@ -415,3 +411,26 @@ class Agent:
             await self.client.post_stream(f"/v1/agent/logs/{req['id']}", lines())
         except ManagerUnavailable as e:
             log.warning("sending logs: %s", e)
+
+    # ----------------------------------------------------------------- actions
+    async def _actions_loop(self) -> None:
+        """Run what the manager asks of this node's engine (volume inspect/rm/prune) and answer."""
+        while True:
+            try:
+                reqs = await self.client.call("GET", "/v1/agent/actions", params={"wait": "25"}, timeout=40)
+            except ManagerUnavailable:
+                await asyncio.sleep(2)
+                continue
+            for r in reqs or []:
+                asyncio.create_task(self._run_action(r))
+
+    async def _run_action(self, req: dict) -> None:
+        try:
+            answer = await self.volume_actions.handle(req.get("kind", ""), req.get("args") or {})
+        except Exception as e:  # never leave the manager waiting for an answer that will not come
+            log.exception("action %s failed", req.get("kind"))
+            answer = {"ok": False, "error": f"agent error: {e}", "status": 500}
+        try:
+            await self.client.call("POST", f"/v1/agent/actions/{req['id']}", json=answer, timeout=15)
+        except ManagerUnavailable as e:
+            log.warning("answering action %s: %s", req.get("kind"), e)
