@@ -410,6 +410,8 @@ def bench_mesh(ctx: Ctx) -> Report:
         except BenchError as e:
             for r in (r_mesh, r_dir, r_rat):
                 r.note.setdefault(o.name, str(e))
+            rep.notes.append(f"{o.name}: stack measurement stopped: {e}")
+            print(f"{o.name}: FAILED: {e}", flush=True)
             ctx.best_effort_cleanup(o)
     if rep.extra:
         rep.notes.append("script rows: min / median / max as printed by bench/mesh_throughput.py; its table:")

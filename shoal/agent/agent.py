@@ -18,6 +18,7 @@ import time
 from typing import Any, Optional
 
 from shoal.agent.client import ManagerClient, ManagerUnavailable
+from shoal.agent.datapath.ports import ports_in_use
 from shoal.agent.engine import Engine, EngineError, NotFound
 from shoal.agent.executor import L_MANAGED, L_NODE_ID, L_TASK_ID, UNHEALTHY_ERR, Executor, TaskRejected
 from shoal.agent.networks import NetworkKeeper
@@ -129,7 +130,8 @@ class Agent:
                     desc = await self.describe()
                 resp = await self.client.call("POST", "/v1/agent/heartbeat", json={
                     "description": desc, "addr": self.addr, "volumes": await self._volumes(),
-                    "engine_subnets": await self.networks.foreign_subnets()}, timeout=10)
+                    "engine_subnets": await self.networks.foreign_subnets(),
+                    "ports_in_use": await asyncio.to_thread(ports_in_use)}, timeout=10)
                 period = float(resp.get("heartbeat_period", 5.0))
             except (ManagerUnavailable, EngineError, OSError) as e:
                 log.warning("heartbeat failed: %s", e)

@@ -61,6 +61,8 @@ def make_group(kind: str) -> click.Group:
         for m in r.get("messages", []):
             click.echo(m)
 
+    group.add_command(rotate, "update")  # the spelling: `shoal config update NAME FILE`
+
     @group.command("ls")
     @click.option("-q", "--quiet", is_flag=True)
     @click.option("--format", "fmt", default=None)
@@ -106,6 +108,7 @@ def make_group(kind: str) -> click.Group:
             if kind == "secret":
                 lines.append(f"Driver:            {i.get('driver', '')}")
             lines += [f"Created at:        {iso(i['created_at'])}", f"Updated at:        {iso(i['updated_at'])}"]
+            lines.append(f"Data version:      {i.get('data_version', 1)}")
             if kind == "config":
                 lines.append("Data:")
                 lines.append(base64.b64decode(i["data"]).decode("utf-8", errors="replace"))

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import sys
+from urllib.parse import quote
 
 import click
+
+from shoal.cli.api_client import ApiFailure
 
 from shoal.cli.format import echo_table
 from shoal.cli.main import Ctx, cli
@@ -75,19 +78,85 @@ def volume() -> None:
     """Manage the named volumes of stacks (they live on the node that created them)."""
 
 
+def _label_filters(filters) -> dict:
+    """`--filter label=k=v` / `--filter label=k` -> {k: v or None}."""
+    out = {}
+    for f in filters:
+        key, _, val = f.partition("=")
+        if key != "label" or not val:
+            raise click.UsageError(f"invalid filter {f!r} (supported: label=<key> or label=<key>=<value>)")
+        k, eq, v = val.partition("=")
+        out[k] = v if eq else None
+    return out
+
+
+def _labels_match(labels: dict, wanted: dict) -> bool:
+    return all(k in labels and (v is None or labels[k] == v) for k, v in wanted.items())
+
+
 @volume.command("ls")
 @click.option("-q", "--quiet", is_flag=True)
+@click.option("-f", "--filter", "filters", multiple=True, help="label=<key>[=<value>]")
 @click.pass_obj
-def vol_ls(obj: Ctx, quiet: bool) -> None:
-    """List volumes on every node."""
-    by_node = obj.api.get("/v1/volumes")
-    nodes = {n["id"]: n["description"]["hostname"] for n in obj.api.get("/v1/nodes")}
-    rows = []
-    for node_id, vols in sorted(by_node.items()):
-        for v in vols:
-            rows.append([v.get("driver") or "local", v["name"], nodes.get(node_id, node_id[:12])])
+def vol_ls(obj: Ctx, quiet: bool, filters) -> None:
+    """List the Shoal/stack volumes of every node (as the nodes last reported them)."""
+    wanted = _label_filters(filters)
+    vols = [v for v in obj.api.get("/v1/volumes") if _labels_match(v.get("labels") or {}, wanted)]
     if quiet:
-        for r in rows:
-            click.echo(r[1])
+        for v in vols:
+            click.echo(v["name"])
         return
-    echo_table(["DRIVER", "VOLUME NAME", "NODE"], rows)
+    echo_table(["DRIVER", "VOLUME NAME", "NODE"], [[v.get("driver") or "local", v["name"], v["node"]] for v in vols])
+
+
+def _node_q(node: str | None) -> str:
+    return f"?node={quote(node)}" if node else ""
+
+
+@volume.command("inspect")
+@click.option("--node", default=None, help="Only this node (ID or hostname).")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def vol_inspect(obj: Ctx, node, names) -> None:
+    """Show volumes in detail: engine facts, the node it lives on, what uses it."""
+    out = []
+    for n in names:
+        out += obj.api.get(f"/v1/volumes/{quote(n, safe='')}{_node_q(node)}")
+    click.echo(json.dumps(out, indent=4))
+
+
+@volume.command("rm")
+@click.option("--node", default=None, help="Only on this node (ID or hostname).")
+@click.argument("names", nargs=-1, required=True)
+@click.pass_obj
+def vol_rm(obj: Ctx, node, names) -> None:
+    """Remove volumes (refused while a container or a service uses one). Their data is lost."""
+    failed = False
+    for n in names:
+        try:
+            obj.api.delete(f"/v1/volumes/{quote(n, safe='')}{_node_q(node)}")
+            click.echo(n)
+        except ApiFailure as e:
+            click.echo(f"Error: {e.message}", err=True)
+            failed = True
+    if failed:
+        sys.exit(1)
+
+
+@volume.command("prune")
+@click.option("-f", "--force", is_flag=True, help="Do not prompt for confirmation.")
+@click.option("--filter", "filters", multiple=True, help="label=<key>[=<value>]")
+@click.pass_obj
+def vol_prune(obj: Ctx, force: bool, filters) -> None:
+    """Remove the Shoal/stack volumes no container and no service uses, on every node."""
+    wanted = _label_filters(filters)
+    if not force and not click.confirm("WARNING! This will remove all unused Shoal volumes on every node.\n"
+                                       "Are you sure you want to continue?", default=False):
+        return
+    r = obj.api.post("/v1/volumes/prune", {"labels": wanted})
+    if r["removed"]:
+        click.echo("Deleted Volumes:")
+        for v in r["removed"]:
+            click.echo(v["name"])
+    for e in r.get("errors") or []:
+        click.echo(f"Warning: {e}", err=True)

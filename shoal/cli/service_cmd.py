@@ -199,6 +199,8 @@ def _kv(items) -> dict[str, str]:
 def update(obj: Ctx, image, replicas, env_add, env_rm, label_add, label_rm, force, update_parallelism,
            update_order, update_failure_action, do_rollback, wait, timeout, service_ref) -> None:
     """Update a service (a rolling update of its tasks)."""
+    import time
+    since = time.time()
     if do_rollback:
         svc = obj.api.post(f"/v1/services/{service_ref}/rollback")
     else:
@@ -226,20 +228,20 @@ def update(obj: Ctx, image, replicas, env_add, env_rm, label_add, label_rm, forc
         svc = obj.api.post(f"/v1/services/{service_ref}/update", {"spec": spec, "version": svc["version"]})
     click.echo(svc["spec"]["name"])
     if wait:
-        ok, why = wait_for_stack(obj.api, svc["spec"].get("stack") or "", timeout, [svc["spec"]["name"]]) \
-            if svc["spec"].get("stack") else _wait_plain(obj, svc, timeout)
+        ok, why = wait_for_stack(obj.api, svc["spec"].get("stack") or "", timeout, [svc["spec"]["name"]],
+                                 since=since) if svc["spec"].get("stack") else _wait_plain(obj, svc, timeout, since)
         if not ok:
             click.echo(f"Error: {why}", err=True)
             sys.exit(1)
 
 
-def _wait_plain(obj: Ctx, svc: dict, timeout: float):
+def _wait_plain(obj: Ctx, svc: dict, timeout: float, since: float):
     import time
     from shoal.cli.wait import service_state
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = obj.api.get(f"/v1/services/{svc['id']}")
-        ok, failure, _ = service_state(s, obj.api.get(f"/v1/tasks?service={svc['id']}"))
+        ok, failure, _ = service_state(s, obj.api.get(f"/v1/tasks?service={svc['id']}"), since)
         if failure:
             return False, failure
         if ok:
@@ -249,13 +251,22 @@ def _wait_plain(obj: Ctx, svc: dict, timeout: float):
 
 
 @service.command("rollback")
+@click.option("--wait", is_flag=True, help="Wait until the rollback converged.")
+@click.option("--timeout", default=300.0)
 @click.argument("service_ref")
 @click.pass_obj
-def rollback(obj: Ctx, service_ref: str) -> None:
+def rollback(obj: Ctx, wait: bool, timeout: float, service_ref: str) -> None:
     """Revert a service to its previous spec."""
+    import time
+    since = time.time()
     svc = obj.api.post(f"/v1/services/{service_ref}/rollback")
     click.echo(svc["spec"]["name"])
     click.echo("rollback: manually requested rollback")
+    if wait:
+        ok, why = _wait_plain(obj, svc, timeout, since)
+        if not ok:
+            click.echo(f"Error: {why}", err=True)
+            sys.exit(1)
 
 
 @service.command("rm")

@@ -18,15 +18,39 @@ FAILED_UPDATE = {"paused": "update paused", "rollback_completed": "update rolled
                  "rollback_paused": "rollback paused"}
 
 
-def service_state(svc: dict, tasks: list[dict]) -> tuple[bool, Optional[str], str]:
+MANUAL_ROLLBACK = "manually requested rollback"
+CLOCK_SLACK = 5.0  # seconds: the manager's clock may differ a little from ours
+
+
+def update_failure(svc: dict, since: Optional[float] = None) -> Optional[str]:
+    """Why the service's update failed, or None.
+
+    A paused update (or rollback) is a failure whenever it is seen: the service is stuck
+    between two specs. A completed automatic rollback is one only when it happened after
+    `since` (the moment the command that waits changed something): an older rollback left
+    the service converged on its previous spec, and a manual one is what the user asked for.
+    """
+    us = svc.get("update_status") or {}
+    state = us.get("state")
+    if state not in FAILED_UPDATE:
+        return None
+    if state == "rollback_completed":
+        if (us.get("message") or "").startswith(MANUAL_ROLLBACK):
+            return None
+        if since is not None and (us.get("started_at") or 0) < since - CLOCK_SLACK:
+            return None
+    return f"service {svc['spec']['name']}: {FAILED_UPDATE[state]}: {us.get('message', '')}".rstrip(": ")
+
+
+def service_state(svc: dict, tasks: list[dict], since: Optional[float] = None) -> tuple[bool, Optional[str], str]:
     """(converged, failure reason or None, progress text)."""
     spec = svc["spec"]
     us = svc.get("update_status") or {}
     state = us.get("state")
     running, desired = svc["replicas_running"], svc["replicas_desired"]
-    name = spec["name"]
-    if state in FAILED_UPDATE:
-        return False, f"service {name}: {FAILED_UPDATE[state]}: {us.get('message', '')}".rstrip(": "), state
+    failure = update_failure(svc, since)
+    if failure:
+        return False, failure, state
     current = [t for t in tasks if t["desired_state"] in ("running", "ready", "complete")]
     one_shot = spec["mode"].endswith("job") or spec["restart_policy"]["condition"] != "any"
     if one_shot:
@@ -46,7 +70,12 @@ def service_state(svc: dict, tasks: list[dict]) -> tuple[bool, Optional[str], st
     return running >= desired and len([t for t in current if t["status"]["state"] == "running"]) <= max(desired, running), None, text
 
 
-def wait_for_stack(api: Api, stack: str, timeout: float, services: Optional[list[str]] = None) -> tuple[bool, str]:
+def wait_for_stack(api: Api, stack: str, timeout: float, services: Optional[list[str]] = None,
+                   since: Optional[float] = None) -> tuple[bool, str]:
+    """Follow a stack's services (or some of them) until all converged. `since`: when the
+    change being waited for was made (see update_failure)."""
+    if since is None:  # called right after the change was made
+        since = time.time() - 30
     deadline = time.monotonic() + timeout
     tty = sys.stdout.isatty()
     last: dict[str, str] = {}
@@ -65,7 +94,7 @@ def wait_for_stack(api: Api, stack: str, timeout: float, services: Optional[list
             all_ok = True
             for s in svcs:
                 tasks = api.get(f"/v1/tasks?service={s['id']}")
-                ok, failure, text = service_state(s, tasks)
+                ok, failure, text = service_state(s, tasks, since)
                 name = s["spec"]["name"]
                 if failure:
                     return False, failure

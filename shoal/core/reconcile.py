@@ -13,7 +13,8 @@ Per slot (replicated: slot 1..replicas; global: one per eligible node) the rules
   ``attempt + 1`` and ``not_before = end + delay``; when the policy says no, the slot stays
   stopped until the spec changes.
 Tasks on nodes that are down or gone are orphaned (``plan.orphan``) and replaced in the same
-plan; tasks on drained nodes are shut down and replaced; slots above ``replicas`` are shut
+plan; tasks on drained nodes, or on nodes that no longer satisfy the task's placement
+constraints (a label removed), are shut down and replaced; slots above ``replicas`` are shut
 down (highest first, all of them) and their history removed once stopped; each slot keeps
 5 tasks of history. Jobs: run until ``replicas`` slots completed (global-job: one per node),
 at most ``max_concurrent`` at once; completed tasks are never restarted; a spec change
@@ -49,6 +50,17 @@ def constraints_ok(service: Service, node: Node) -> bool:
         return node_matches(parse_constraints(service.spec.placement.constraints), node)
     except ConstraintError:
         return False
+
+
+def task_constraints_ok(task: Task, node: Node) -> bool:
+    """Does `node` still satisfy the constraints the task was placed with?"""
+    exprs = task.spec.placement.constraints
+    if not exprs:
+        return True
+    try:
+        return node_matches(parse_constraints(exprs), node)
+    except ConstraintError:
+        return True  # validated at deploy; never stop a running task over an unparsable one
 
 
 class _Pass:
@@ -109,6 +121,11 @@ class _Pass:
                     elif t.desired_state not in STOPPED_DESIRED:
                         self.stop(t, replace_now=True)
                 elif node.availability == "drain" and t.desired_state not in STOPPED_DESIRED:
+                    self.stop(t, replace_now=True)
+                elif (t.desired_state not in STOPPED_DESIRED and self.spec.mode not in ("global", "global-job")
+                      and not task_constraints_ok(t, node)):
+                    # The node stopped satisfying the task's constraints (a label was removed):
+                    # move it, as Swarm's constraint enforcer does. Global services: global_().
                     self.stop(t, replace_now=True)
 
     def slot_action(self, ts: list[Task]) -> Optional[tuple[float, int, Optional[Task]]]:

@@ -60,6 +60,13 @@ def start_rollback(service: Service, now: float, message: str = "manually reques
     })
 
 
+def is_up(task: Task) -> bool:
+    """Running, and healthy when it has a health check (Swarm keeps such a task "starting"
+    until its first healthy probe): only then does it count as updated, and only then does
+    start-first stop the task it replaces."""
+    return task.status.state == RUNNING and task.status.health not in ("starting", "unhealthy")
+
+
 def _key_order(key: str) -> tuple:
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
@@ -123,18 +130,18 @@ def update_step(service: Service, tasks: Sequence[Task], now: float, nodes: Opti
                 continue
             st = t.status.state
             since = state.running_since.get(t.id)
-            if st == RUNNING and since is None and t.desired_state == "running":
+            if is_up(t) and since is None and t.desired_state == "running":
                 since = state.running_since[t.id] = now
             ended_early = st in (FAILED, REJECTED) or (st == COMPLETE and t.desired_state == "running")
             if ended_early:
                 end = t.status.timestamp or now
                 if since is None or end - since < cfg.monitor:
                     new_failures.append(t.id)
-            elif st == RUNNING and since is not None and now - since < cfg.monitor:
-                if t.status.health == "unhealthy":
+            elif st == RUNNING and t.status.health == "unhealthy":
+                if since is None or now - since < cfg.monitor:
                     new_failures.append(t.id)
-                else:
-                    watching.append(since + cfg.monitor)
+            elif st == RUNNING and since is not None and now - since < cfg.monitor:
+                watching.append(since + cfg.monitor)
     state.failures.extend(new_failures)
 
     if new_failures and len(state.failures) / max(state.total, 1) > cfg.max_failure_ratio:
@@ -164,7 +171,7 @@ def update_step(service: Service, tasks: Sequence[Task], now: float, nodes: Opti
         new = [t for t in ts if not dirty(t) and t.created_at >= began]
         if any(t.id in failed for t in new):
             finished = True  # given up on (failure_action continue); a start-first old task stays
-        elif any(t.status.state == RUNNING and not dirty(t) for t in lv):
+        elif any(is_up(t) and not dirty(t) for t in lv):
             finished = True
             for t in lv:  # start-first: the new one runs, stop the old one now
                 if dirty(t):
@@ -176,6 +183,15 @@ def update_step(service: Service, tasks: Sequence[Task], now: float, nodes: Opti
             state.done.append(key)
             if not state.in_progress:
                 state.batch_done_at = now
+
+    # A slot not in flight whose current task is up but that still holds a live task of the
+    # other spec (a start-first batch overtaken by a rollback or a new update): stop the extra.
+    for key, ts in scope.items():
+        if key in state.in_progress:
+            continue
+        lv = live(ts)
+        if any(is_up(t) and not dirty(t) for t in lv):
+            plan.shutdown.extend(t.id for t in lv if dirty(t) and t.id not in plan.shutdown)
 
     # -- next batch -----------------------------------------------------------------------
     done = set(state.done)

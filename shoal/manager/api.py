@@ -20,7 +20,9 @@ from shoal.core import task_states as ts
 from shoal.manager.cluster import Cluster, resolve
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.errors import ApiError, ClusterLocked, Forbidden, NotFound
+from shoal.manager.actions import ActionHub
 from shoal.manager.keyring import BadUnlockKey, Keyring
+from shoal.manager.volumes import VolumeRegistry
 from shoal.model.objects import ConfigObj, NetworkObj, Node, SecretObj, Service, Task
 from shoal.model.specs import NetworkSpec, ServiceSpec, StackSpec
 from shoal.store.sqlite import Store
@@ -60,6 +62,8 @@ class ManagerApi:
         self.info_data = info
         self.on_unlock = on_unlock
         self.log_hub = None  # set by the server: relays `service logs` to agents
+        self.actions = ActionHub()  # manager -> agent actions (volume inspect/rm/prune)
+        self.volumes = VolumeRegistry(store, known_nodes=lambda: [n.id for n in store.all(Node)])
 
     # ------------------------------------------------------------ middleware
     @web.middleware
@@ -124,11 +128,16 @@ class ManagerApi:
             r.get("/v1/networks/{ref}", self.network_inspect),
             r.delete("/v1/networks/{ref}", self.network_rm),
             r.get("/v1/volumes", self.volume_ls),
+            r.post("/v1/volumes/prune", self.volume_prune),
+            r.get("/v1/volumes/{name}", self.volume_inspect),
+            r.delete("/v1/volumes/{name}", self.volume_rm),
             r.post("/v1/agent/heartbeat", self.agent_heartbeat),
             r.get("/v1/agent/assignments", self.agent_assignments),
             r.post("/v1/agent/status", self.agent_status),
             r.get("/v1/agent/logs", self.agent_log_requests),
             r.post("/v1/agent/logs/{req}", self.agent_log_data),
+            r.get("/v1/agent/actions", self.agent_action_requests),
+            r.post("/v1/agent/actions/{req}", self.agent_action_answer),
         ]
 
     # ------------------------------------------------------------------ misc
@@ -271,7 +280,8 @@ class ManagerApi:
 
     async def node_update(self, request: web.Request) -> web.Response:
         body = await request.json()
-        node = self.cluster.update_node(request.match_info["ref"], body.get("label_add", {}),
+        ref = request.match_info["ref"]
+        node = self.cluster.update_node(self.cluster.node_id if ref == "self" else ref, body.get("label_add", {}),
                                         body.get("label_rm", []), body.get("availability"))
         return _json(self.node_view(node))
 
@@ -350,8 +360,99 @@ class ManagerApi:
     async def network_rm(self, request: web.Request) -> web.Response:
         return _json({"removed": self.cluster.remove_network(request.match_info["ref"])})
 
+    # --------------------------------------------------------------- volumes
+    # Volumes live on nodes: the registry knows where (heartbeats); the node's agent acts.
+    def _volume_services(self, name: str) -> list[str]:
+        return sorted(s.spec.name for s in self.store.all(Service)
+                      if any(m.type == "volume" and m.source == name for m in s.spec.container.mounts))
+
+    def _hostname(self, node_id: str) -> str:
+        n = self.store.get(Node, node_id)
+        return n.description.hostname if n is not None else node_id
+
+    def _volume_targets(self, name: str, node_ref: str | None) -> list[Node]:
+        """The ready nodes to ask about volume `name`: the given node, those known to hold it,
+        or (not reported yet: heartbeats are 5 s apart) every ready node."""
+        if node_ref:
+            nodes = [resolve(self.store, Node, node_ref, "node")]
+        else:
+            ids = self.volumes.nodes_of(name) if name else []
+            nodes = [n for n in (self.store.get(Node, i) for i in ids) if n is not None] or \
+                [n for n in self.store.all(Node) if n.state == "ready"]
+        down = [n for n in nodes if n.state != "ready"]
+        if down and len(down) == len(nodes):
+            raise ApiError(f"node {down[0].description.hostname} ({down[0].id[:12]}) is {down[0].state}: "
+                           f"volume {name or ''} cannot be reached".replace("  ", " "), 503)
+        return [n for n in nodes if n.state == "ready"]
+
+    async def _on_nodes(self, nodes: list[Node], kind: str, args: dict) -> list[tuple[Node, object]]:
+        results = await asyncio.gather(*(self.actions.call(n.id, kind, args, node_name=n.description.hostname)
+                                         for n in nodes), return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException) and not isinstance(r, ApiError):
+                raise r
+        return list(zip(nodes, results))
+
     async def volume_ls(self, request: web.Request) -> web.Response:
-        return _json(getattr(self, "volumes_by_node", {}))
+        out = []
+        for node_id, vols in self.volumes.by_node().items():
+            for v in vols:
+                out.append({**v, "node_id": node_id, "node": self._hostname(node_id)})
+        return _json(sorted(out, key=lambda v: (v["name"], v["node"])))
+
+    async def volume_inspect(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found, errors = [], []
+        for node, r in await self._on_nodes(self._volume_targets(name, request.query.get("node")),
+                                            "volume.inspect", {"name": name}):
+            if isinstance(r, ApiError):
+                if r.status != 404:
+                    errors.append(str(r))
+                continue
+            found.append({**r, "NodeHostname": node.description.hostname,
+                          "Services": self._volume_services(name)})
+        if not found:
+            raise ApiError("; ".join(errors), 502) if errors else NotFound(f"no such volume: {name}")
+        return _json(found)
+
+    async def volume_rm(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        users = self._volume_services(name)
+        if users:
+            raise ApiError(f"volume {name} is in use by service(s) {', '.join(users)}: "
+                           "remove the service(s) or their stack first", 409)
+        removed, errors, missing = [], [], 0
+        for node, r in await self._on_nodes(self._volume_targets(name, request.query.get("node")),
+                                            "volume.rm", {"name": name}):
+            if isinstance(r, ApiError):
+                if r.status == 404:
+                    missing += 1
+                else:
+                    errors.append((r.status, str(r)))
+                continue
+            self.volumes.forget(node.id, [name])
+            removed.append(node.description.hostname)
+        if errors:
+            raise ApiError("; ".join(m for _, m in errors), max(s for s, _ in errors))
+        if not removed:
+            raise NotFound(f"no such volume: {name}")
+        return _json({"removed": name, "nodes": removed})
+
+    async def volume_prune(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        labels = body.get("labels") or {}
+        keep = sorted({m.source for s in self.store.all(Service) for m in s.spec.container.mounts
+                       if m.type == "volume" and m.source})
+        nodes = [n for n in self.store.all(Node) if n.state == "ready"]
+        removed, kept, errors = [], [], []
+        for node, r in await self._on_nodes(nodes, "volume.prune", {"keep": keep, "labels": labels}):
+            if isinstance(r, ApiError):
+                errors.append(str(r))
+                continue
+            self.volumes.forget(node.id, r["removed"])
+            removed += [{"name": v, "node": node.description.hostname} for v in r["removed"]]
+            kept += r["kept"]
+        return _json({"removed": removed, "kept": sorted(set(kept)), "errors": errors})
 
     # ----------------------------------------------------------------- agent
     def _node_of(self, request: web.Request) -> str:
@@ -363,12 +464,12 @@ class ManagerApi:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         addr = body.get("addr") or (peer[0] if isinstance(peer, tuple) else "")
         resp = self.dispatcher.heartbeat(node_id, request["role"][5:], body.get("description", {}), addr)
+        if "ports_in_use" in body:
+            self.cluster.ports_in_use[node_id] = dict(body["ports_in_use"])
         if "engine_subnets" in body:
             self.cluster.foreign_subnets[node_id] = list(body["engine_subnets"])
         if "volumes" in body:
-            vols = getattr(self, "volumes_by_node", {})
-            vols[node_id] = body["volumes"]
-            self.volumes_by_node = vols
+            self.volumes.report(node_id, list(body["volumes"] or []))
         return _json(resp)
 
     async def agent_assignments(self, request: web.Request) -> web.Response:
@@ -395,6 +496,14 @@ class ManagerApi:
         if self.log_hub is None:
             return _json([])
         return _json(await self.log_hub.requests_for(self._node_of(request), float(request.query.get("wait", "30"))))
+
+    async def agent_action_requests(self, request: web.Request) -> web.Response:
+        wait = min(float(request.query.get("wait", "30")), 60.0)
+        return _json(await self.actions.requests_for(self._node_of(request), wait))
+
+    async def agent_action_answer(self, request: web.Request) -> web.Response:
+        taken = self.actions.answer(request.match_info["req"], await request.json())
+        return _json({"taken": taken})
 
     async def agent_log_data(self, request: web.Request) -> web.Response:
         if self.log_hub is None:

@@ -51,6 +51,9 @@ class Cluster:
         self.node_id = node_id
         # Subnets each node's engine uses outside Shoal (reported by heartbeats): avoided.
         self.foreign_subnets: dict[str, list[str]] = {}
+        # Ports other processes hold on each node (reported by heartbeats): a published port
+        # there would never answer, so deploy refuses it.
+        self.ports_in_use: dict[str, dict[str, str]] = {}
 
     # ------------------------------------------------------------------ stacks
     def deploy_stack(self, stack: StackSpec, prune: bool = False) -> list[str]:
@@ -74,6 +77,10 @@ class Cluster:
                     out += self._upsert_config(obj, stack.name)
             for spec in stack.services:
                 svc = st.by_name(Service, spec.name)
+                if svc is not None and spec.force_update != svc.spec.force_update:
+                    # A stack file cannot ask for a forced update: keep the stored counter (docker
+                    # does too), else a roll just started by a changed config/secret is undone.
+                    spec = spec.model_copy(update={"force_update": svc.spec.force_update})
                 if svc is None:
                     out.append(f"Creating service {spec.name}")
                     self._create_service(spec)
@@ -131,12 +138,21 @@ class Cluster:
                 pub = p.published or svc.published_ports.get(f"{p.target}/{p.protocol}")
                 if pub:
                     held[(p.protocol, pub)] = svc.spec.name
+        ours = {(p.protocol, p.published) for s in self.store.all(Service) for p in s.spec.ports if p.published}
         seen: dict[tuple[str, int], str] = {}
         for spec in stack.services:
             for p in spec.ports:
                 if p.published is None:
                     continue
                 key = (p.protocol, p.published)
+                if key not in ours:
+                    for node_id, used in self.ports_in_use.items():
+                        msg = used.get(f"{p.protocol}/{p.published}")
+                        if msg:
+                            node = self.store.get(Node, node_id)
+                            where = node.description.hostname if node else node_id
+                            raise Conflict(f"port {p.published}/{p.protocol} of service {spec.name} cannot be "
+                                           f"published: on node {where}, {msg}")
                 if key in held:
                     raise Conflict(f"port {p.published}/{p.protocol} of service {spec.name} is already "
                                    f"published by service {held[key]}")

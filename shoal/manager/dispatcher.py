@@ -23,6 +23,7 @@ class Dispatcher:
     def __init__(self, store: Store, cluster: Cluster):
         self.store = store
         self.cluster = cluster
+        self._endpoints_cache: tuple[int, list[dict]] | None = None
 
     def heartbeat(self, node_id: str, role: str, description: dict, addr: str) -> dict:
         node = self.store.get(Node, node_id)
@@ -63,17 +64,27 @@ class Dispatcher:
             if data is not None:
                 secrets[name] = base64.b64encode(data).decode()
         networks = [n.model_dump(mode="json") for n in st.all(NetworkObj) if n.spec.name in net_names]
+        # A node needs the services it can reach: those on its tasks' networks, and every
+        # service with an ingress port (the routing mesh answers on every node).
+        endpoints = [e for e in self.endpoints() if e["ingress"] or net_names.intersection(e["networks"])]
         return {
             "rev": st.rev,
             "tasks": [t.model_dump(mode="json") for t in tasks],
             "configs": configs,
             "secrets": secrets,
             "networks": networks,
-            "endpoints": self.endpoints(),
+            "endpoints": endpoints,
         }
 
     def endpoints(self) -> list[dict]:
-        """Every service's VIPs, ports and running replicas: what the datapath and DNS need."""
+        """Every service's VIPs, ports and running replicas (computed once per store revision)."""
+        if self._endpoints_cache is not None and self._endpoints_cache[0] == self.store.rev:
+            return self._endpoints_cache[1]
+        out = self._compute_endpoints()
+        self._endpoints_cache = (self.store.rev, out)
+        return out
+
+    def _compute_endpoints(self) -> list[dict]:
         out = []
         for svc in self.store.all(Service):
             backends = []
@@ -95,6 +106,7 @@ class Dispatcher:
                 "ports": [{**p.model_dump(), "published": p.published or svc.published_ports.get(
                     f"{p.target}/{p.protocol}")} for p in svc.spec.ports],
                 "backends": backends,
+                "ingress": any(p.mode == "ingress" for p in svc.spec.ports),
             })
         return out
 

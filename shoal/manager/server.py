@@ -44,10 +44,11 @@ class ManagerServer:
             log.warning("the cluster is autolocked: waiting for `shoal unlock`")
         self.cluster = Cluster(self.store, self.keyring, self.info["node_id"])
         self.dispatcher = Dispatcher(self.store, self.cluster)
-        self.orchestrator = Orchestrator(self.store)
         self.api = ManagerApi(self.store, self.cluster, self.dispatcher, self.keyring,
                               {k: v for k, v in self.info.items() if k != "unlock_key"},
                               on_unlock=self._start_orchestrator)
+        # Volume-aware placement: the scheduler sees where the agents' heartbeats found each volume.
+        self.orchestrator = Orchestrator(self.store, volume_nodes=self.api.volumes.volume_nodes)
         self.api.log_hub = LogHub(self.store)
         app = web.Application(middlewares=[self.api.middleware], client_max_size=64 * 1024 * 1024)
         app.add_routes(self.api.routes())

@@ -170,6 +170,9 @@ class MaxReplicasFilter(Filter):
         return "max replicas per node limit exceed"  # Swarm's wording, no count
 
 
+NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb", "smb3"})
+
+
 class VolumeFilter(Filter):
     """Beyond Swarm: a local named volume that already exists on some node(s) pins the task
     to those nodes (its data lives there)."""
@@ -181,11 +184,14 @@ class VolumeFilter(Filter):
 
     def set_task(self, task, ctx):
         self.allowed = []
-        if not ctx.volume_nodes:
+        # Global tasks belong to their node by definition: each node has its own copy.
+        if not ctx.volume_nodes or task.spec.mode in ("global", "global-job"):
             return False
         for m in task.spec.container.mounts:
             if m.type != "volume" or not m.source or (m.volume_driver or "local") != "local":
                 continue
+            if (m.volume_driver_opts.get("type") or "").lower() in NETWORK_FS:
+                continue  # the local driver mounting NFS/CIFS: the data is reachable from any node
             where = ctx.volume_nodes.get(m.source)
             if where:
                 self.allowed.append((m.source, where))

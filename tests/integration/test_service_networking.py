@@ -167,6 +167,31 @@ def test_port_conflicts_are_refused(cluster, net_stack, tmp_path):
     assert "other" not in cluster.out("stack", "ls")
 
 
+def test_port_held_by_another_process_is_refused(cluster, net_stack, tmp_path):
+    import socket
+    import sys
+    import time
+    holder = subprocess.Popen([sys.executable, "-m", "http.server", "18095", "--bind", "127.0.0.1"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", 18095)) == 0:
+                    break
+            time.sleep(0.1)
+        time.sleep(6)  # one agent heartbeat: the manager learns the node's ports in use
+        f = tmp_path / "held.yml"
+        f.write_text('services:\n  web:\n    image: shoal/busybox:latest\n    ports: ["18095:80"]\n')
+        p = cluster.run("stack", "deploy", "-c", str(f), "held", check=False)
+        assert p.returncode == 1
+        assert "18095" in p.stderr and "held_web" in p.stderr and f"pid {holder.pid}" in p.stderr
+        assert "held" not in cluster.out("stack", "ls")
+    finally:
+        holder.terminate()
+        holder.wait()
+
+
 def test_shared_external_network(cluster, net_stack, tmp_path):
     cluster.out("network", "create", "--attachable", "shared-net")
     a = tmp_path / "a.yml"

@@ -95,3 +95,35 @@ def check_port_free(proto: str, port: int) -> Optional[str]:
             seen.add(p)
             uniq.append(p)
     return f"{proto} port {port} is in use by " + ", ".join(uniq)
+
+
+def ports_in_use() -> dict[str, str]:
+    """Every listening TCP / bound UDP port of this node: ``{"tcp/8080": "tcp port 8080 is in use by …"}``.
+
+    Agents report it so the manager can refuse, at deploy, a published port that another
+    process on some node already holds.
+    """
+    found: dict[tuple[str, int], list[tuple[str, int]]] = {}
+    for proto, files, state in (("tcp", ("tcp", "tcp6"), _TCP_LISTEN), ("udp", ("udp", "udp6"), _UDP_UNCONN)):
+        for name in files:
+            try:
+                lines = Path("/proc/net", name).read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for ln in lines:
+                f = ln.split()
+                if len(f) < 10 or f[3] != state:
+                    continue
+                addr, hexport = f[1].rsplit(":", 1)
+                found.setdefault((proto, int(hexport, 16)), []).append((_addr(addr), int(f[9])))
+    owners = _owners(i for socks in found.values() for _, i in socks)
+    out = {}
+    for (proto, port), socks in found.items():
+        who = []
+        for addr, ino in socks:
+            pid, comm = owners.get(ino, (None, None))
+            w = f"{comm} (pid {pid}) on {addr}" if pid else f"an unknown process on {addr}"
+            if w not in who:
+                who.append(w)
+        out[f"{proto}/{port}"] = f"{proto} port {port} is in use by " + ", ".join(who)
+    return out
