@@ -33,6 +33,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -215,9 +216,12 @@ class Run:
         t_ls_all = None
         last_update = 0.0
         n = 0
+        progress, progress_at = (-1, -1), time.time()
         while True:
             now = time.time()
-            if now - t0 > a.timeout:
+            if now - t0 > a.timeout or now - progress_at > a.stall:
+                print(f"giving up after {now - t0:.0f} s ({'timeout' if now - t0 > a.timeout else 'no progress'})",
+                      flush=True)
                 break
             s = time.perf_counter()
             svcs = await api.call("GET", "/v1/services")
@@ -228,6 +232,8 @@ class Run:
             if running >= T and t_ls_all is None:
                 t_ls_all = time.time() - t0
             st = self.sim_stats()
+            if (st.get("seen", 0), st.get("running", 0)) != progress:
+                progress, progress_at = (st.get("seen", 0), st.get("running", 0)), time.time()
             n += 1
             if n % 8 == 0:
                 print(f"  t+{time.time() - t0:6.1f}s  seen {st.get('seen', 0):>7}  running(sim) {st.get('running', 0):>7}"
@@ -259,7 +265,7 @@ class Run:
         await memt
         rss_end, hwm_end = mem_kib(self.pid)
         if self.spy is not None:
-            self.spy.terminate()
+            self.spy.send_signal(signal.SIGINT)
             try:
                 self.spy.wait(30)
             except subprocess.TimeoutExpired:
@@ -344,6 +350,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=10_000)
     ap.add_argument("--services", type=int, default=100)
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds the deploy may take to converge")
+    ap.add_argument("--stall", type=float, default=120.0, help="give up after this long without progress")
     ap.add_argument("--port", type=int, default=0, help="manager port (default: a free one)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, sim stats)")
     ap.add_argument("--profile", default=None, help="py-spy record the manager into this dir")

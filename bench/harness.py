@@ -467,7 +467,8 @@ class Report:
                "| measure | " + " | ".join(heads) + " |", "|---" * (len(heads) + 1) + "|"]
         for r in self.rows:
             cells = [r.cell(c) for c in self.cols] + ([r.ratio()] if len(self.cols) == 2 else [])
-            out.append(f"| {r.measure} | " + " | ".join(cells) + f" | {r.doc or '—'} |")
+            cells = [c.replace("|", "\\|") for c in [r.measure, *cells, r.doc or "—"]]
+            out.append("| " + " | ".join(cells) + " |")
         if self.notes:
             out.append("")
             out += [f"- {n}" for n in self.notes]

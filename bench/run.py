@@ -12,6 +12,7 @@ See bench/README.md for what each figure measures.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import re
 import shlex
@@ -31,6 +32,7 @@ mono = time.monotonic
 IMAGE = "shoal/busybox:latest"
 FLOOR_LABEL = "shoal.bench"
 FLOOR_VALUE = "floor"
+NODE_LOCK = "/tmp/shoal-node.lock"  # one Shoal cluster (datapath owner) per machine at a time
 ORDER = ["floor", "mesh", "footprint", "deploy", "scale", "heal", "update"]
 
 
@@ -50,7 +52,38 @@ class Ctx:
         self.floor: dict[int, float] = {}  # parallelism -> median create+start seconds (this run)
         self.dockerd_before_swarm: list[int] = []
 
-    # orchestrators are set up lazily, once
+    # The node's Shoal datapath has one owner at a time: Shoal's integration tests and
+    # this harness take turns on NODE_LOCK (held while our Shoal daemon or
+    # bench/mesh_throughput.py runs, released between benchmarks).
+    _lock = None
+
+    def lock_node(self) -> None:
+        if self._lock is not None:
+            return
+        f = open(NODE_LOCK, "w")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {NODE_LOCK} (another Shoal cluster uses this node's datapath)", flush=True)
+            deadline = mono() + self.args.lock_timeout
+            while True:
+                time.sleep(1)
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if mono() > deadline:
+                        f.close()
+                        raise Unavailable(f"{NODE_LOCK} still held by another Shoal cluster after "
+                                          f"{self.args.lock_timeout:.0f} s")
+        self._lock = f
+
+    def unlock_node(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    # orchestrators are set up lazily; Swarm once per run, Shoal once per benchmark
     def ready(self, o: Orchestrator) -> bool:
         if o not in self.wanted:
             return False
@@ -59,21 +92,35 @@ class Ctx:
         if getattr(o, "_set_up", False):
             return True
         try:
+            if o is self.shoal:
+                self.lock_node()
             o.setup()
             o._set_up = True
         except (Unavailable, BenchError) as e:
             o.unavailable = str(e)
             print(f"{o.name}: not available ({e})", flush=True)
+            if o is self.shoal:
+                self.unlock_node()
             return False
         return True
 
+    def end_bench(self) -> None:
+        """After each benchmark: Shoal leaves (if we made it) and the node lock is released."""
+        if getattr(self.shoal, "_set_up", False):
+            try:
+                self.shoal.teardown()
+            except Exception as e:  # noqa: BLE001
+                print(f"shoal: teardown: {e}", file=sys.stderr)
+            self.shoal._set_up = False
+        self.unlock_node()
+
     def teardown(self) -> None:
-        for o in (self.shoal, self.swarm):
-            if getattr(o, "_set_up", False) or o.started_by_us:
-                try:
-                    o.teardown()
-                except Exception as e:  # noqa: BLE001
-                    print(f"{o.name}: teardown: {e}", file=sys.stderr)
+        self.end_bench()
+        if getattr(self.swarm, "_set_up", False) or self.swarm.started_by_us:
+            try:
+                self.swarm.teardown()
+            except Exception as e:  # noqa: BLE001
+                print(f"swarm: teardown: {e}", file=sys.stderr)
 
     def each_rep(self, report: Report, setup, one, teardown=None) -> None:
         """setup(o) once per orchestrator, one(o, i) per rep (interleaved), teardown(o) at the end."""
@@ -300,7 +347,8 @@ def wrk_rps(url: str, duration: int, conns: int, threads: int) -> float:
     m = re.search(r"Requests/sec:\s*([\d.]+)", p.stdout)
     if not m:
         raise BenchError(f"cannot parse wrk output: {p.stdout[-300:]}")
-    return float(m.group(1))
+    errs = re.findall(r"(Non-2xx or 3xx responses: \d+|Socket errors: [^\n]*)", p.stdout)
+    return float(m.group(1)), "; ".join(errs)
 
 
 def ensure_wrk() -> None:
@@ -342,8 +390,11 @@ def bench_mesh(ctx: Ctx) -> Report:
 
     def measure(o: Orchestrator, mesh_url: str, direct: str) -> None:
         for i in range(ctx.reps):
-            m = wrk_rps(mesh_url, a.wrk_duration, a.wrk_connections, a.wrk_threads)
-            d = wrk_rps(direct, a.wrk_duration, a.wrk_connections, a.wrk_threads)
+            m, me = wrk_rps(mesh_url, a.wrk_duration, a.wrk_connections, a.wrk_threads)
+            d, de = wrk_rps(direct, a.wrk_duration, a.wrk_connections, a.wrk_threads)
+            for what, e in (("published port", me), ("direct", de)):
+                if e:
+                    rep.notes.append(f"{o.name} rep {i + 1} {what}: wrk reported {e}")
             r_mesh.add(o.name, m)
             r_dir.add(o.name, d)
             r_rat.add(o.name, m / d)
@@ -389,8 +440,14 @@ def bench_mesh(ctx: Ctx) -> Report:
     else:
         cmd = [sys.executable, script, "--reps", str(ctx.reps), "--duration", str(a.wrk_duration),
                "--connections", str(a.wrk_connections), "--threads", str(a.wrk_threads)]
-        print("shoal: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        try:
+            ctx.lock_node()
+            print("shoal: " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+            p = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+        except Unavailable as e:
+            p = subprocess.CompletedProcess(cmd, 1, "", str(e))
+        finally:
+            ctx.unlock_node()
         table, mesh_v, direct_v = parse_mesh_script(p.stdout)
         if p.returncode != 0 or mesh_v is None or direct_v is None:
             err = (p.stderr.strip() or p.stdout.strip()).splitlines()
@@ -458,13 +515,14 @@ def bench_footprint(ctx: Ctx) -> Report:
     rep = Report("footprint — resident memory (VmRSS)",
                  "VmRSS from /proc/<pid>/status, sampled once a second (one sample per rep). Shoal: its "
                  "daemon (manager + agent, the pid in $SHOAL_DATA_DIR/shoal.pid). Swarm lives inside dockerd, "
-                 "so its column is dockerd. 'with 30 tasks' = bench/stacks/deploy.yml deployed on that "
+                 "so its column is dockerd. 'idle' = nothing deployed by either (Shoal: just after its `init` "
+                 "for this benchmark); 'with 30 tasks' = bench/stacks/deploy.yml deployed on that "
                  "orchestrator only and converged (+3 s).", ctx.reps)
     MiB = 1024.0
-    r_idle = rep.row("orchestrator RSS, idle (Shoal daemon | dockerd)", unit="MiB", prec=1, doc="≈108 MiB")
-    r_30 = rep.row("orchestrator RSS, 30 tasks (Shoal daemon | dockerd)", unit="MiB", prec=1)
+    r_idle = rep.row("orchestrator RSS idle (Shoal daemon; dockerd)", unit="MiB", prec=1, doc="≈108 MiB")
+    r_30 = rep.row("orchestrator RSS, 30 tasks (Shoal daemon; dockerd)", unit="MiB", prec=1)
     r_d30 = rep.row("dockerd RSS, 30 tasks of that orchestrator", unit="MiB", prec=1)
-    r_tot = rep.row("total, 30 tasks (Shoal daemon + dockerd | dockerd)", unit="MiB", prec=1)
+    r_tot = rep.row("total, 30 tasks (Shoal daemon + dockerd; dockerd)", unit="MiB", prec=1)
     dpid = dockerd_pid()
     if ctx.dockerd_before_swarm:
         v = ctx.dockerd_before_swarm
@@ -595,6 +653,8 @@ def main() -> int:
     ap.add_argument("--wrk-duration", type=int, default=5)
     ap.add_argument("--wrk-connections", type=int, default=32)
     ap.add_argument("--wrk-threads", type=int, default=2)
+    ap.add_argument("--lock-timeout", type=float, default=1800,
+                    help=f"seconds to wait for {NODE_LOCK} (default 1800)")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
     args.only = [x.strip() for x in args.only.split(",") if x.strip()]
@@ -622,7 +682,10 @@ def main() -> int:
             ctx.ready(ctx.swarm)
         for b in names:
             print(f"\n### {b}", flush=True)
-            r = BENCHES[b](ctx)
+            try:
+                r = BENCHES[b](ctx)
+            finally:
+                ctx.end_bench()
             r.print()
             reports.append(r)
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ import ssl
 import sys
 import time
 import uuid
+import zlib
 from typing import Any, Optional
 
 import aiohttp
@@ -159,7 +160,11 @@ class SimAgent:
                 continue
             self.stats.polls += 1
             digest = data.get("digest", "")
-            await self.apply(data.get("tasks") or [])
+            try:
+                await self.apply(data.get("tasks") or [])
+            except Exception as e:  # noqa: BLE001 - never let one node's bug stop it
+                self._error(e)
+                await asyncio.sleep(1)
 
     async def apply(self, tasks: list[dict]) -> None:
         now = time.time()
@@ -175,7 +180,7 @@ class SimAgent:
                 continue
             if t["desired_state"] in RUN and state in ON_NODE and self.reported.get(tid) != "running":
                 nets = [a["network"] for a in t["spec"].get("networks", [])]
-                h = int(tid[:6], 16)
+                h = zlib.crc32(tid.encode())
                 updates.append({"task_id": tid, "state": "running", "timestamp": now,
                                 "message": "started (simulated)",
                                 "container_id": "sim" + tid.ljust(61, "0"),

@@ -51,7 +51,8 @@ class NetworkKeeper:
             if labels.get(L_MANAGED) != "true":
                 raise NetworkConflict(f"a network named {name} exists on this node's engine and is not "
                                       f"Shoal's; rename or remove it")
-            if labels.get(L_NETWORK_ID) == net.id:
+            subnets = [c.get("Subnet") for c in ((info.get("IPAM") or {}).get("Config") or [])]
+            if labels.get(L_NETWORK_ID) == net.id and net.subnet in subnets:
                 return info["Id"]
             # A leftover of an earlier network of the same name: replace it if unused.
             await self.engine.networks.remove(info["Id"])

@@ -61,6 +61,15 @@ def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool) -> Non
     except RuntimeError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
+    if info.get("unlock_key"):
+        # The new daemon found the cluster key sealed; the key is never stored, so hand it over once
+        # (as Swarm's `init --autolock` leaves the manager unlocked until its next restart).
+        obj.api.post("/v1/unlock", {"key": info["unlock_key"]})
+    try:
+        _wait_for_node(obj)
+    except RuntimeError as e:
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
     click.echo(f"Swarm initialized: current node ({info['node_id']}) is now a manager.")
     click.echo(f"Data dir: {obj.layout.root}; manager API: {info['advertise_addr']}:{port} (mutual TLS)")
     if info.get("unlock_key"):
@@ -69,6 +78,17 @@ def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool) -> Non
         click.echo(f"    {info['unlock_key']}\n")
         click.echo("Please remember to store this key in a password manager, since without it you\n"
                    "will not be able to restart the manager.")
+
+
+def _wait_for_node(obj: Ctx, timeout: float = 30.0) -> None:
+    """`init` returns once this node's agent has registered: every command works from then on."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(n["state"] == "ready" for n in obj.api.get("/v1/nodes")):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"the node agent did not register within {timeout:.0f}s; see {obj.layout.log}")
 
 
 @cli.command()

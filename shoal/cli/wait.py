@@ -63,7 +63,7 @@ def service_state(svc: dict, tasks: list[dict], since: Optional[float] = None) -
         return ok and state not in ("updating", "rollback_started"), None, f"{running} running, {len(done)} completed/{desired}"
     if state in ("updating", "rollback_started"):
         return False, None, f"{running}/{desired} running, {state.replace('_', ' ')}"
-    pending = [t for t in current if t["status"]["state"] == "pending" and t["status"].get("err")]
+    pending = [t for t in current if t["status"]["state"] in ("new", "pending") and t["status"].get("err")]
     text = f"{running}/{desired} running"
     if pending:
         text += f" ({pending[0]['status']['err']})"

@@ -6,6 +6,7 @@ decides once and stores it).
 from __future__ import annotations
 
 import ipaddress
+import random
 from typing import Iterable, Optional
 
 NETWORK_POOL = ipaddress.ip_network("10.210.0.0/16")  # one /24 per Shoal network
@@ -27,9 +28,12 @@ def allocate_subnet(used: Iterable[str], requested: Optional[str] = None) -> tup
                 raise AllocationError(f"subnet {requested} overlaps {u}, already used by another network")
         index = _free_index(used_nets)
         return str(net), str(next(net.hosts())), index
-    for i, candidate in enumerate(NETWORK_POOL.subnets(new_prefix=24)):
-        if i == 0:
-            continue
+    # Start at a random block: clusters sharing an engine (or a user's own networks in the
+    # pool) rarely collide, and a collision is repaired by reallocation (see Cluster).
+    blocks = list(NETWORK_POOL.subnets(new_prefix=24))
+    start = random.randrange(1, len(blocks))
+    for i in list(range(start, len(blocks))) + list(range(1, start)):
+        candidate = blocks[i]
         if not any(candidate.overlaps(u) for u in used_nets):
             return str(candidate), str(candidate.network_address + 1), i
     raise AllocationError("no free subnet left in the Shoal pool 10.210.0.0/16")

@@ -467,7 +467,10 @@ class ManagerApi:
         if "ports_in_use" in body:
             self.cluster.ports_in_use[node_id] = dict(body["ports_in_use"])
         if "engine_subnets" in body:
-            self.cluster.foreign_subnets[node_id] = list(body["engine_subnets"])
+            subnets = list(body["engine_subnets"])
+            if self.cluster.foreign_subnets.get(node_id) != subnets:
+                self.cluster.foreign_subnets[node_id] = subnets
+                self.cluster.fix_subnet_conflicts()
         if "volumes" in body:
             self.volumes.report(node_id, list(body["volumes"] or []))
         return _json(resp)

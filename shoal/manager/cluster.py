@@ -204,6 +204,37 @@ class Cluster:
             raise ApiError(f"network {spec.name}: {e}") from None
         return self.store.put(NetworkObj(id=new_id(), spec=spec, subnet=subnet, gateway=gateway))
 
+    def fix_subnet_conflicts(self) -> list[str]:
+        """Move Shoal networks whose subnet some node's engine already uses for another network.
+
+        A network Shoal chose (no `ipam` subnet in the file) gets a free subnet, and the
+        services on it new VIPs in the matching block; tasks rejected meanwhile are replaced
+        by the restart policy. A subnet the user asked for is left alone (its tasks stay
+        rejected with the engine's message).
+        """
+        import ipaddress
+        foreign = [ipaddress.ip_network(s) for subnets in self.foreign_subnets.values() for s in subnets]
+        moved = []
+        with self.store.txn():
+            for net in self.store.all(NetworkObj):
+                if net.spec.subnets or not net.subnet:
+                    continue
+                mine = ipaddress.ip_network(net.subnet)
+                if not any(mine.overlaps(f) for f in foreign):
+                    continue
+                used = [n.subnet for n in self.store.all(NetworkObj)] + [str(f) for f in foreign]
+                subnet, gateway, _ = allocator.allocate_subnet(used)
+                self.store.put(net.model_copy(update={"subnet": subnet, "gateway": gateway}))
+                vips_used = {ip for s in self.store.all(Service) for ip in s.virtual_ips.values()}
+                for svc in self.store.all(Service):
+                    if net.spec.name in svc.virtual_ips:
+                        vip = allocator.allocate_vip(subnet, vips_used)
+                        vips_used.add(vip)
+                        self.store.put(svc.model_copy(update={
+                            "virtual_ips": {**svc.virtual_ips, net.spec.name: vip}}))
+                moved.append(f"network {net.spec.name}: {net.subnet} is used on a node; moved to {subnet}")
+        return moved
+
     def create_network(self, spec: NetworkSpec) -> NetworkObj:
         if self.store.by_name(NetworkObj, spec.name):
             raise Conflict(f"network with name {spec.name} already exists")

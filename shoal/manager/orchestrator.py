@@ -101,11 +101,18 @@ class Orchestrator:
             if t is not None and t.status.state == ts.NEW:
                 st.put(t.model_copy(update={"status": TaskStatus(state=ts.PENDING, timestamp=now,
                                                                   message="pending task scheduling")}))
+        # A task held back by depends_on shows why in `service ps`'s ERROR column (as an
+        # unschedulable task shows "no suitable node"), and in its message.
+        created = {t.id for t in plan.create}
         for tid, reason in plan.hold.items():
+            if tid in created:
+                continue
             t = st.get(Task, tid)
-            if t is not None and t.status.state == ts.NEW and t.status.message != reason:
-                st.put(t.model_copy(update={"status": t.status.model_copy(update={"message": reason})}))
+            if t is not None and t.status.state == ts.NEW and (t.status.message, t.status.err) != (reason, reason):
+                st.put(t.model_copy(update={"status": t.status.model_copy(update={"message": reason, "err": reason})}))
         for t in plan.create:
+            if t.id in plan.hold and t.status.state == ts.NEW:
+                t = t.model_copy(update={"status": t.status.model_copy(update={"err": plan.hold[t.id]})})
             st.put(t)
         if plan.service is not None:
             # The pass is synchronous inside one transaction: nobody changed the service meanwhile.

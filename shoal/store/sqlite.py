@@ -73,6 +73,15 @@ class Store:
         self._objects: dict[str, dict[str, Obj]] = {k: {} for k in KINDS}
         self._tasks_by_service: dict[str, dict[str, Task]] = {}
         self._tasks_by_node: dict[str, dict[str, Task]] = {}
+        self._pending_tasks: dict[str, Task] = {}  # tasks in state pending (what the scheduler places)
+        # What changed since the orchestrator last looked (see take_changes): service ids whose
+        # service or tasks were written, and whether any node was.
+        self._changed_services: set[str] = set()
+        self._nodes_changed = True
+        # Serialised specs by object identity: tasks share their service's spec object, so the
+        # (large) spec is turned into JSON once, not on every write of every task.
+        self._spec_json: dict[int, tuple[object, str]] = {}
+        self._rows: dict[tuple[str, str], Optional[tuple]] = {}  # writes of the open transaction
         self.rev = 0
         self._waiters: list[asyncio.Future] = []
         self._in_txn = False
@@ -80,33 +89,62 @@ class Store:
 
     # -- loading ---------------------------------------------------------------
     def _load(self) -> None:
+        specs: dict[tuple[str, int], object] = {}
         for kind, data in self.db.execute("SELECT kind, data FROM objects"):
             cls = KINDS.get(kind)
             if cls is None:
                 continue
             obj = cls.model_validate_json(data)
+            if kind == "task":  # share one spec object between the tasks of a service version
+                t: Task = obj  # type: ignore[assignment]
+                key = (t.service_id, t.spec_version)
+                same = specs.get(key)
+                if same is not None and same == t.spec:
+                    t.spec = same  # type: ignore[assignment]
+                else:
+                    specs[key] = t.spec
             self._index(kind, obj)
         row = self.db.execute("SELECT value FROM meta WHERE key='rev'").fetchone()
         self.rev = int(row[0]) if row else 0
 
     def _index(self, kind: str, obj: Obj) -> None:
+        old = self._objects[kind].get(obj.id)
         self._objects[kind][obj.id] = obj
         if kind == "task":
             t: Task = obj  # type: ignore[assignment]
             self._tasks_by_service.setdefault(t.service_id, {})[t.id] = t
-            for nid, tasks in list(self._tasks_by_node.items()):
-                if t.id in tasks and nid != t.node_id:
-                    del tasks[t.id]
+            self._changed_services.add(t.service_id)
+            prev_node = old.node_id if old is not None else None  # type: ignore[union-attr]
+            if prev_node and prev_node != t.node_id:
+                self._tasks_by_node.get(prev_node, {}).pop(t.id, None)
             if t.node_id:
                 self._tasks_by_node.setdefault(t.node_id, {})[t.id] = t
+            if t.status.state == "pending":
+                self._pending_tasks[t.id] = t
+            else:
+                self._pending_tasks.pop(t.id, None)
+        elif kind == "service":
+            self._changed_services.add(obj.id)
+        elif kind == "node":
+            self._nodes_changed = True
 
     def _unindex(self, kind: str, obj_id: str) -> None:
         obj = self._objects[kind].pop(obj_id, None)
         if kind == "task" and obj is not None:
             t: Task = obj  # type: ignore[assignment]
-            self._tasks_by_service.get(t.service_id, {}).pop(t.id, None)
+            tasks = self._tasks_by_service.get(t.service_id)
+            if tasks is not None:
+                tasks.pop(t.id, None)
+                if not tasks:
+                    del self._tasks_by_service[t.service_id]
             if t.node_id:
                 self._tasks_by_node.get(t.node_id, {}).pop(t.id, None)
+            self._pending_tasks.pop(t.id, None)
+            self._changed_services.add(t.service_id)
+        elif kind == "service":
+            self._changed_services.add(obj_id)
+        elif kind == "node":
+            self._nodes_changed = True
 
     # -- reads -----------------------------------------------------------------
     def get(self, cls: type[T], obj_id: str) -> Optional[T]:
@@ -130,6 +168,32 @@ class Store:
     def count(self, cls: type[Obj]) -> int:
         return len(self._objects[KIND_OF[cls]])
 
+    def pending_tasks(self) -> list[Task]:
+        """Tasks in state pending (any desired state)."""
+        return list(self._pending_tasks.values())
+
+    def service_ids_with_tasks(self) -> list[str]:
+        return list(self._tasks_by_service)
+
+    def take_changes(self) -> tuple[set[str], bool]:
+        """(ids of services whose service object or tasks were written, whether any node was)
+        since the last call. For the orchestrator, the one consumer."""
+        changed, nodes = self._changed_services, self._nodes_changed
+        self._changed_services, self._nodes_changed = set(), False
+        return changed, nodes
+
+    def _json(self, kind: str, obj: Obj) -> str:
+        if kind != "task":
+            return obj.model_dump_json()
+        spec = obj.spec  # type: ignore[attr-defined]
+        hit = self._spec_json.get(id(spec))
+        if hit is None or hit[0] is not spec:
+            if len(self._spec_json) > 4096:
+                self._spec_json.clear()
+            hit = self._spec_json[id(spec)] = (spec, spec.model_dump_json())
+        body = obj.model_dump_json(exclude={"spec"})
+        return f'{body[:-1]},"spec":{hit[1]}}}'
+
     # -- writes ----------------------------------------------------------------
     @contextlib.contextmanager
     def txn(self) -> Iterator[None]:
@@ -141,8 +205,10 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         pending: list[tuple[str, Optional[Obj], str]] = []
         self._pending = pending
+        self._rows = {}
         try:
             yield
+            self._flush()
             if pending:
                 self.rev += 1
                 self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('rev', ?)", (str(self.rev),))
@@ -150,6 +216,7 @@ class Store:
         except BaseException:
             self.db.execute("ROLLBACK")
             self._in_txn = False
+            self._rows = {}
             # Reload the in-memory view of what we touched: the DB is the truth.
             for kind, _obj, obj_id in pending:
                 row = self.db.execute("SELECT data FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
@@ -173,10 +240,8 @@ class Store:
                 "updated_at": now,
                 "created_at": obj.created_at or (current.created_at if current else now),
             })
-            self.db.execute(
-                "INSERT OR REPLACE INTO objects(kind, id, name, version, data) VALUES (?,?,?,?,?)",
-                (kind, obj.id, _name_of(obj), obj.version, obj.model_dump_json()),
-            )
+            # Written to SQLite at commit, in one batch (the last write of an object wins).
+            self._rows[(kind, obj.id)] = (kind, obj.id, _name_of(obj), obj.version, self._json(kind, obj))
             self._pending.append((kind, obj, obj.id))
             self._index(kind, obj)
         return obj
@@ -184,9 +249,21 @@ class Store:
     def delete(self, cls: type[Obj], obj_id: str) -> None:
         kind = KIND_OF[cls]
         with self.txn():
-            self.db.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, obj_id))
+            self._rows[(kind, obj_id)] = None
             self._pending.append((kind, None, obj_id))
             self._unindex(kind, obj_id)
+
+    def _flush(self) -> None:
+        rows, self._rows = self._rows, {}
+        if not rows:
+            return
+        puts = [r for r in rows.values() if r is not None]
+        dels = [k for k, r in rows.items() if r is None]
+        if dels:
+            self.db.executemany("DELETE FROM objects WHERE kind=? AND id=?", dels)
+        if puts:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO objects(kind, id, name, version, data) VALUES (?,?,?,?,?)", puts)
 
     def update(self, cls: type[T], obj_id: str, fn: Callable[[T], T]) -> Optional[T]:
         obj = self.get(cls, obj_id)

@@ -15,13 +15,16 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Seen:
     task: str  # shoal.task.name: service.slot (or service.node)
+    service: str
     version: int  # shoal.spec.version of the task's spec
     health: str  # "healthy" | "unhealthy" | "starting" | "" (no health check)
 
 
 class ContainerSampler:
-    def __init__(self, service: str, interval: float = 0.2):
+    def __init__(self, service: str, interval: float = 0.2, label: str = "shoal.service.name"):
+        """Containers whose `label` is `service` (e.g. label="com.docker.stack.namespace" and a stack)."""
         self.service = service
+        self.label = label
         self.interval = interval
         self.samples: list[tuple[float, list[Seen]]] = []
         self._stop = threading.Event()
@@ -29,12 +32,13 @@ class ContainerSampler:
 
     def sample(self) -> list[Seen]:
         p = subprocess.run(
-            ["docker", "ps", "--filter", f"label=shoal.service.name={self.service}", "--format",
-             '{{.Label "shoal.task.name"}}\t{{.Label "shoal.spec.version"}}\t{{.Status}}'],
+            ["docker", "ps", "--filter", f"label={self.label}={self.service}", "--format",
+             '{{.Label "shoal.task.name"}}\t{{.Label "shoal.spec.version"}}\t{{.Status}}\t'
+             '{{.Label "shoal.service.name"}}'],
             capture_output=True, text=True, timeout=60)
         out = []
         for line in p.stdout.splitlines():
-            name, version, status = (line.split("\t") + ["", "", ""])[:3]
+            name, version, status, service = (line.split("\t") + ["", "", "", ""])[:4]
             health = ""
             if "(healthy)" in status:
                 health = "healthy"
@@ -42,7 +46,7 @@ class ContainerSampler:
                 health = "unhealthy"
             elif "health: starting" in status:
                 health = "starting"
-            out.append(Seen(name, int(version or 0), health))
+            out.append(Seen(name, service, int(version or 0), health))
         return out
 
     def _loop(self) -> None:

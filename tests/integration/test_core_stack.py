@@ -273,3 +273,55 @@ def test_stack_rm_keeps_volumes(cluster, stack):
     cluster.out("stack", "rm", "core")
     cluster.wait_for(lambda: not containers(**{"com.docker.stack.namespace": "core"}), timeout=60)
     docker("volume", "rm", "core_data", check=False)
+
+
+def test_openapi_document_lists_every_route(cluster):
+    from shoal.cli.api_client import Api
+    from shoal.paths import Layout
+    doc = Api(Layout(cluster.data_dir)).get("/openapi.json")
+    assert doc["openapi"].startswith("3.")
+    for path in ("/v1/stacks/{name}", "/v1/services", "/v1/tasks", "/v1/nodes", "/v1/configs", "/v1/secrets",
+                 "/v1/agent/assignments"):
+        assert path in doc["paths"], path
+    assert "StackSpec" in doc["components"]["schemas"]
+
+
+def test_restart_policies(cluster, tmp_path):
+    text = """
+services:
+  flaky:
+    image: shoal/busybox:latest
+    command: ["sh", "-c", "exit 3"]
+    deploy:
+      restart_policy:
+        condition: on-failure
+        delay: 1s
+        max_attempts: 2
+  oneshot:
+    image: shoal/busybox:latest
+    command: ["sh", "-c", "echo done"]
+    deploy:
+      restart_policy:
+        condition: on-failure
+  never:
+    image: shoal/busybox:latest
+    command: ["sh", "-c", "exit 1"]
+    deploy:
+      restart_policy:
+        condition: none
+"""
+    cluster.out("stack", "deploy", "-c", write(tmp_path, text, "restart.yml"), "rp")
+
+    def states(service):
+        return [t["CurrentState"].split()[0] for t in cluster.json_lines("service", "ps", service)]
+
+    # on-failure with max_attempts 2: the first run and two restarts, then it stays down
+    cluster.wait_for(lambda: states("rp_flaky").count("Failed") == 3, timeout=60, what="3 failed attempts")
+    time.sleep(4)
+    assert states("rp_flaky").count("Failed") == 3 and len(states("rp_flaky")) == 3
+    # a clean exit is not a failure: complete, never restarted
+    cluster.wait_for(lambda: states("rp_oneshot") == ["Complete"], timeout=60, what="complete")
+    cluster.wait_for(lambda: states("rp_never") == ["Failed"], timeout=60, what="failed once")
+    time.sleep(3)
+    assert states("rp_oneshot") == ["Complete"] and states("rp_never") == ["Failed"]
+    cluster.out("stack", "rm", "rp")

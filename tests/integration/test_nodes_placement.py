@@ -147,7 +147,7 @@ def test_each_constraint_field_and_operator(cluster: ShoalCli, me: dict, tmp: Pa
         cluster.wait_for(lambda: not containers(**{"shoal.service.name": f"{stack}_label-ne"}), timeout=60,
                          what="label-ne's container stopped")
         hist = [t for t in cluster.json_lines("stack", "ps", stack) if f"{stack}_label-ne." in t["Name"]]
-        assert any(t["Name"].startswith(" \\_") and t["DesiredState"] == "Shutdown" for t in hist), hist
+        assert any(t["DesiredState"] == "Shutdown" and t["CurrentState"].startswith("Shutdown") for t in hist), hist
 
         # Removing it again moves them back.
         cluster.out("node", "update", "--label-rm", "zone", me["id"])
