@@ -78,6 +78,10 @@ class Store:
         # service or tasks were written, and whether any node was.
         self._changed_services: set[str] = set()
         self._nodes_changed = True
+        # A counter bumped on every write of a service or one of its tasks, kept per service:
+        # readers cache what they derive from a service's tasks by it (dispatcher endpoints).
+        self._seq = 0
+        self._service_seq: dict[str, int] = {}
         # Serialised specs by object identity: tasks share their service's spec object, so the
         # (large) spec is turned into JSON once, not on every write of every task.
         self._spec_json: dict[int, tuple[object, str]] = {}
@@ -114,6 +118,8 @@ class Store:
             t: Task = obj  # type: ignore[assignment]
             self._tasks_by_service.setdefault(t.service_id, {})[t.id] = t
             self._changed_services.add(t.service_id)
+            self._seq += 1
+            self._service_seq[t.service_id] = self._seq
             prev_node = old.node_id if old is not None else None  # type: ignore[union-attr]
             if prev_node and prev_node != t.node_id:
                 self._tasks_by_node.get(prev_node, {}).pop(t.id, None)
@@ -125,6 +131,8 @@ class Store:
                 self._pending_tasks.pop(t.id, None)
         elif kind == "service":
             self._changed_services.add(obj.id)
+            self._seq += 1
+            self._service_seq[obj.id] = self._seq
         elif kind == "node":
             self._nodes_changed = True
 
@@ -141,8 +149,12 @@ class Store:
                 self._tasks_by_node.get(t.node_id, {}).pop(t.id, None)
             self._pending_tasks.pop(t.id, None)
             self._changed_services.add(t.service_id)
+            self._seq += 1
+            self._service_seq[t.service_id] = self._seq
         elif kind == "service":
             self._changed_services.add(obj_id)
+            self._seq += 1
+            self._service_seq[obj_id] = self._seq
         elif kind == "node":
             self._nodes_changed = True
 
@@ -171,6 +183,14 @@ class Store:
     def pending_tasks(self) -> list[Task]:
         """Tasks in state pending (any desired state)."""
         return list(self._pending_tasks.values())
+
+    def service_seq(self, service_id: str) -> int:
+        """Changes whenever the service or one of its tasks is written (or deleted)."""
+        return self._service_seq.get(service_id, 0)
+
+    def task_json(self, t: Task) -> str:
+        """The task as JSON (its spec serialised once per spec object)."""
+        return self._json("task", t)
 
     def service_ids_with_tasks(self) -> list[str]:
         return list(self._tasks_by_service)

@@ -9,10 +9,10 @@ _TCP_LISTEN = "0A"
 _UDP_UNCONN = "07"
 
 
-def _sockets(proto: str, port: int) -> list[tuple[str, int]]:
-    """(local address, inode) of listening/bound sockets on ``port``."""
+def _listening(proto: str) -> Iterable[tuple[int, str, int]]:
+    """(port, local address, inode) of every listening TCP / bound UDP socket."""
     files = {"tcp": ("tcp", "tcp6"), "udp": ("udp", "udp6"), "sctp": ()}[proto]
-    found = []
+    state = _TCP_LISTEN if proto == "tcp" else _UDP_UNCONN
     for name in files:
         try:
             lines = Path("/proc/net", name).read_text().splitlines()[1:]
@@ -20,15 +20,15 @@ def _sockets(proto: str, port: int) -> list[tuple[str, int]]:
             continue
         for ln in lines:
             f = ln.split()
-            if len(f) < 10:
+            if len(f) < 10 or f[3] != state:
                 continue
             addr, hexport = f[1].rsplit(":", 1)
-            if int(hexport, 16) != port:
-                continue
-            if f[3] != (_TCP_LISTEN if proto == "tcp" else _UDP_UNCONN):
-                continue
-            found.append((_addr(addr), int(f[9])))
-    return found
+            yield int(hexport, 16), _addr(addr), int(f[9])
+
+
+def _sockets(proto: str, port: int) -> list[tuple[str, int]]:
+    """(local address, inode) of listening/bound sockets on ``port``."""
+    return [(addr, ino) for p, addr, ino in _listening(proto) if p == port]
 
 
 def _addr(hexaddr: str) -> str:
@@ -104,18 +104,9 @@ def ports_in_use() -> dict[str, str]:
     process on some node already holds.
     """
     found: dict[tuple[str, int], list[tuple[str, int]]] = {}
-    for proto, files, state in (("tcp", ("tcp", "tcp6"), _TCP_LISTEN), ("udp", ("udp", "udp6"), _UDP_UNCONN)):
-        for name in files:
-            try:
-                lines = Path("/proc/net", name).read_text().splitlines()[1:]
-            except OSError:
-                continue
-            for ln in lines:
-                f = ln.split()
-                if len(f) < 10 or f[3] != state:
-                    continue
-                addr, hexport = f[1].rsplit(":", 1)
-                found.setdefault((proto, int(hexport, 16)), []).append((_addr(addr), int(f[9])))
+    for proto in ("tcp", "udp"):
+        for port, addr, ino in _listening(proto):
+            found.setdefault((proto, port), []).append((addr, ino))
     owners = _owners(i for socks in found.values() for _, i in socks)
     out = {}
     for (proto, port), socks in found.items():
