@@ -228,8 +228,8 @@ class Orchestrator:
 
     def deploy_and_wait(self, bench: str, file: str, expect: int, timeout: float = 300) -> str:
         stack = self.stack_name(bench)
-        self.deploy(file, stack)
         self.deployed.add(stack)
+        self.deploy(file, stack)
         wait_until(lambda: self.running(stack) == expect, timeout, f"{self.name}: {expect} running in {stack}")
         return stack
 

@@ -187,9 +187,9 @@ def bench_deploy(ctx: Ctx) -> Report:
         stack = o.stack_name("deploy")
         if o.existing(stack):
             o.rm_and_wait(stack)
+        o.deployed.add(stack)
         t0 = mono()
         o.deploy(f, stack)
-        o.deployed.add(stack)
         t1 = mono()
         t2 = wait_until(lambda: o.running(stack) >= 30, ctx.timeout, f"{o.name}: 30 running")
         r_cmd.add(o.name, t1 - t0)
@@ -665,6 +665,7 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)  # also when started with SIGINT ignored (background job)
     ctx = Ctx(args)
     started = mono()
     reports: list[Report] = []

@@ -424,7 +424,7 @@ class Executor:
             joined = set(((info.get("NetworkSettings") or {}).get("Networks") or {}).keys())
             joined_ids = {(n or {}).get("NetworkID") for n in
                           ((info.get("NetworkSettings") or {}).get("Networks") or {}).values()}
-            for net_name in names[1:]:
+            for net_name in names:  # the first too: never start a task off its network
                 nid = networks[net_name]
                 if net_name in joined or nid in joined_ids:
                     continue

@@ -53,11 +53,12 @@ class VolumeActions:
         return [summary(v, self.node_id) for v in await self.engine.volumes.list() if is_shoal_volume(v)]
 
     async def users(self, name: str) -> list[str]:
-        """Containers (any state) that mount volume `name`: task names when Shoal's, else names."""
+        """Containers (any state) that mount volume `name`, by name (Shoal's: `<service>.<slot>.<task id>`)."""
         out = []
         for c in await self.engine.containers.list(filters={"volume": [name]}, all=True):
             labels = c.get("Labels") or {}
-            cname = labels.get(L_TASK_NAME) or ((c.get("Names") or ["?"])[0].lstrip("/"))
+            names = c.get("Names") or []
+            cname = names[0].lstrip("/") if names else labels.get(L_TASK_NAME) or c.get("Id", "?")[:12]
             out.append(f"{cname} ({c.get('State') or 'unknown'})")
         return sorted(out)
 

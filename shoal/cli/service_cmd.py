@@ -228,20 +228,22 @@ def update(obj: Ctx, image, replicas, env_add, env_rm, label_add, label_rm, forc
         svc = obj.api.post(f"/v1/services/{service_ref}/update", {"spec": spec, "version": svc["version"]})
     click.echo(svc["spec"]["name"])
     if wait:
-        ok, why = wait_for_stack(obj.api, svc["spec"].get("stack") or "", timeout, [svc["spec"]["name"]],
-                                 since=since) if svc["spec"].get("stack") else _wait_plain(obj, svc, timeout, since)
+        ok, why = _wait_plain(obj, svc, timeout, since, rollback_requested=do_rollback) if do_rollback \
+            or not svc["spec"].get("stack") else wait_for_stack(obj.api, svc["spec"]["stack"], timeout,
+                                                                [svc["spec"]["name"]], since=since)
         if not ok:
             click.echo(f"Error: {why}", err=True)
             sys.exit(1)
 
 
-def _wait_plain(obj: Ctx, svc: dict, timeout: float, since: float):
+def _wait_plain(obj: Ctx, svc: dict, timeout: float, since: float, rollback_requested: bool = False):
     import time
     from shoal.cli.wait import service_state
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         s = obj.api.get(f"/v1/services/{svc['id']}")
-        ok, failure, _ = service_state(s, obj.api.get(f"/v1/tasks?service={svc['id']}"), since)
+        ok, failure, _ = service_state(s, obj.api.get(f"/v1/tasks?service={svc['id']}"), since,
+                                       rollback_requested)
         if failure:
             return False, failure
         if ok:
@@ -263,7 +265,7 @@ def rollback(obj: Ctx, wait: bool, timeout: float, service_ref: str) -> None:
     click.echo(svc["spec"]["name"])
     click.echo("rollback: manually requested rollback")
     if wait:
-        ok, why = _wait_plain(obj, svc, timeout, since)
+        ok, why = _wait_plain(obj, svc, timeout, since, rollback_requested=True)
         if not ok:
             click.echo(f"Error: {why}", err=True)
             sys.exit(1)

@@ -18,39 +18,47 @@ FAILED_UPDATE = {"paused": "update paused", "rollback_completed": "update rolled
                  "rollback_paused": "rollback paused"}
 
 
-MANUAL_ROLLBACK = "manually requested rollback"
 CLOCK_SLACK = 5.0  # seconds: the manager's clock may differ a little from ours
 
 
-def update_failure(svc: dict, since: Optional[float] = None) -> Optional[str]:
+def update_failure(svc: dict, since: Optional[float] = None, rollback_requested: bool = False) -> Optional[str]:
     """Why the service's update failed, or None.
 
     A paused update (or rollback) is a failure whenever it is seen: the service is stuck
-    between two specs. A completed automatic rollback is one only when it happened after
-    `since` (the moment the command that waits changed something): an older rollback left
-    the service converged on its previous spec, and a manual one is what the user asked for.
+    between two specs. A completed rollback is one only when the command that waits did not
+    ask for it and it began after `since` (when that command changed something): an older
+    rollback left the service converged on its previous spec.
     """
     us = svc.get("update_status") or {}
     state = us.get("state")
     if state not in FAILED_UPDATE:
         return None
     if state == "rollback_completed":
-        if (us.get("message") or "").startswith(MANUAL_ROLLBACK):
+        if rollback_requested:
             return None
         if since is not None and (us.get("started_at") or 0) < since - CLOCK_SLACK:
             return None
     return f"service {svc['spec']['name']}: {FAILED_UPDATE[state]}: {us.get('message', '')}".rstrip(": ")
 
 
-def service_state(svc: dict, tasks: list[dict], since: Optional[float] = None) -> tuple[bool, Optional[str], str]:
+def _last_failure(tasks: list[dict]) -> str:
+    failed = [t for t in tasks if t["status"]["state"] in ("failed", "rejected") and t["status"].get("err")]
+    if not failed:
+        return ""
+    t = max(failed, key=lambda t: t["status"].get("timestamp") or 0)
+    return f" (last failed task {t['id']}: {t['status']['err']})"
+
+
+def service_state(svc: dict, tasks: list[dict], since: Optional[float] = None,
+                  rollback_requested: bool = False) -> tuple[bool, Optional[str], str]:
     """(converged, failure reason or None, progress text)."""
     spec = svc["spec"]
     us = svc.get("update_status") or {}
     state = us.get("state")
-    running, desired = svc["replicas_running"], svc["replicas_desired"]
-    failure = update_failure(svc, since)
+    failure = update_failure(svc, since, rollback_requested)
     if failure:
-        return False, failure, state
+        return False, failure + _last_failure(tasks), state
+    running, desired = svc["replicas_running"], svc["replicas_desired"]
     current = [t for t in tasks if t["desired_state"] in ("running", "ready", "complete")]
     one_shot = spec["mode"].endswith("job") or spec["restart_policy"]["condition"] != "any"
     if one_shot:

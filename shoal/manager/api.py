@@ -29,6 +29,8 @@ from shoal.store.sqlite import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERSION = "0.1.0"
+BIG_ANSWER = 256 * 1024  # assignment answers above this are streamed, BIG_ANSWERS_AT_ONCE at a time
+BIG_ANSWERS_AT_ONCE = 4
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -64,6 +66,7 @@ class ManagerApi:
         self.log_hub = None  # set by the server: relays `service logs` to agents
         self.actions = ActionHub()  # manager -> agent actions (volume inspect/rm/prune)
         self.volumes = VolumeRegistry(store, known_nodes=lambda: [n.id for n in store.all(Node)])
+        self._big_answers = asyncio.Semaphore(BIG_ANSWERS_AT_ONCE)
 
     # ------------------------------------------------------------ middleware
     @web.middleware
@@ -482,14 +485,36 @@ class ManagerApi:
         deadline = time.monotonic() + wait
         known = request.query.get("digest")
         while True:
-            data = self.dispatcher.assignments(node_id)
-            digest = _digest(data)
+            view = self.dispatcher.view(node_id)
             remaining = deadline - time.monotonic()
-            if digest != known or remaining <= 0 or since < 0:
-                data["digest"] = digest
-                return _json(data)
+            if remaining <= 0 or since < 0:
+                break
+            if view.digest != known:
+                hold = self.dispatcher.endpoint_hold(node_id, view, known)
+                if hold <= 0:
+                    break
+                # only other services' endpoints changed: wait (for news of the node's own, too)
+                await self.store.wait_for_change(self.store.rev, min(hold, remaining))
+                await asyncio.sleep(0.02)
+                continue
             await self.store.wait_for_change(self.store.rev, remaining)
             await asyncio.sleep(0.02)  # coalesce bursts of writes into one answer
+        parts = self.dispatcher.answer_parts(node_id, view)
+        size = sum(len(p) for p in parts)
+        if size < BIG_ANSWER:
+            return web.Response(body=b"".join(parts), content_type="application/json")
+        # Big answers (the endpoint table grows with the cluster's replicas) are streamed from
+        # the shared pieces, a few at a time, so memory does not grow with nodes x answer size.
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = size
+        async with self._big_answers:
+            await resp.prepare(request)
+            for p in parts:
+                view_ = memoryview(p)
+                for i in range(0, len(view_), BIG_ANSWER):
+                    await resp.write(view_[i:i + BIG_ANSWER])
+            await resp.write_eof()
+        return resp
 
     async def agent_status(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -513,9 +538,3 @@ class ManagerApi:
             raise NotFound("no such log request")
         await self.log_hub.receive(request.match_info["req"], request)
         return _json({})
-
-
-def _digest(data: dict) -> str:
-    import hashlib
-    return hashlib.sha256(json.dumps({k: v for k, v in data.items() if k != "rev"}, sort_keys=True,
-                                     default=str).encode()).hexdigest()

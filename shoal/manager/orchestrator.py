@@ -25,6 +25,11 @@ log = logging.getLogger("shoal.orchestrator")
 
 NODE_DOWN_AFTER = 15.0  # three missed heartbeats, as Swarm
 TICK = 1.0
+# Passes look only at services whose service object or tasks changed (or that asked to be
+# woken, or whose dependencies changed); a change of any node, or this many seconds since
+# the last, makes a full pass over every service (the core is level-triggered: a full pass
+# decides the same as the incremental ones did).
+FULL_PASS_EVERY = 10.0
 
 
 class Orchestrator:
@@ -32,6 +37,8 @@ class Orchestrator:
         self.store = store
         self.volume_nodes = volume_nodes or (lambda: {})
         self.started = time.time()
+        self._last_full = 0.0
+        self._wake: dict[str, float] = {}  # service id -> when its plan asked to be called again
 
     async def run(self) -> None:
         while True:
@@ -53,17 +60,39 @@ class Orchestrator:
         wake: Optional[float] = None
         with st.txn():
             self._check_nodes(now)
+            changed, nodes_changed = st.take_changes()
             nodes = st.all(Node)
             services = st.all(Service)
             by_name = {s.spec.name: s for s in services}
-            tasks_by_service = {s.id: st.tasks_of_service(s.id) for s in services}
-            for svc in services:
+            if nodes_changed or now - self._last_full >= FULL_PASS_EVERY:
+                self._last_full = now
+                todo = services
+            else:
+                due = {sid for sid, at in self._wake.items() if at <= now}
+                dirty = changed | due
+                dirty_names = {s.spec.name for s in services if s.id in dirty}
+                todo = [s for s in services if s.id in dirty
+                        or any(d.service in dirty_names for d in s.spec.depends_on)]
+            needed = {s.id for s in todo}
+            for s in todo:
+                for d in s.spec.depends_on:
+                    if d.service in by_name:
+                        needed.add(by_name[d.service].id)
+            tasks_by_service = {sid: st.tasks_of_service(sid) for sid in needed}
+            for svc in todo:
                 deps = deps_status(svc, by_name, tasks_by_service)
                 plan = orchestrate(svc, tasks_by_service[svc.id], nodes, now, deps=deps, id_factory=new_id)
                 self._apply(plan, now)
                 if plan.wake_at is not None:
-                    wake = plan.wake_at if wake is None else min(wake, plan.wake_at)
-            self._collect_removed(now, {s.id for s in services}, {n.id: n for n in nodes})
+                    self._wake[svc.id] = plan.wake_at
+                else:
+                    self._wake.pop(svc.id, None)
+            service_ids = {s.id for s in services}
+            for sid in [sid for sid in self._wake if sid not in service_ids]:
+                del self._wake[sid]
+            if self._wake:
+                wake = min(self._wake.values())
+            self._collect_removed(now, service_ids, {n.id: n for n in nodes})
             self._schedule(now, nodes)
         return wake
 
@@ -121,9 +150,8 @@ class Orchestrator:
     def _collect_removed(self, now: float, service_ids: set[str], nodes: dict[str, Node]) -> None:
         """Tasks of removed services: stop them on their nodes, then forget them."""
         st = self.store
-        for t in st.all(Task):
-            if t.service_id in service_ids:
-                continue
+        gone_services = [sid for sid in st.service_ids_with_tasks() if sid not in service_ids]
+        for t in [t for sid in gone_services for t in st.tasks_of_service(sid)]:
             node = nodes.get(t.node_id or "")
             gone = node is None or node.state == "down"
             if ts.is_terminal(t.status.state) or t.status.state in (ts.NEW, ts.PENDING) or gone:
@@ -133,12 +161,10 @@ class Orchestrator:
 
     def _schedule(self, now: float, nodes: list[Node]) -> None:
         st = self.store
-        all_tasks = st.all(Task)
-        pending = [t for t in all_tasks if t.status.state == ts.PENDING
-                   and t.desired_state in (ts.RUNNING, ts.READY, ts.COMPLETE)]
+        pending = [t for t in st.pending_tasks() if t.desired_state in (ts.RUNNING, ts.READY, ts.COMPLETE)]
         if not pending:
             return
-        active = [t for t in all_tasks if ts.is_active(t.status.state) and t.node_id]
+        active = [t for t in st.all(Task) if ts.is_active(t.status.state) and t.node_id]
         result = schedule(pending, nodes, active, now, volume_nodes=self.volume_nodes())
         for tid, node_id in result.assignments.items():
             t = st.get(Task, tid)

@@ -31,8 +31,11 @@ URL = "http://localhost:8080"
 
 @pytest.fixture(scope="module")
 def book(cluster: ShoalCli, images) -> ShoalCli:
+    global _CLI
     assert (BOOK / "v1.yml").exists(), f"the book's stack files are missing at {BOOK}"
-    return cluster
+    _CLI = cluster
+    yield cluster
+    _CLI = None
 
 
 def deploy(cli: ShoalCli, version: str, wait: bool = True) -> str:
@@ -40,6 +43,24 @@ def deploy(cli: ShoalCli, version: str, wait: bool = True) -> str:
     if wait:
         args += ["--wait", "--timeout", "300"]
     return cli.out(*args, STACK, cwd=str(BOOK), timeout=360)
+
+
+_CLI: ShoalCli | None = None
+
+
+def state() -> str:
+    """What a reader would look at when a step hangs: tasks, containers, the mesh's rules."""
+    out = []
+    if _CLI is not None:
+        out.append(_CLI.run("stack", "ps", "--no-trunc", STACK, check=False).stdout)
+    out.append(docker("ps", "-a", "--filter", f"label=com.docker.stack.namespace={STACK}", check=False))
+    try:
+        import subprocess
+        out.append(subprocess.run(["nft", "list", "table", "ip", "shoal"], capture_output=True, text=True,
+                                  timeout=20).stdout[-4000:])
+    except OSError:
+        pass
+    return "\n".join(out)
 
 
 def until(what: str, pred, timeout: float = 180, interval: float = 1.0):
@@ -54,7 +75,7 @@ def until(what: str, pred, timeout: float = 180, interval: float = 1.0):
         if last and not isinstance(last, Exception):
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n{state()}")
 
 
 def get(path: str) -> tuple[int, str]:
