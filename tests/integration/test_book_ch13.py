@@ -11,6 +11,7 @@ The steps depend on each other and run in file order on one cluster (module scop
 """
 from __future__ import annotations
 
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -55,10 +56,11 @@ def state() -> str:
         out.append(_CLI.run("stack", "ps", "--no-trunc", STACK, check=False).stdout)
     out.append(docker("ps", "-a", "--filter", f"label=com.docker.stack.namespace={STACK}", check=False))
     try:
-        import subprocess
         out.append(subprocess.run(["nft", "list", "table", "ip", "shoal"], capture_output=True, text=True,
                                   timeout=20).stdout[-4000:])
-    except OSError:
+        if _CLI is not None:
+            out.append("shoal.log:\n" + (Path(_CLI.data_dir) / "shoal.log").read_text(errors="replace")[-4000:])
+    except (OSError, subprocess.SubprocessError):
         pass
     return "\n".join(out)
 
