@@ -97,6 +97,12 @@ def main():
     args = ap.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is missing: apt-get install -y wrk")
+    # The datapath is the node's: wait until no Shoal cluster (tests, benchmarks) owns it.
+    # (bench/run.py holds it for us and says so in SHOAL_NODE_LOCK_HELD.)
+    if not os.environ.get("SHOAL_NODE_LOCK_HELD"):
+        import fcntl
+        lock = open("/tmp/shoal-node.lock", "w")
+        fcntl.flock(lock, fcntl.LOCK_EX)
 
     port = next(p for p in range(18180, 18400) if check_port_free("tcp", p) is None)
     cleanup()
