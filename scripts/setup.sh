@@ -154,12 +154,16 @@ else
     shoal init
 fi
 
-if ! shoal config inspect todo-list-config >/dev/null 2>&1; then
-    shoal config create todo-list-config examples/todo/configs/config.json
-fi
-if ! shoal secret inspect todo-list-secret >/dev/null 2>&1; then
-    shoal secret create todo-list-secret examples/todo/secrets/secrets.json
-fi
+ensure_object() {  # KIND NAME FILE
+    if shoal "$1" inspect "$2" >/dev/null 2>&1; then
+        say "$1 $2 exists"
+    else
+        say "shoal $1 create $2 $3"
+        shoal "$1" create "$2" "$3"
+    fi
+}
+ensure_object config todo-list-config examples/todo/configs/config.json
+ensure_object secret todo-list-secret examples/todo/secrets/secrets.json
 # The database only runs on a node labelled storage=raid (its volume lives there).
 shoal node update --label-add storage=raid "$(shoal node ls -q | head -n 1)" >/dev/null
 

@@ -53,6 +53,7 @@ class Agent:
         self._assignment_seen = asyncio.Event()
         self._stop = asyncio.Event()
         self._bg: list[asyncio.Task] = []
+        self._problems: dict[str, str] = {}
 
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> None:
@@ -133,22 +134,39 @@ class Agent:
                     "engine_subnets": await self.networks.foreign_subnets(),
                     "ports_in_use": await asyncio.to_thread(ports_in_use)}, timeout=10)
                 period = float(resp.get("heartbeat_period", 5.0))
+                self._quiet("heartbeat", None)
             except (ManagerUnavailable, EngineError, OSError) as e:
-                log.warning("heartbeat failed: %s", e)
+                self._quiet("heartbeat", f"heartbeat failed: {e}")
                 period = 2.0
             await asyncio.sleep(period)
+
+    def _quiet(self, what: str, problem: Optional[str]) -> None:
+        """Log a recurring problem once when it starts and once when it ends, not on every retry."""
+        known = self._problems.get(what)
+        if problem and problem != known:
+            log.warning("%s (retrying quietly)", problem)
+        elif not problem and known:
+            log.info("%s: working again", what)
+        if problem:
+            self._problems[what] = problem
+        else:
+            self._problems.pop(what, None)
 
     # -------------------------------------------------------------- assignments
     async def _assignment_loop(self) -> None:
         digest = ""
+        backoff = 0.5
         while True:
             try:
                 data = await self.client.call("GET", "/v1/agent/assignments",
                                               params={"digest": digest, "wait": "25", "rev": "0"}, timeout=40)
             except ManagerUnavailable as e:
-                log.warning("cannot get assignments: %s", e)
-                await asyncio.sleep(1)
+                self._quiet("assignments", f"cannot get assignments: {e}")
+                backoff = min(10.0, backoff * 2)
+                await asyncio.sleep(backoff)
                 continue
+            self._quiet("assignments", None)
+            backoff = 0.5
             digest = data.get("digest", "")
             try:
                 await self.apply(data)

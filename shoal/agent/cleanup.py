@@ -13,7 +13,7 @@ async def _cleanup(node_id: str) -> None:
         labels = {"shoal.managed": "true", "shoal.node.id": node_id}
         for c in await engine.containers.list(labels=labels, all=True):
             try:
-                await engine.containers.remove(c["Id"], force=True)
+                await engine.containers.remove(c["Id"], force=True, v=True)
             except EngineError:
                 pass
         for n in await engine.networks.list(labels=labels):

@@ -48,11 +48,13 @@ def deploy(obj: Ctx, files, prune: bool, wait: bool, timeout: float, resolve_ima
     spec = _load(files, name)
     for w in spec.warnings:
         click.echo(w, err=True)
+    import time
+    since = time.time()
     r = obj.api.post(f"/v1/stacks/{name}", {"stack": spec.model_dump(mode="json"), "prune": prune})
     for m in r["messages"]:
         click.echo(m)
     if wait:
-        ok, why = wait_for_stack(obj.api, name, timeout)
+        ok, why = wait_for_stack(obj.api, name, timeout, since=since)
         if not ok:
             click.echo(f"Error: {why}", err=True)
             sys.exit(1)

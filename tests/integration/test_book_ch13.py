@@ -25,8 +25,11 @@ from conftest import FIXTURES, ShoalCli, containers, docker, http_get
 pytestmark = pytest.mark.integration
 
 BOOK = FIXTURES / "diamol-ch13" / "todo-list"
-STACK = "todo"
-WEB, DB = "todo_todo-web", "todo_todo-db"
+# Not `todo` as in the book: that name is the demo's (scripts/setup.sh), whose database volume
+# `todo_todo-db-data` outlives its stack and must not be touched by tests.
+STACK = "ch13"
+WEB, DB = f"{STACK}_todo-web", f"{STACK}_todo-db"
+VOLUME = f"{STACK}_todo-db-data"
 URL = "http://localhost:8080"
 
 
@@ -35,8 +38,14 @@ def book(cluster: ShoalCli, images) -> ShoalCli:
     global _CLI
     assert (BOOK / "v1.yml").exists(), f"the book's stack files are missing at {BOOK}"
     _CLI = cluster
+    docker("volume", "rm", VOLUME, check=False)  # left by an interrupted run
     yield cluster
     _CLI = None
+    # Volumes outlive stacks (that is the point of the last step): remove the one made here.
+    cluster.run("stack", "rm", STACK, check=False)
+    cluster.wait_for(lambda: not containers(**{"com.docker.stack.namespace": STACK}), timeout=120,
+                     what="the stack's containers to go")
+    docker("volume", "rm", VOLUME, check=False)
 
 
 def deploy(cli: ShoalCli, version: str, wait: bool = True) -> str:
@@ -212,7 +221,7 @@ def test_stack_rm_keeps_the_volume_and_v6_shows_the_same_items(book: ShoalCli):
     until("the stack's containers to go",
           lambda: not containers(**{"com.docker.stack.namespace": STACK}), timeout=120)
     assert STACK not in book.out("stack", "ls")
-    assert "todo_todo-db-data" in docker("volume", "ls", "-q").split()
+    assert VOLUME in docker("volume", "ls", "-q").split()
 
     deploy(book, "v6")
     until("v6 settled", lambda: settled(book, WEB, 1) and settled(book, DB, 1))

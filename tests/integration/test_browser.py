@@ -21,11 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ARTIFACTS, ROOT, ShoalCli, http_get
+from conftest import ARTIFACTS, ROOT, ShoalCli, containers, docker, http_get
 
 pytestmark = pytest.mark.integration
 
 URL = "http://localhost:8080"
+# Not `todo`: that is the user's demo, whose volume todo_todo-db-data must not be touched.
+STACK = "browser"
+VOLUME = f"{STACK}_todo-db-data"
 EXAMPLE = ROOT / "examples" / "todo"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -47,11 +50,16 @@ def demo(cluster: ShoalCli, images) -> ShoalCli:
     cli.out("config", "create", "todo-list-config", str(EXAMPLE / "configs" / "config.json"))
     cli.out("secret", "create", "todo-list-secret", str(EXAMPLE / "secrets" / "secrets.json"))
     cli.out("node", "update", "--label-add", "storage=raid", cli.out("node", "ls", "-q").split()[0])
-    cli.out("stack", "deploy", "-c", str(EXAMPLE / "docker-stack.yml"), "--wait", "--timeout", "300", "todo",
+    docker("volume", "rm", VOLUME, check=False)  # left by an interrupted run
+    cli.out("stack", "deploy", "-c", str(EXAMPLE / "docker-stack.yml"), "--wait", "--timeout", "300", STACK,
             timeout=360)
     cli.wait_for(lambda: (r := http_get(URL + "/", timeout=10))[0] == 200 and "items to do" in r[1],
                  timeout=180, interval=1, what="the demo app on :8080")
-    return cli
+    yield cli
+    cli.run("stack", "rm", STACK, check=False)
+    cli.wait_for(lambda: not containers(**{"com.docker.stack.namespace": STACK}), timeout=120,
+                 what="the stack's containers to go")
+    docker("volume", "rm", VOLUME, check=False)
 
 
 class Chromium:
