@@ -54,6 +54,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._bg: list[asyncio.Task] = []
         self._problems: dict[str, str] = {}
+        self.history: set[str] = set()
 
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> None:
@@ -184,8 +185,9 @@ class Agent:
         for t in tasks:
             self._drive(t)
         # Containers of tasks the manager no longer assigns here: stop and remove them.
+        self.history = set(data.get("history", []))
         for task_id, cid in list(self.executor._containers.items()):
-            if task_id not in self.assigned and task_id not in self.workers:
+            if task_id not in self.assigned and task_id not in self.workers and task_id not in self.history:
                 self._spawn(task_id, self._remove_orphan(task_id, cid))
         await self.networks.prune(needed={n.spec.name for n in nets})
         if self.datapath is not None:
@@ -221,7 +223,9 @@ class Agent:
             return
         state = self._state(t)
         if ts.is_terminal(state):
-            if self.executor.container_id(t.id):
+            # A task that ended on its own keeps its stopped container while it is in the slot's
+            # history (the manager lists those); the rest are removed.
+            if self.executor.container_id(t.id) and state not in (ts.COMPLETE, ts.FAILED):
                 self._spawn(t.id, self._remove_orphan(t.id, self.executor.container_id(t.id)))
             return
         if t.desired_state in RUN_DESIRED:

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shoal.core import task_states as ts
@@ -37,6 +37,9 @@ class View:
     endpoints_json: bytes
     backends: int
     digest: str
+    # Tasks of the node that ended on their own (complete/failed) and are still in their slot's
+    # history: the agent keeps their stopped containers, for `service logs`, as Swarm does.
+    history: list[str] = field(default_factory=list)
 
 
 class Dispatcher:
@@ -74,9 +77,9 @@ class Dispatcher:
 
     def view(self, node_id: str) -> "View":
         st = self.store
-        tasks = [t for t in st.tasks_of_node(node_id)
-                 if not ts.is_terminal(t.status.state) or t.desired_state in (ts.RUNNING, ts.READY)]
-        tasks = [t for t in tasks if t.status.state not in ts.TERMINAL]
+        mine = st.tasks_of_node(node_id)
+        tasks = [t for t in mine if t.status.state not in ts.TERMINAL]
+        history = sorted(t.id for t in mine if t.status.state in (ts.COMPLETE, ts.FAILED))
         config_names, secret_names, net_names = set(), set(), set()
         for t in tasks:
             c = t.spec.container
@@ -90,13 +93,14 @@ class Dispatcher:
         networks = [n for n in st.all(NetworkObj) if n.spec.name in net_names]
         key = hashlib.sha256()
         for part in ([f"{t.id}:{t.version}" for t in tasks], [f"{o.id}:{o.version}" for o in configs.values()],
-                     [f"{o.id}:{o.version}" for o in secrets.values()], [f"{n.id}:{n.version}" for n in networks]):
+                     [f"{o.id}:{o.version}" for o in secrets.values()], [f"{n.id}:{n.version}" for n in networks],
+                     history):
             key.update(",".join(part).encode())
             key.update(b"|")
         own = key.hexdigest()
         ep_key, ep_json, backends = self._endpoints_for(frozenset(net_names))
         digest = hashlib.sha256(f"{own}|{ep_key}".encode()).hexdigest()
-        return View(st.rev, tasks, configs, secrets, networks, own, ep_key, ep_json, backends, digest)
+        return View(st.rev, tasks, configs, secrets, networks, own, ep_key, ep_json, backends, digest, history)
 
     def answer(self, node_id: str, v: "View") -> str:
         """The assignments answer for view `v`, as JSON text; remembers what the node was sent."""
@@ -116,7 +120,7 @@ class Dispatcher:
         self._sent[node_id] = (v.digest, v.own_key, time.monotonic())
         head = (f'{{"rev":{v.rev},"tasks":[{",".join(st.task_json(t) for t in v.tasks)}],'
                 f'"configs":{json.dumps(configs)},"secrets":{json.dumps(secrets)},"networks":{networks},'
-                f'"endpoints":')
+                f'"history":{json.dumps(v.history)},"endpoints":')
         return [head.encode(), v.endpoints_json, f',"digest":"{v.digest}"}}'.encode()]
 
     def endpoint_hold(self, node_id: str, v: "View", known: str | None) -> float:

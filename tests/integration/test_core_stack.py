@@ -324,4 +324,6 @@ services:
     cluster.wait_for(lambda: states("rp_never") == ["Failed"], timeout=60, what="failed once")
     time.sleep(3)
     assert states("rp_oneshot") == ["Complete"] and states("rp_never") == ["Failed"]
+    # a finished task keeps its stopped container while in history: its logs can be read
+    assert "done" in cluster.out("service", "logs", "rp_oneshot")
     cluster.out("stack", "rm", "rp")
