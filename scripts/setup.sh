@@ -146,6 +146,13 @@ fi
 
 # --- 4. The demo -----------------------------------------------------------------------
 DATA=$("$PY" -c 'from shoal.paths import data_dir; print(data_dir())')
+if [ ! -e "$DATA/cluster.json" ] && [ -e "$DATA/manager/store.db" ]; then
+    # `shoal leave --force` keeps the old store; `shoal init` would adopt its services, configs
+    # and tasks bound to the node that left (stuck "Assigned").  Clear the left cluster's state,
+    # as `docker swarm leave --force` does.
+    say "$DATA holds the state of a cluster this node left: removing it before shoal init"
+    rm -rf "${DATA:?}/manager" "$DATA/certs" "$DATA/agent" "$DATA/shoal.sock" "$DATA/shoal.pid"
+fi
 if [ -e "$DATA/cluster.json" ]; then
     say "cluster in $DATA: making sure its daemon runs"
     shoal start

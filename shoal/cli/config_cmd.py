@@ -9,6 +9,7 @@ import sys
 import click
 
 from shoal.cli.format import ago, echo_table, iso
+from shoal.cli.each import for_each
 from shoal.cli.main import Ctx, cli
 
 
@@ -120,16 +121,10 @@ def make_group(kind: str) -> click.Group:
     @click.pass_obj
     def rm(obj: Ctx, names) -> None:
         """Remove (refused while a service uses it)."""
-        failed = False
-        for n in names:
-            try:
-                obj.api.delete(f"/v1/{plural}/{n}")
-                click.echo(n)
-            except Exception as e:
-                click.echo(f"Error: {getattr(e, 'message', e)}", err=True)
-                failed = True
-        if failed:
-            sys.exit(1)
+        def remove(n: str) -> None:
+            obj.api.delete(f"/v1/{plural}/{n}")
+            click.echo(n)
+        for_each(names, remove)
 
     return group
 

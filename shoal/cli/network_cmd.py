@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from urllib.parse import quote
 
 import click
 
-from shoal.cli.api_client import ApiFailure
-
+from shoal.cli.each import for_each
 from shoal.cli.format import echo_table
 from shoal.cli.main import Ctx, cli
 
@@ -61,16 +59,10 @@ def net_create(obj: Ctx, driver, subnet, attachable, internal, labels, name) -> 
 @click.pass_obj
 def net_rm(obj: Ctx, names) -> None:
     """Remove networks (refused while a service uses one)."""
-    failed = False
-    for n in names:
-        try:
-            obj.api.delete(f"/v1/networks/{n}")
-            click.echo(n)
-        except Exception as e:
-            click.echo(f"Error: {getattr(e, 'message', e)}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+    def remove(n: str) -> None:
+        obj.api.delete(f"/v1/networks/{n}")
+        click.echo(n)
+    for_each(names, remove)
 
 
 @cli.group()
@@ -131,16 +123,10 @@ def vol_inspect(obj: Ctx, node, names) -> None:
 @click.pass_obj
 def vol_rm(obj: Ctx, node, names) -> None:
     """Remove volumes (refused while a container or a service uses one). Their data is lost."""
-    failed = False
-    for n in names:
-        try:
-            obj.api.delete(f"/v1/volumes/{quote(n, safe='')}{_node_q(node)}")
-            click.echo(n)
-        except ApiFailure as e:
-            click.echo(f"Error: {e.message}", err=True)
-            failed = True
-    if failed:
-        sys.exit(1)
+    def remove(n: str) -> None:
+        obj.api.delete(f"/v1/volumes/{quote(n, safe='')}{_node_q(node)}")
+        click.echo(n)
+    for_each(names, remove)
 
 
 @volume.command("prune")

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from shoal.cli.each import for_each
 from shoal.cli.main import Ctx, cli
 from shoal.cli.format import echo_table
 from shoal.cli.views import print_services, print_tasks
@@ -117,15 +118,7 @@ def services(obj: Ctx, quiet: bool, fmt: str | None, name: str) -> None:
 @click.pass_obj
 def rm(obj: Ctx, names) -> None:
     """Remove stacks: services, networks, configs and secrets they created. Never volumes."""
-    failed = False
-    for name in names:
-        try:
-            r = obj.api.delete(f"/v1/stacks/{name}")
-        except Exception as e:  # keep going with the other stacks, as docker does
-            click.echo(f"Error: {getattr(e, 'message', e)}", err=True)
-            failed = True
-            continue
-        for m in r["messages"]:
+    def remove(name: str) -> None:
+        for m in obj.api.delete(f"/v1/stacks/{name}")["messages"]:
             click.echo(m)
-    if failed:
-        sys.exit(1)
+    for_each(names, remove)

@@ -14,8 +14,7 @@ from shoal.ids import new_id
 from shoal.manager import allocator
 from shoal.manager.errors import ApiError, Conflict, NotFound
 from shoal.manager.keyring import Keyring
-from shoal.model.objects import (ConfigObj, NetworkObj, Node, SecretObj, Service, Task,
-                                 UpdateStatus)
+from shoal.model.objects import ConfigObj, NetworkObj, Node, SecretObj, Service, UpdateStatus
 from shoal.model.specs import FileObjectSpec, NetworkSpec, ServiceSpec, StackSpec
 from shoal.store.sqlite import Store
 

@@ -3,7 +3,6 @@ published-port conflicts and clean-up."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import pytest
 
