@@ -31,6 +31,7 @@ STACK = "ch13"
 WEB, DB = f"{STACK}_todo-web", f"{STACK}_todo-db"
 VOLUME = f"{STACK}_todo-db-data"
 URL = "http://localhost:8080"
+_CLI: ShoalCli | None = None  # the module's cluster, for state() in failure messages
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +54,6 @@ def deploy(cli: ShoalCli, version: str, wait: bool = True) -> str:
     if wait:
         args += ["--wait", "--timeout", "300"]
     return cli.out(*args, STACK, cwd=str(BOOK), timeout=360)
-
-
-_CLI: ShoalCli | None = None
 
 
 def state() -> str:
