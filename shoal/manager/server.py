@@ -52,7 +52,8 @@ class ManagerServer:
         self.api.log_hub = LogHub(self.store)
         app = web.Application(middlewares=[self.api.middleware], client_max_size=64 * 1024 * 1024)
         app.add_routes(self.api.routes())
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Long polls (agents, logs) would hold shutdown for their whole wait: give them 1 s.
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         ctx = pki.server_context(L.ca_cert, L.manager_cert, L.manager_key)
         await web.TCPSite(self.runner, self.listen, self.port, ssl_context=ctx, reuse_address=True).start()
