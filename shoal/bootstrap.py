@@ -142,3 +142,19 @@ def stop_daemon(layout: Layout, timeout: float = 30.0) -> bool:
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     return True
+
+
+def forget_cluster(layout: Layout) -> None:
+    """After `leave --force`: the last manager's state goes with it, as in Swarm.
+
+    The store, keys, certificates, task files and cluster.json are removed (a later
+    `init` in the same data dir starts a new cluster); the daemon's log stays.
+    """
+    import shutil
+    for sub in ("manager", "certs", "agent"):
+        shutil.rmtree(layout.p(sub), ignore_errors=True)
+    for path in (layout.cluster_file, layout.socket, layout.pidfile):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

@@ -126,8 +126,8 @@ def daemon(obj: Ctx, listen: str) -> None:
 @click.pass_obj
 def leave(obj: Ctx, force: bool) -> None:
     """Leave the cluster: stop the daemon and every container Shoal runs on this node."""
-    from shoal.bootstrap import read_cluster, stop_daemon
     from shoal.agent.cleanup import cleanup_node
+    from shoal.bootstrap import forget_cluster, read_cluster, stop_daemon
     info = read_cluster(obj.layout)
     if info is None:
         click.echo("Error: This node is not part of a swarm", err=True)
@@ -139,7 +139,7 @@ def leave(obj: Ctx, force: bool) -> None:
         sys.exit(1)
     stop_daemon(obj.layout)
     cleanup_node(obj.layout, info["node_id"])
-    os.unlink(obj.layout.cluster_file)
+    forget_cluster(obj.layout)
     click.echo("Node left the swarm.")
 
 
