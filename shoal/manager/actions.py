@@ -16,6 +16,7 @@ import uuid
 from typing import Any
 
 from shoal.manager.errors import ApiError
+from shoal.manager.node_queues import NodeQueues
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -30,11 +31,8 @@ class ActionFailed(ApiError):
 
 class ActionHub:
     def __init__(self) -> None:
-        self._queues: dict[str, asyncio.Queue] = {}
+        self._requests = NodeQueues()
         self._waiting: dict[str, asyncio.Future] = {}
-
-    def _queue(self, node_id: str) -> asyncio.Queue:
-        return self._queues.setdefault(node_id, asyncio.Queue())
 
     async def call(self, node_id: str, kind: str, args: dict[str, Any] | None = None,
                    timeout: float = DEFAULT_TIMEOUT, node_name: str = "") -> Any:
@@ -42,7 +40,7 @@ class ActionHub:
         req_id = uuid.uuid4().hex
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
-        await self._queue(node_id).put({"id": req_id, "kind": kind, "args": args or {}})
+        await self._requests.put(node_id, {"id": req_id, "kind": kind, "args": args or {}})
         try:
             answer = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
@@ -57,14 +55,7 @@ class ActionHub:
 
     async def requests_for(self, node_id: str, wait: float) -> list[dict]:
         """The agent's long poll: the actions queued for its node (waits up to `wait` for one)."""
-        q = self._queue(node_id)
-        try:
-            first = await asyncio.wait_for(q.get(), timeout=wait)
-        except asyncio.TimeoutError:
-            return []
-        out = [first]
-        while not q.empty():
-            out.append(q.get_nowait())
+        out = await self._requests.take(node_id, wait)
         # Drop actions whose caller gave up meanwhile: nobody would read their answer.
         return [a for a in out if a["id"] in self._waiting]
 

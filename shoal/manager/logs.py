@@ -12,6 +12,7 @@ from typing import Optional
 
 from aiohttp import web
 
+from shoal.manager.node_queues import NodeQueues
 from shoal.model.objects import Service
 from shoal.store.sqlite import Store
 
@@ -19,22 +20,11 @@ from shoal.store.sqlite import Store
 class LogHub:
     def __init__(self, store: Store):
         self.store = store
-        self._queues: dict[str, asyncio.Queue] = {}
+        self._requests = NodeQueues()
         self._sinks: dict[str, asyncio.Queue] = {}
 
-    def _queue(self, node_id: str) -> asyncio.Queue:
-        return self._queues.setdefault(node_id, asyncio.Queue())
-
     async def requests_for(self, node_id: str, wait: float) -> list[dict]:
-        q = self._queue(node_id)
-        try:
-            first = await asyncio.wait_for(q.get(), timeout=wait)
-        except asyncio.TimeoutError:
-            return []
-        out = [first]
-        while not q.empty():
-            out.append(q.get_nowait())
-        return out
+        return await self._requests.take(node_id, wait)
 
     async def receive(self, req_id: str, request: web.Request) -> None:
         sink = self._sinks.get(req_id)
@@ -64,7 +54,8 @@ class LogHub:
             req_id = uuid.uuid4().hex
             ids.append(req_id)
             self._sinks[req_id] = sink
-            await self._queue(node_id).put({"id": req_id, "containers": containers, "follow": follow, "tail": tail})
+            await self._requests.put(node_id, {"id": req_id, "containers": containers, "follow": follow,
+                                               "tail": tail})
         open_streams = len(ids)
         try:
             while open_streams:
