@@ -55,6 +55,7 @@ class Agent:
         self._bg: list[asyncio.Task] = []
         self._problems: dict[str, str] = {}
         self.history: set[str] = set()
+        self.hostname = ""  # for `service logs` prefixes (name.slot.id@host), as docker prints them
 
     # ------------------------------------------------------------------ life cycle
     async def run(self) -> None:
@@ -130,6 +131,7 @@ class Agent:
             try:
                 if desc is None:
                     desc = await self.describe()
+                    self.hostname = desc["hostname"]
                 resp = await self.client.call("POST", "/v1/agent/heartbeat", json={
                     "description": desc, "addr": self.addr, "volumes": await self._volumes(),
                     "engine_subnets": await self.networks.foreign_subnets(),
@@ -419,7 +421,7 @@ class Agent:
     async def _send_logs(self, req: dict) -> None:
         async def lines():
             for c in req["containers"]:
-                prefix = f"{c['name']}@{self.node_id[:12]}    | "
+                prefix = f"{c['name']}@{self.hostname or self.node_id[:12]}    | "
                 try:
                     kw: dict = {"follow": bool(req.get("follow"))}
                     if req.get("tail") not in (None, "", "all"):

@@ -102,7 +102,7 @@ def make_group(kind: str) -> click.Group:
             return
         blocks = []
         for i in items:
-            lines = [f"ID:              {i['id']}", f"Name:              {i['name']}"]
+            lines = [f"ID:                {i['id']}", f"Name:              {i['name']}"]
             if i["labels"]:
                 lines.append("Labels:")
                 lines += [f" - {k}={v}" for k, v in sorted(i["labels"].items())]
