@@ -85,6 +85,25 @@ class ShoalCli:
         return -1
 
 
+def until(what: str, pred: Callable[[], object], timeout: float = 180, interval: float = 1.0,
+          context: Callable[[], str] = lambda: "") -> object:
+    """Poll pred() until it returns something truthy (connection errors while tasks change count
+    as not yet); fail with the last value seen and `context()` for diagnosis."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+        except OSError as e:
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    extra = context()
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}"
+                         + (f"\n{extra}" if extra else ""))
+
+
 def docker(*args: str, check: bool = True, timeout: float = 120) -> str:
     p = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, ShoalCli, containers, docker, http_get
+from conftest import until as poll_until
 
 pytestmark = pytest.mark.integration
 
@@ -73,18 +74,8 @@ def state() -> str:
 
 
 def until(what: str, pred, timeout: float = 180, interval: float = 1.0):
-    """Poll pred() until it returns something truthy; fail with the last value seen."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except OSError as e:  # connection refused/reset while replicas change
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}\n{state()}")
+    """conftest.until, with the stack's state, nft table and daemon log on a timeout."""
+    return poll_until(what, pred, timeout, interval, context=state)
 
 
 def get(path: str) -> tuple[int, str]:

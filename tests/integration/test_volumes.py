@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES, ShoalCli, containers, docker, http_get
+from conftest import FIXTURES, ShoalCli, containers, docker, http_get, until
 
 pytestmark = pytest.mark.integration
 
@@ -56,20 +56,6 @@ def todo(cluster: ShoalCli, images) -> ShoalCli:
                          and not containers(**{"com.docker.stack.namespace": "vp"}), timeout=120)
     finally:
         _rm_volumes()
-
-
-def until(what: str, pred, timeout: float = 180, interval: float = 1.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = pred()
-        except OSError as e:  # connection refused/reset while tasks change
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
 
 
 def post_item(item: str) -> tuple[int, str]:
