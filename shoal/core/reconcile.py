@@ -165,6 +165,7 @@ class _Pass:
                 self.gone(ts)
         wanted = []
         for slot in range(1, replicas + 1):
+            self.stop_duplicates(self.slots.get(str(slot), []))
             action = self.slot_action(self.slots.get(str(slot), []))
             if action is not None:
                 wanted.append((slot, action))
@@ -174,6 +175,13 @@ class _Pass:
             wanted = wanted[:max(0, limit - running)]
         for slot, action in wanted:
             self.create(slot, action)
+
+    def stop_duplicates(self, ts: list[Task]) -> None:
+        """A slot runs one task of the current spec: stop older duplicates (e.g. two held tasks
+        left by a race). Old-spec tasks beside a new one are the updater's (start-first)."""
+        current = sorted((t for t in ts if self.live(t) and not self.dirty(t)), key=lambda t: (t.created_at, t.id))
+        for t in current[:-1]:
+            self.stop(t)
 
     def stop_dirty_job_tasks(self) -> None:
         for ts in self.slots.values():
