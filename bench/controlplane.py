@@ -129,9 +129,9 @@ class Run:
         self.pid = 0
         self.res: dict = {}
 
-    def shoal(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def shoal(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "shoal", *args], env=self.env, check=check,
-                              capture_output=True, text=True, timeout=300)
+                              capture_output=True, text=True, timeout=timeout)
 
     def sim_stats(self) -> dict:
         try:
@@ -253,6 +253,14 @@ class Run:
                     up_err += 1  # a conflict with the orchestrator's own write: retried next second
             await asyncio.sleep(0.25)
         st = self.sim_stats()
+        # Endpoints reach the nodes after the tasks run (spaced out at scale): wait for one
+        # node's table to hold every replica.
+        t_table = None
+        while time.time() - t0 < a.timeout:
+            if self.sim_stats().get("table_backends", 0) >= T:
+                t_table = time.time() - t0
+                break
+            await asyncio.sleep(0.25)
         # keep sampling a few seconds after convergence (steady state with T tasks)
         settle_ls: list[float] = []
         for _ in range(8):
@@ -290,6 +298,8 @@ class Run:
             "upd_conflicts": up_err,
             "sim_errors": st.get("errors", 0), "sim_last_error": st.get("last_error", ""),
             "sim_bytes_mb": st.get("bytes", 0) / 1e6, "sim_polls": st.get("polls", 0),
+            "table_backends": self.sim_stats().get("table_backends", 0),
+            "table_s": t_table,
         }
 
     def cleanup(self) -> None:
@@ -300,9 +310,17 @@ class Run:
             except subprocess.TimeoutExpired:
                 self.sim.kill()
         if os.path.exists(os.path.join(self.data, "cluster.json")):
-            r = self.shoal("leave", "--force", check=False)
-            if r.returncode != 0:
-                print(f"leave --force failed: {r.stderr.strip()}", file=sys.stderr)
+            try:
+                r = self.shoal("leave", "--force", check=False, timeout=60)
+                if r.returncode != 0:
+                    print(f"leave --force failed: {r.stderr.strip()}", file=sys.stderr)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.pid:  # a daemon too busy to hear `leave` is not left running
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except OSError:
+                pass
         if not self.a.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -318,6 +336,7 @@ def report(r: dict) -> str:
     rows = [
         ("deploy → all tasks running", fmt(r["running_s"], ".1f", " s"), "", ""),
         ("deploy → all assigned (delivered)", fmt(r["assigned_s"], ".1f", " s"), "", ""),
+        ("deploy → a node's endpoint table full", fmt(r.get("table_s"), ".1f", " s"), "", ""),
         ("placements/s", fmt(pl, ",.0f"), "≥ 4,000/s", "" if pl is None else ("met" if pl >= GOAL_PLACEMENTS else "NOT met")),
         ("manager peak RSS (VmHWM)", fmt(r["peak_hwm_mb"], ".0f", " MB"), mem_goal,
          ("met" if r["peak_hwm_mb"] < GOAL_MEM_MB else "NOT met") if (N >= 1000 and T >= 100_000) else
@@ -338,7 +357,8 @@ def report(r: dict) -> str:
     out += [f"  {a}: {b}" for a, b in REFERENCES]
     out.append(f"(deploy POST returned after {r['deploy_post_s']:.2f} s; service ls confirmed all running at "
                f"{fmt(r['running_ls_s'], '.1f', ' s')}; update conflicts {r['upd_conflicts']}; sim: "
-               f"{r['sim_polls']} assignment answers, {r['sim_bytes_mb']:.0f} MB received, {r['sim_errors']} errors"
+               f"{r['sim_polls']} assignment answers, {r['sim_bytes_mb']:.0f} MB received, {r['sim_errors']} errors; "
+               f"one node's endpoint table: {r.get('table_backends', 0)} of {T} replicas"
                f"{(' — last: ' + r['sim_last_error']) if r['sim_errors'] else ''})")
     return "\n".join(out)
 
@@ -355,19 +375,68 @@ def main() -> None:
     ap.add_argument("--profile", default=None, help="py-spy record the manager into this dir")
     ap.add_argument("--profile-format", default="speedscope", choices=["speedscope", "flamegraph", "raw"])
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--reps", type=int, default=1, help="repetitions (each on a fresh cluster); > 1 prints min/median/max")
     a = ap.parse_args()
     a.services = max(1, min(a.services, a.tasks))
     print(f"machine: {os.cpu_count()} cores, {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
           f"{platform.platform()}, Python {platform.python_version()}", flush=True)
-    run = Run(a)
-    try:
-        r = asyncio.run(run.main())
-    finally:
-        run.cleanup()
-    print(report(r))
+    results = []
+
+    def stop(signum, frame):  # `timeout` or kill: still stop the daemon and the sim nodes
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+    for rep in range(a.reps):
+        if a.reps > 1:
+            print(f"--- repetition {rep + 1} of {a.reps}", flush=True)
+        run = Run(a)
+        try:
+            r = asyncio.run(run.main())
+        finally:
+            run.cleanup()
+        print(report(r), flush=True)
+        results.append(r)
+    if a.reps > 1:
+        print(summary(results))
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(r, f, indent=2)
+            json.dump(results if a.reps > 1 else results[0], f, indent=2)
+
+
+SUMMARY = [
+    ("deploy → all tasks running (s)", "running_s", ".1f"),
+    ("deploy → all assigned (s)", "assigned_s", ".1f"),
+    ("deploy → a node's endpoint table full (s)", "table_s", ".1f"),
+    ("placements/s", "placements_per_s", ",.0f"),
+    ("manager peak RSS (MB)", "peak_hwm_mb", ".0f"),
+    ("service ls p50 during (ms)", "ls_p50_ms", ".0f"),
+    ("service ls p99 during (ms)", "ls_p99_ms", ".0f"),
+    ("service update p50 during (ms)", "upd_p50_ms", ".0f"),
+    ("service update p99 during (ms)", "upd_p99_ms", ".0f"),
+]
+
+
+def summary(results: list[dict]) -> str:
+    """min / median / max of each figure over the repetitions."""
+    import statistics
+    r0 = results[0]
+    out = [f"Control plane, {len(results)} repetitions: {r0['nodes']} sim nodes, {r0['services']} services, "
+           f"{r0['tasks']} tasks ({sum(1 for r in results if r['converged'])} converged)",
+           f"{'measure':<44}{'min':>10}{'median':>10}{'max':>10}"]
+    for label, key, spec in SUMMARY:
+        xs = [r[key] for r in results if r.get(key) is not None and r[key] == r[key]]
+        if not xs:
+            out.append(f"{label:<44}{'—':>10}{'—':>10}{'—':>10}")
+            continue
+        out.append(f"{label:<44}{min(xs):>10{spec}}{statistics.median(xs):>10{spec}}{max(xs):>10{spec}}")
+    pl = [r["placements_per_s"] for r in results if r.get("placements_per_s")]
+    mem = [r["peak_hwm_mb"] for r in results]
+    out.append(f"goal ≥ {GOAL_PLACEMENTS:,.0f} placements/s: median {'met' if pl and statistics.median(pl) >= GOAL_PLACEMENTS else 'NOT met'}"
+               f"; goal < {GOAL_MEM_MB:.0f} MB (100,000 tasks on 1,000 nodes): worst "
+               f"{'met' if max(mem) < GOAL_MEM_MB else 'NOT met'}")
+    out.append("references (published figures, not measured here):")
+    out += [f"  {a}: {b}" for a, b in REFERENCES]
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 Each simulated node has its own TLS client certificate (CN = node id, OU = node-worker)
 and talks mutual TLS to the real manager exactly like `shoal/agent/agent.py`:
 heartbeat every 5 s (the first one registers the node), long-poll
-`GET /v1/agent/assignments?digest=…&wait=25`, and `POST /v1/agent/status`. Every task
+`GET /v1/agent/assignments?digest=…&ep=…&wait=25` (keeping the endpoint table from the
+manager's log, as the real agent does), and `POST /v1/agent/status`. Every task
 assigned to it with a "run" desired state is reported `running` at once (fake container
 id, a fake address per network) and every task the manager wants stopped is reported
 `shutdown` — no container is ever started. The nodes carry the engine label `sim=true`, so a
@@ -41,6 +42,7 @@ import aiohttp
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from shoal import pki  # noqa: E402
+from shoal.agent.endpoint_table import EndpointTable  # noqa: E402
 
 try:  # faster decoding of big assignment answers, when available (the driver only)
     import orjson
@@ -70,13 +72,15 @@ class Stats:
         self.last_error = ""
         self.polls = 0
         self.bytes = 0
+        self.table: Optional[EndpointTable] = None  # one node's full endpoint table
 
     def dump(self) -> dict:
         return {"nodes": self.nodes, "registered": self.registered, "seen": len(self.seen),
                 "running": self.running, "last_seen_at": self.last_seen_at,
                 "last_running_at": self.last_running_at, "stopped": self.stopped,
                 "errors": self.errors, "last_error": self.last_error, "polls": self.polls,
-                "bytes": self.bytes, "time": time.time()}
+                "bytes": self.bytes, "time": time.time(),
+                "table_backends": sum(len(b) for b in self.table.backends.values()) if self.table else 0}
 
 
 def issue_certs(data_dir: str, n: int, out_dir: str, prefix: str = "sim") -> list[tuple[str, str, str, str]]:
@@ -96,6 +100,14 @@ def issue_certs(data_dir: str, n: int, out_dir: str, prefix: str = "sim") -> lis
     return out
 
 
+class EndpointPosition(EndpointTable):
+    """Follows the manager's endpoint log without keeping the table."""
+
+    def apply(self, update: dict) -> bool:
+        self.epoch, self.seq = update.get("epoch", ""), int(update.get("seq", 0))
+        return bool(update.get("events"))
+
+
 class SimAgent:
     def __init__(self, node_id: str, hostname: str, ctx: ssl.SSLContext, url: str, stats: Stats, index: int):
         self.node_id, self.hostname, self.url, self.stats, self.index = node_id, hostname, url, stats, index
@@ -103,6 +115,10 @@ class SimAgent:
         self.session: Optional[aiohttp.ClientSession] = None
         self.reported: dict[str, str] = {}
         self.registered = asyncio.Event()
+        # One node keeps the whole endpoint table, as every real agent does (and the driver checks
+        # it at the end); the others only follow their position in the log: a thousand copies
+        # of a 100,000-replica table would not fit in one process, while each real node holds one.
+        self.endpoints = EndpointTable() if index == 0 else EndpointPosition()
 
     def description(self) -> dict:
         return {"hostname": self.hostname, "os": "linux", "arch": "x86_64",
@@ -153,7 +169,8 @@ class SimAgent:
         while True:
             try:
                 data = await self.call("GET", "/v1/agent/assignments",
-                                       params={"digest": digest, "wait": "25", "rev": "0"}, timeout=90)
+                                       params={"digest": digest, "ep": self.endpoints.position,
+                                               "wait": "25", "rev": "0"}, timeout=90)
             except Exception as e:  # noqa: BLE001
                 self._error(e)
                 await asyncio.sleep(1)
@@ -161,6 +178,8 @@ class SimAgent:
             self.stats.polls += 1
             digest = data.get("digest", "")
             try:
+                # decoded as the real agent decodes it; its datapath is not simulated
+                self.endpoints.apply(data.get("endpoints") or {})
                 await self.apply(data.get("tasks") or [])
             except Exception as e:  # noqa: BLE001 - never let one node's bug stop it
                 self._error(e)
@@ -226,6 +245,7 @@ async def run(args: argparse.Namespace) -> None:
     agents = []
     for i, (nid, host, cert, key) in enumerate(nodes):
         agents.append(SimAgent(nid, host, pki.client_context(ca, cert, key), url, stats, i))
+    stats.table = agents[0].endpoints if agents else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

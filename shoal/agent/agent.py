@@ -9,7 +9,6 @@ task state table.
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import platform
@@ -17,8 +16,10 @@ import socket
 import time
 from typing import Any, Optional
 
+from shoal.agent import files
 from shoal.agent.client import ManagerClient, ManagerUnavailable
 from shoal.agent.datapath.ports import ports_in_use
+from shoal.agent.endpoint_table import EndpointTable
 from shoal.agent.engine import Engine, EngineError, NotFound
 from shoal.agent.executor import L_MANAGED, L_NODE_ID, L_TASK_ID, UNHEALTHY_ERR, Executor, TaskRejected
 from shoal.agent.networks import NetworkKeeper
@@ -43,9 +44,11 @@ class Agent:
         self.volume_actions = VolumeActions(self.engine, node_id)
         self.addr = addr
         self.datapath = datapath
+        self.endpoints = EndpointTable()  # the cluster's endpoints, kept from the manager's log
         self.assigned: dict[str, Task] = {}
-        self.configs: dict[str, bytes] = {}
-        self.secrets: dict[str, bytes] = {}
+        # (object name, version) -> data, for the versions this node's tasks pin.
+        self.configs: dict[tuple[str, int], bytes] = {}
+        self.secrets: dict[tuple[str, int], bytes] = {}
         self.reported: dict[str, str] = {}  # task id -> last state reported
         self.workers: dict[str, asyncio.Task] = {}
         self.outbox: dict[str, dict] = {}
@@ -162,7 +165,8 @@ class Agent:
         while True:
             try:
                 data = await self.client.call("GET", "/v1/agent/assignments",
-                                              params={"digest": digest, "wait": "25", "rev": "0"}, timeout=40)
+                                              params={"digest": digest, "ep": self.endpoints.position,
+                                                      "wait": "25", "rev": "0"}, timeout=40)
             except ManagerUnavailable as e:
                 self._quiet("assignments", f"cannot get assignments: {e}")
                 backoff = min(10.0, backoff * 2)
@@ -175,14 +179,25 @@ class Agent:
                 await self.apply(data)
             except Exception:
                 log.exception("applying assignments failed")
+                digest = ""  # the next answer is then whole, not a delta on what failed
                 await asyncio.sleep(1)
 
     async def apply(self, data: dict) -> None:
-        tasks = [Task.model_validate(t) for t in data["tasks"]]
-        self.assigned = {t.id: t for t in tasks}
-        self.configs = {k: base64.b64decode(v) for k, v in data.get("configs", {}).items()}
-        self.secrets = {k: base64.b64decode(v) for k, v in data.get("secrets", {}).items()}
+        changed = [Task.model_validate(t) for t in data["tasks"]]
+        if data.get("delta"):
+            # only the tasks that changed since the answer we had; the others are as they were
+            known = {**self.assigned, **{t.id: t for t in changed}}
+            missing = [tid for tid in data.get("task_ids", []) if tid not in known]
+            if missing:  # cannot happen unless answers got mixed up: ask for everything again
+                raise RuntimeError(f"a delta answer names tasks this agent never got: {missing[:3]}")
+            self.assigned = {tid: known[tid] for tid in data.get("task_ids", [])}
+        else:
+            self.assigned = {t.id: t for t in changed}
+        tasks = list(self.assigned.values())
+        self.configs = files.decode_file_data(data.get("configs", {}))
+        self.secrets = files.decode_file_data(data.get("secrets", {}))
         nets = [NetworkObj.model_validate(n) for n in data.get("networks", [])]
+        self.endpoints.apply(data.get("endpoints") or {})
         await self.networks.ensure(nets)
         for t in tasks:
             self._drive(t)
@@ -194,7 +209,7 @@ class Agent:
         await self.networks.prune(needed={n.spec.name for n in nets})
         if self.datapath is not None:
             try:
-                await self.datapath.update(data.get("endpoints", []), self.networks, nets)
+                await self.datapath.update(self.endpoints.entries(), self.networks, nets)
             except Exception:
                 log.exception("datapath update failed")
         self._assignment_seen.set()

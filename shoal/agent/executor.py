@@ -383,7 +383,7 @@ class Executor:
         if not await self.engine.images.exists(image):
             raise TaskRejected(f"pull of {image} failed: image not present after pull")
 
-    async def prepare(self, task: Task, configs: Mapping[str, bytes], secrets: Mapping[str, bytes],
+    async def prepare(self, task: Task, configs: files.FileData, secrets: files.FileData,
                       networks: Mapping[str, str], report: Optional[Report] = None) -> str:
         """Image (pull if missing), config/secret files, container created and connected to its networks.
 

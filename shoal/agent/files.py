@@ -9,6 +9,10 @@ Layout (one directory per task, one file per FileRef)::
 gets two files, and the path is a pure function of (root, task id, FileRef): the
 container body (``executor.container_body``) computes the same paths without IO.
 
+The data comes keyed by (object name, version): a ref pins the version it mounts, and
+during a rolling update after a rotation two tasks on one node may mount two versions of
+the same object — each task's directory gets the bytes of its own pin.
+
 Each file is written atomically (temporary file in the same directory, chmod/chown,
 fsync, rename) with the mode/uid/gid the FileRef asks for (Swarm's default 0444 root:root).
 A bind mount of a file on a tmpfs shows up inside the container as a ``tmpfs`` mount at
@@ -16,13 +20,14 @@ its target, as Swarm's secrets do.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from typing import Mapping
+from typing import Mapping, Union
 
 from shoal.model.objects import Task
 from shoal.model.specs import FileRef
@@ -38,6 +43,31 @@ class MissingFileData(KeyError):
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+# (object name, version) -> bytes; a bare name stands for an object's only version (callers
+# that do not deal in versions).
+FileData = Mapping[Union[tuple[str, int], str], bytes]
+
+
+def decode_file_data(section: Mapping[str, object]) -> dict[tuple[str, int], bytes]:
+    """The manager's ``configs``/``secrets`` answer, ``{name: {version: base64}}``, keyed by
+    (name, version). A bare base64 string (a manager that does not version) is version 0."""
+    out = {}
+    for name, value in section.items():
+        versions = value if isinstance(value, dict) else {"0": value}
+        for version, b64 in versions.items():
+            out[(name, int(version))] = base64.b64decode(b64)
+    return out
+
+
+def _data_for(ref: FileRef, data: FileData, kind: str) -> bytes:
+    got = data.get((ref.source, ref.version))
+    if got is None:
+        got = data.get(ref.source)
+    if got is None:
+        pinned = f" (version {ref.version})" if ref.version else ""
+        raise MissingFileData(f"{kind} not found: {ref.source}{pinned}")
+    return bytes(got)
 
 
 def _file_name(ref: FileRef) -> str:
@@ -111,26 +141,23 @@ def write_file_atomic(path: str, data: bytes, mode: int = 0o444, uid: int = 0, g
         raise
 
 
-def _write_refs(root: str, task_id: str, refs: list[FileRef], data: Mapping[str, bytes], kind: str,
-                path_of) -> None:
+def _write_refs(root: str, task_id: str, refs: list[FileRef], data: FileData, kind: str, path_of) -> None:
     if not refs:
         return
     os.makedirs(root, mode=0o700, exist_ok=True)
     d = _task_dir(root, task_id)
     os.makedirs(d, mode=0o700, exist_ok=True)
     for ref in refs:
-        if ref.source not in data:
-            raise MissingFileData(f"{kind} not found: {ref.source}")
+        payload = _data_for(ref, data, kind)
         uid = _numeric_id(ref.uid, "uid", ref)
         gid = _numeric_id(ref.gid, "gid", ref)
-        write_file_atomic(path_of(root, task_id, ref), bytes(data[ref.source]), ref.mode, uid, gid)
+        write_file_atomic(path_of(root, task_id, ref), payload, ref.mode, uid, gid)
 
 
-def prepare_task_files(task: Task, configs: Mapping[str, bytes], secrets: Mapping[str, bytes],
-                       root_cfg: str, root_sec: str) -> list[dict]:
+def prepare_task_files(task: Task, configs: FileData, secrets: FileData, root_cfg: str, root_sec: str) -> list[dict]:
     """Write the task's config and secret files; return their engine bind mounts.
 
-    ``configs``/``secrets`` map full object names to their (decrypted) data. Raises
+    ``configs``/``secrets`` map (full object name, version) to the (decrypted) data. Raises
     ``MissingFileData`` when one is missing and ``ValueError`` for a non-numeric uid/gid.
     The caller must have mounted the secrets tmpfs (``ensure_secrets_tmpfs(root_sec)``).
     """

@@ -110,6 +110,8 @@ def make_group(kind: str) -> click.Group:
                 lines.append(f"Driver:            {i.get('driver', '')}")
             lines += [f"Created at:        {iso(i['created_at'])}", f"Updated at:        {iso(i['updated_at'])}"]
             lines.append(f"Data version:      {i.get('data_version', 1)}")
+            kept = i.get("versions") or [i.get("data_version", 1)]
+            lines.append(f"Versions kept:     {', '.join(map(str, kept))}")
             if kind == "config":
                 lines.append("Data:")
                 lines.append(base64.b64decode(i["data"]).decode("utf-8", errors="replace"))

@@ -86,12 +86,11 @@ def pretty_text(s: dict) -> str:
         for m in c["mounts"]:
             lines += [f" Target:\t{m['target']}", f"  Source:\t{m.get('source') or ''}",
                       f"  ReadOnly:\t{str(m['read_only']).lower()}", f"  Type:\t\t{m['type']}"]
-    if c.get("configs"):
-        lines.append("Configs:")
-        lines += [f" Target:\t{r['target']}\n  Source:\t{r['source']}" for r in c["configs"]]
-    if c.get("secrets"):
-        lines.append("Secrets:")
-        lines += [f" Target:\t{r['target']}\n  Source:\t{r['source']}" for r in c["secrets"]]
+    for key, title in (("configs", "Configs:"), ("secrets", "Secrets:")):
+        if c.get(key):
+            lines.append(title)
+            lines += [f" Target:\t{r['target']}\n  Source:\t{r['source']}"
+                      + (f"\n  Version:\t{r['version']}" if r.get("version") else "") for r in c[key]]
     lim, res = spec["resources"]["limits"], spec["resources"]["reservations"]
     if any(lim.values()) or any(res.values()):
         lines.append("Resources:")

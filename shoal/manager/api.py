@@ -291,14 +291,17 @@ class ManagerApi:
     # ------------------------------------------------------- configs/secrets
     @staticmethod
     def config_view(c: ConfigObj) -> dict:
-        d = c.model_dump(mode="json")
+        """The current version's data; `versions` lists every version still kept (oldest first)."""
+        d = c.model_dump(mode="json", exclude={"older_versions"})
         d["data"] = base64.b64encode(c.data).decode()
+        d["versions"] = c.versions
         return d
 
     @staticmethod
     def secret_view(s: SecretObj) -> dict:
         return {"id": s.id, "version": s.version, "created_at": s.created_at, "updated_at": s.updated_at,
-                "name": s.name, "labels": s.labels, "driver": s.driver, "data_version": s.data_version}
+                "name": s.name, "labels": s.labels, "driver": s.driver, "data_version": s.data_version,
+                "versions": s.versions}
 
     async def _body_data(self, request: web.Request) -> tuple[str, bytes, dict]:
         body = await request.json()
@@ -479,46 +482,50 @@ class ManagerApi:
         return _json(resp)
 
     async def agent_assignments(self, request: web.Request) -> web.Response:
+        """Long poll: answer as soon as the node's own part changed, or (held back a little,
+        see Dispatcher.news) when endpoints it has not seen exist; else after `wait` seconds."""
         node_id = self._node_of(request)
         since = int(request.query.get("rev", "-1"))
         wait = min(float(request.query.get("wait", "30")), 60.0)
         deadline = time.monotonic() + wait
         known = request.query.get("digest")
+        ep = request.query.get("ep", "")
+        d = self.dispatcher
+        ev = d.waiter(node_id)
         while True:
-            view = self.dispatcher.view(node_id)
+            ev.clear()
+            view = d.view(node_id)
             remaining = deadline - time.monotonic()
             if remaining <= 0 or since < 0:
                 break
-            if view.digest != known:
-                hold = self.dispatcher.endpoint_hold(node_id, view, known)
-                if hold <= 0:
-                    break
-                # only other services' endpoints changed: wait (for news of the node's own, too)
-                await self.store.wait_for_change(self.store.rev, min(hold, remaining))
-                await asyncio.sleep(0.02)
+            hold = d.news(node_id, view, known, ep)
+            if hold == 0:
+                break
+            if hold > 0:  # news, held back: the answer goes out then, whatever comes meanwhile
+                await asyncio.sleep(min(hold, remaining))
                 continue
-            await self.store.wait_for_change(self.store.rev, remaining)
-            await asyncio.sleep(0.02)  # coalesce bursts of writes into one answer
-        parts = self.dispatcher.answer_parts(node_id, view)
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        parts = d.answer_parts(node_id, view, ep, known)
         size = sum(len(p) for p in parts)
         if size < BIG_ANSWER:
             return web.Response(body=b"".join(parts), content_type="application/json")
-        # Big answers (the endpoint table grows with the cluster's replicas) are streamed from
-        # the shared pieces, a few at a time, so memory does not grow with nodes x answer size.
+        # Big answers (a full endpoint table, at scale) are streamed from the shared pieces,
+        # a few at a time, so memory does not grow with nodes x answer size.
         resp = web.StreamResponse(headers={"Content-Type": "application/json"})
         resp.content_length = size
         async with self._big_answers:
             await resp.prepare(request)
-            for p in parts:
-                view_ = memoryview(p)
-                for i in range(0, len(view_), BIG_ANSWER):
-                    await resp.write(view_[i:i + BIG_ANSWER])
+            for piece in _coalesce(parts, BIG_ANSWER):
+                await resp.write(piece)
             await resp.write_eof()
         return resp
 
     async def agent_status(self, request: web.Request) -> web.Response:
         body = await request.json()
-        return _json({"applied": self.dispatcher.report(self._node_of(request), body.get("updates", []))})
+        return _json({"applied": await self.dispatcher.report_batched(self._node_of(request), body.get("updates", []))})
 
     async def agent_log_requests(self, request: web.Request) -> web.Response:
         if self.log_hub is None:
@@ -538,3 +545,23 @@ class ManagerApi:
             raise NotFound("no such log request")
         await self.log_hub.receive(request.match_info["req"], request)
         return _json({})
+
+
+def _coalesce(parts: list[bytes], size: int):
+    """The parts as writes of about `size` bytes: small pieces joined, big ones cut."""
+    buf = bytearray()
+    for p in parts:
+        if len(p) >= size:
+            if buf:
+                yield bytes(buf)
+                buf.clear()
+            view = memoryview(p)
+            for i in range(0, len(view), size):
+                yield view[i:i + size]
+            continue
+        buf += p
+        if len(buf) >= size:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)

@@ -10,12 +10,13 @@ import time
 from typing import Optional
 
 from shoal.core import task_states as ts
+from shoal.core.file_versions import pin_spec, pin_unpinned, repin, uses
 from shoal.ids import new_id
 from shoal.manager import allocator
 from shoal.manager.errors import ApiError, Conflict, NotFound
 from shoal.manager.keyring import Keyring
-from shoal.model.objects import ConfigObj, NetworkObj, Node, SecretObj, Service, UpdateStatus
-from shoal.model.specs import FileObjectSpec, NetworkSpec, ServiceSpec, StackSpec
+from shoal.model.objects import ConfigObj, NetworkObj, Node, SealedData, SecretObj, Service, UpdateStatus
+from shoal.model.specs import FileObjectSpec, FileRef, NetworkSpec, ServiceSpec, StackSpec
 from shoal.store.sqlite import Store
 
 STACK_LABEL = "com.docker.stack.namespace"
@@ -68,30 +69,34 @@ class Cluster:
                 if st.by_name(NetworkObj, net.name) is None:
                     self._create_network(net)
                     out.append(f"Creating network {net.name}")
+            rotated: list[tuple[str, str, int]] = []  # (kind, name, version before) of changed data
             for obj in stack.secrets:
                 if not obj.external:
-                    out += self._upsert_secret(obj, stack.name)
+                    out += self._upsert_secret(obj, stack.name, rotated)
             for obj in stack.configs:
                 if not obj.external:
-                    out += self._upsert_config(obj, stack.name)
+                    out += self._upsert_config(obj, stack.name, rotated)
             for spec in stack.services:
                 svc = st.by_name(Service, spec.name)
+                spec = self._pin(spec)  # onto the versions just written: one update per service
                 if svc is not None and spec.force_update != svc.spec.force_update:
-                    # A stack file cannot ask for a forced update: keep the stored counter (docker
-                    # does too), else a roll just started by a changed config/secret is undone.
+                    # A stack file cannot ask for a forced update (`service update --force` can):
+                    # keep the stored counter, as docker does.
                     spec = spec.model_copy(update={"force_update": svc.spec.force_update})
                 if svc is None:
                     out.append(f"Creating service {spec.name}")
                     self._create_service(spec)
                 elif svc.spec != spec:
                     out.append(f"Updating service {spec.name} (id: {svc.id})")
-                    self._update_service(svc, spec)
+                    self._update_service(_pinned_before(svc, rotated), spec)
             if prune:
                 wanted = {s.name for s in stack.services}
                 for svc in self.services_of_stack(stack.name):
                     if svc.spec.name not in wanted:
                         out.append(f"Removing service {svc.spec.name}")
                         self._remove_service(svc)
+            for kind, name, before in rotated:  # services of other stacks that mount them
+                out += self._roll_users(kind, name, before)
         return out
 
     def _check_stack_references(self, stack: StackSpec) -> None:
@@ -299,6 +304,7 @@ class Cluster:
             raise Conflict(f"service {svc.spec.name} changed meanwhile (version {svc.version}); retry")
         if spec.name != svc.spec.name:
             raise ApiError("a service cannot be renamed")
+        spec = self._pin(spec)
         if spec == svc.spec:
             return svc
         if self._scale_only(svc.spec, spec):
@@ -334,23 +340,43 @@ class Cluster:
         return svc.spec.name
 
     # ---------------------------------------------------------- configs/secrets
-    def _users(self, kind: str, name: str) -> list[str]:
-        out = []
-        for s in self.store.all(Service):
-            refs = s.spec.container.configs if kind == "config" else s.spec.container.secrets
-            if any(r.source == name for r in refs):
-                out.append(s.spec.name)
-        return sorted(out)
+    # Rotation keeps the name and makes a new version; each FileRef pins the version it mounts
+    # (shoal.core.file_versions), so a rotation is an ordinary spec change of every user, and the
+    # old version stays until nothing pins it (the orchestrator prunes it).
+    def _file_object(self, kind: str, name: str):
+        return self.store.by_name(ConfigObj if kind == "config" else SecretObj, name)
 
-    def _roll_users(self, kind: str, name: str) -> list[str]:
-        """A config/secret's data changed under the same name: roll the services that use it."""
+    def _pin(self, spec: ServiceSpec) -> ServiceSpec:
+        """An accepted spec with its refs pinned: an unpinned ref to the object's current version;
+        a pinned one (a spec read back, e.g. `service update` after a rollback) must still exist."""
+        def version_of(kind: str, ref: FileRef) -> int:
+            obj = self._file_object(kind, ref.source)
+            if obj is None:
+                raise ApiError(f"{kind} not found: {ref.source}")
+            if not ref.version:
+                return obj.data_version
+            if ref.version not in obj.versions:
+                kept = ", ".join(map(str, obj.versions))
+                raise ApiError(f"{kind} {ref.source} has no version {ref.version} (kept: {kept})")
+            return ref.version
+        return pin_spec(spec, version_of)
+
+    def _users(self, kind: str, name: str) -> list[str]:
+        return sorted(s.spec.name for s in self.store.all(Service) if uses(s.spec, kind, name))
+
+    def _roll_users(self, kind: str, name: str, before: int) -> list[str]:
+        """A config/secret got a new version: move every service that mounts it onto that version,
+        as a rolling update (its update_config applies; its previous_spec keeps the old pin)."""
+        obj = self._file_object(kind, name)
         out = []
-        for svc_name in self._users(kind, name):
-            svc = self.store.by_name(Service, svc_name)
-            assert svc is not None
-            spec = svc.spec.model_copy(update={"force_update": svc.spec.force_update + 1})
-            self._update_service(svc, spec)
-            out.append(f"Updating service {svc_name} ({kind} {name} changed)")
+        for svc in sorted(self.store.all(Service), key=lambda s: s.spec.name):
+            if not uses(svc.spec, kind, name):
+                continue
+            spec = repin(svc.spec, kind, name, obj.data_version)
+            if spec is svc.spec:
+                continue  # already on it (a service of the stack file that changed the data)
+            self._update_service(_pinned_before(svc, [(kind, name, before)]), spec)
+            out.append(f"Updating service {svc.spec.name} ({kind} {name} changed)")
         return out
 
     def create_config(self, name: str, data: bytes, labels: dict[str, str]) -> ConfigObj:
@@ -365,22 +391,25 @@ class Cluster:
         if obj.data == data:
             return obj, []
         with self.store.txn():
-            obj = self.store.put(obj.model_copy(update={"data": data, "data_version": obj.data_version + 1}))
-            msgs = self._roll_users("config", obj.name)
-        return obj, msgs
+            new = self.store.put(_next_config_version(obj, data))
+            msgs = self._roll_users("config", obj.name, obj.data_version)
+        return new, msgs
 
-    def _upsert_config(self, spec: FileObjectSpec, stack: str) -> list[str]:
+    def _upsert_config(self, spec: FileObjectSpec, stack: str, rotated: list[tuple[str, str, int]]) -> list[str]:
         obj = self.store.by_name(ConfigObj, spec.name)
         labels = {**spec.labels, STACK_LABEL: stack}
+        data = spec.data or b""
         if obj is None:
-            self.store.put(ConfigObj(id=new_id(), name=spec.name, data=spec.data or b"", labels=labels))
+            self.store.put(ConfigObj(id=new_id(), name=spec.name, data=data, labels=labels))
             return [f"Creating config {spec.name}"]
-        if obj.data != spec.data or obj.labels != labels:
-            rotated = obj.data != spec.data
-            self.store.put(obj.model_copy(update={"data": spec.data or b"", "labels": labels,
-                                                  "data_version": obj.data_version + int(rotated)}))
-            return [f"Updating config {spec.name}"] + (self._roll_users("config", spec.name) if rotated else [])
-        return []
+        changed = obj.data != data
+        if not changed and obj.labels == labels:
+            return []
+        new = _next_config_version(obj, data) if changed else obj
+        self.store.put(new.model_copy(update={"labels": labels}))
+        if changed:
+            rotated.append(("config", spec.name, obj.data_version))
+        return [f"Updating config {spec.name}"]
 
     def remove_config(self, ref: str) -> str:
         obj = resolve(self.store, ConfigObj, ref, "config")
@@ -390,46 +419,41 @@ class Cluster:
         self.store.delete(ConfigObj, obj.id)
         return obj.name
 
+    def _seal(self, data: bytes) -> SealedData:
+        ct, wk = self.keyring.seal(data)
+        return SealedData(ciphertext=ct, wrapped_key=wk, digest=self.keyring.digest(data))
+
     def create_secret(self, name: str, data: bytes, labels: dict[str, str]) -> SecretObj:
         _check_data("secret", name, data, SECRET_MAX)
         if self.store.by_name(SecretObj, name):
             raise Conflict(f"secret {name} already exists")
-        ct, wk = self.keyring.seal(data)
-        return self.store.put(SecretObj(id=new_id(), name=name, labels=labels, ciphertext=ct, wrapped_key=wk,
-                                        digest=self.keyring.digest(data)))
+        return self.store.put(SecretObj(id=new_id(), name=name, labels=labels, **self._seal(data).model_dump()))
 
     def update_secret_data(self, ref: str, data: bytes) -> tuple[SecretObj, list[str]]:
         obj = resolve(self.store, SecretObj, ref, "secret")
         _check_data("secret", obj.name, data, SECRET_MAX)
         if self.keyring.digest(data) == obj.digest:
             return obj, []
-        ct, wk = self.keyring.seal(data)
         with self.store.txn():
-            obj = self.store.put(obj.model_copy(update={"ciphertext": ct, "wrapped_key": wk,
-                                                        "digest": self.keyring.digest(data),
-                                                        "data_version": obj.data_version + 1}))
-            msgs = self._roll_users("secret", obj.name)
-        return obj, msgs
+            new = self.store.put(_next_secret_version(obj, self._seal(data)))
+            msgs = self._roll_users("secret", obj.name, obj.data_version)
+        return new, msgs
 
-    def _upsert_secret(self, spec: FileObjectSpec, stack: str) -> list[str]:
+    def _upsert_secret(self, spec: FileObjectSpec, stack: str, rotated: list[tuple[str, str, int]]) -> list[str]:
         obj = self.store.by_name(SecretObj, spec.name)
         labels = {**spec.labels, STACK_LABEL: stack}
         data = spec.data or b""
         if obj is None:
-            ct, wk = self.keyring.seal(data)
-            self.store.put(SecretObj(id=new_id(), name=spec.name, labels=labels, ciphertext=ct, wrapped_key=wk,
-                                     digest=self.keyring.digest(data)))
+            self.store.put(SecretObj(id=new_id(), name=spec.name, labels=labels, **self._seal(data).model_dump()))
             return [f"Creating secret {spec.name}"]
-        rotated = self.keyring.digest(data) != obj.digest
-        if rotated or obj.labels != labels:
-            update: dict = {"labels": labels}
-            if rotated:
-                ct, wk = self.keyring.seal(data)
-                update.update(ciphertext=ct, wrapped_key=wk, digest=self.keyring.digest(data),
-                              data_version=obj.data_version + 1)
-            self.store.put(obj.model_copy(update=update))
-            return [f"Updating secret {spec.name}"] + (self._roll_users("secret", spec.name) if rotated else [])
-        return []
+        changed = self.keyring.digest(data) != obj.digest
+        if not changed and obj.labels == labels:
+            return []
+        new = _next_secret_version(obj, self._seal(data)) if changed else obj
+        self.store.put(new.model_copy(update={"labels": labels}))
+        if changed:
+            rotated.append(("secret", spec.name, obj.data_version))
+        return [f"Updating secret {spec.name}"]
 
     def remove_secret(self, ref: str) -> str:
         obj = resolve(self.store, SecretObj, ref, "secret")
@@ -439,11 +463,13 @@ class Cluster:
         self.store.delete(SecretObj, obj.id)
         return obj.name
 
-    def secret_bytes(self, name: str) -> Optional[bytes]:
+    def secret_bytes(self, name: str, version: int = 0) -> Optional[bytes]:
+        """One version of a secret, decrypted (0: the current one); None when it is gone."""
         obj = self.store.by_name(SecretObj, name)
-        if obj is None:
+        sealed = obj.sealed_at(version) if obj is not None else None
+        if sealed is None:
             return None
-        return self.keyring.open(obj.ciphertext, obj.wrapped_key)
+        return self.keyring.open(sealed.ciphertext, sealed.wrapped_key)
 
     # ------------------------------------------------------------------- nodes
     def update_node(self, ref: str, label_add: dict[str, str], label_rm: list[str],
@@ -463,6 +489,27 @@ class Cluster:
         if role:
             update["role"] = role
         return self.store.put(node.model_copy(update=update))
+
+
+def _pinned_before(svc: Service, rotated: list[tuple[str, str, int]]) -> Service:
+    """`svc` with refs its spec left unpinned (stored before pins existed: "current") pinned to the
+    version that was current before the rotation, so its previous_spec keeps the old bytes."""
+    spec = svc.spec
+    for kind, name, before in rotated:
+        spec = pin_unpinned(spec, kind, name, before)
+    return svc if spec is svc.spec else svc.model_copy(update={"spec": spec})
+
+
+def _next_config_version(obj: ConfigObj, data: bytes) -> ConfigObj:
+    """`data` as the new current version; the old one is kept while something pins it."""
+    return obj.model_copy(update={"data": data, "data_version": obj.data_version + 1,
+                                  "older_versions": {**obj.older_versions, obj.data_version: obj.data}})
+
+
+def _next_secret_version(obj: SecretObj, sealed: SealedData) -> SecretObj:
+    """`sealed` as the new current version; the old one is kept (sealed) while something pins it."""
+    return obj.model_copy(update={**sealed.model_dump(), "data_version": obj.data_version + 1,
+                                  "older_versions": {**obj.older_versions, obj.data_version: obj.sealed}})
 
 
 def _check_data(kind: str, name: str, data: bytes, limit: int) -> None:

@@ -1,27 +1,48 @@
 """The dispatcher: what each node agent is told to run, and what it may report back.
 
 An agent sees only its own node's tasks, and only the configs and secrets those
-tasks mount (secrets decrypted here and sent over mutual TLS). It may move its own
-tasks forward along the agent's column of the state table, nothing else.
+tasks mount, in the versions they pin (secrets decrypted here and sent over mutual
+TLS). It may move its own tasks forward along the agent's column of the state table,
+nothing else.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from shoal.core import task_states as ts
 from shoal.manager.cluster import Cluster
+from shoal.manager.endpoint_log import EndpointLog
 from shoal.manager.errors import ApiError, Forbidden
 from shoal.model.objects import ConfigObj, NetworkObj, Node, NodeDescription, SecretObj, Service, Task, TaskStatus
 from shoal.store.sqlite import Store
 
 HEARTBEAT_PERIOD = 5.0
-ENDPOINTS_PER_SECOND = 10_000.0  # see Dispatcher.endpoint_hold
-ENDPOINTS_MAX_HOLD = 10.0
+ENDPOINTS_PER_SECOND = 50_000.0  # see Dispatcher.news
+ENDPOINTS_MAX_HOLD = 2.0
+# A task moving forward on its node (accepted … running) needs no orchestrator pass unless
+# its service is watched (see _watched_services): the store is told so (a quiet write), and
+# the orchestrator's periodic full pass still sees everything.
+QUIET_STATES = frozenset({ts.ACCEPTED, ts.PREPARING, ts.READY, ts.STARTING, ts.RUNNING})
+OWN_ANSWERS_PER_SECOND = 2_000.0  # see Dispatcher.news
+OWN_MAX_HOLD = 1.0
+
+log = logging.getLogger("shoal.dispatcher")
+
+
+def parse_position(ep: str) -> tuple[str, int]:
+    """An agent's endpoint log position, "epoch:seq" ("" when it has none)."""
+    epoch, _, seq = (ep or "").partition(":")
+    try:
+        return epoch, int(seq or 0)
+    except ValueError:
+        return "", 0
 
 
 @dataclass
@@ -32,24 +53,41 @@ class View:
     configs: dict[str, ConfigObj]
     secrets: dict[str, SecretObj]
     networks: list[NetworkObj]
-    own_key: str  # digest of the node's own part: tasks, configs, secrets, networks
-    endpoints_key: str
-    endpoints_json: bytes
-    backends: int
-    digest: str
+    own_key: str  # digest of the node's own part: tasks, configs, secrets, networks, history
     # Tasks of the node that ended on their own (complete/failed) and are still in their slot's
     # history: the agent keeps their stopped containers, for `service logs`, as Swarm does.
     history: list[str] = field(default_factory=list)
+    # The versions of each config/secret above that the node's tasks pin (0: unpinned, the current one).
+    config_versions: dict[str, list[int]] = field(default_factory=dict)
+    secret_versions: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _pinned_versions(tasks: list[Task]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
+    """For each config and secret the tasks mount, the versions they pin (0: unpinned, current)."""
+    configs: dict[str, set[int]] = {}
+    secrets: dict[str, set[int]] = {}
+    for t in tasks:
+        for r in t.spec.container.configs:
+            configs.setdefault(r.source, set()).add(r.version)
+        for r in t.spec.container.secrets:
+            secrets.setdefault(r.source, set()).add(r.version)
+    return ({n: sorted(vs) for n, vs in configs.items()}, {n: sorted(vs) for n, vs in secrets.items()})
 
 
 class Dispatcher:
     def __init__(self, store: Store, cluster: Cluster):
         self.store = store
         self.cluster = cluster
-        self._ep_entries: dict[str, tuple[tuple[int, int], dict, str, int]] = {}
-        self._ep_rev = -1
-        self._ep_views: dict[frozenset[str], tuple[str, bytes, int]] = {}
-        self._sent: dict[str, tuple[str, str, float]] = {}  # node id -> (digest, own key, when)
+        self.log = EndpointLog(store)
+        self._feed = store.change_feed()
+        self._sent: dict[str, tuple[str, float]] = {}  # node id -> (own key, when) of its last answer
+        # node id -> (own key, task id -> version) of its last answer: the base of the next delta
+        self._sent_tasks: dict[str, tuple[str, dict[str, int]]] = {}
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._task_node: dict[str, str] = {}  # task id -> its node (to wake it when the task goes)
+        self._others: tuple = ()
+        self._woken_seq = 0
+        self._reports: list[tuple[str, list[dict], asyncio.Future]] = []
 
     def heartbeat(self, node_id: str, role: str, description: dict, addr: str) -> dict:
         node = self.store.get(Node, node_id)
@@ -69,11 +107,10 @@ class Dispatcher:
         return {"heartbeat_period": HEARTBEAT_PERIOD}
 
     # -- assignments -----------------------------------------------------------------
-    # An agent long-polls with the digest of the last answer it got; the digest is made from
-    # object ids and versions (never from serialising the answer), so checking whether a
-    # node's view changed costs O(its tasks + services), and the answer is serialised only
-    # when it is sent, from cached pieces (a task's spec once per spec object, each service's
-    # endpoint entry once per change of that service or its tasks).
+    # An agent long-polls with the digest of its own part in the last answer it got (made
+    # from object ids and versions, never from serialising the answer, so checking costs
+    # O(its tasks)) and its position in the endpoint log; the answer is its own part (cached
+    # until it changes) and the endpoint events it has not seen (shared chunks).
 
     def view(self, node_id: str) -> "View":
         st = self.store
@@ -98,133 +135,232 @@ class Dispatcher:
             key.update(",".join(part).encode())
             key.update(b"|")
         own = key.hexdigest()
-        ep_key, ep_json, backends = self._endpoints_for(frozenset(net_names))
-        digest = hashlib.sha256(f"{own}|{ep_key}".encode()).hexdigest()
-        return View(st.rev, tasks, configs, secrets, networks, own, ep_key, ep_json, backends, digest, history)
+        config_versions, secret_versions = _pinned_versions(tasks)
+        return View(st.rev, tasks, configs, secrets, networks, own, history,
+                    config_versions=config_versions, secret_versions=secret_versions)
 
-    def answer(self, node_id: str, v: "View") -> str:
+    def answer(self, node_id: str, v: "View", ep: str = "", known: Optional[str] = None) -> str:
         """The assignments answer for view `v`, as JSON text; remembers what the node was sent."""
-        return b"".join(self.answer_parts(node_id, v)).decode()
+        return b"".join(self.answer_parts(node_id, v, ep, known)).decode()
 
-    def answer_parts(self, node_id: str, v: "View") -> list[bytes]:
-        """The answer as UTF-8 JSON in pieces; the (large) endpoints piece is shared by every
-        node with the same networks, not copied per answer."""
+    def answer_parts(self, node_id: str, v: "View", ep: str = "", known: Optional[str] = None) -> list[bytes]:
+        """The answer as UTF-8 JSON in pieces: the node's own part, then the endpoint events
+        after position `ep` ("epoch:seq" the agent has; "" for all), shared between answers.
+
+        When the agent's digest `known` is that of the last answer this node was sent, only
+        the tasks that changed since are sent, with every task id (`"delta": true`): a node
+        running 100 tasks is not re-sent all 100 each time one of them moves."""
         st = self.store
-        configs = {name: base64.b64encode(obj.data).decode() for name, obj in v.configs.items()}
-        secrets = {}
-        for name in v.secrets:
-            data = self.cluster.secret_bytes(name)
-            if data is not None:
-                secrets[name] = base64.b64encode(data).decode()
+        sent = self._sent_tasks.get(node_id)
+        versions = {t.id: t.version for t in v.tasks}
+        if sent is not None and known is not None and sent[0] == known:
+            tasks, delta = [t for t in v.tasks if sent[1].get(t.id) != t.version], True
+        else:
+            tasks, delta = v.tasks, False
+        configs, secrets = self._file_data(v)
         networks = json.dumps([n.model_dump(mode="json") for n in v.networks], default=str)
-        self._sent[node_id] = (v.digest, v.own_key, time.monotonic())
-        head = (f'{{"rev":{v.rev},"tasks":[{",".join(st.task_json(t) for t in v.tasks)}],'
+        ids = f'"task_ids":{json.dumps(list(versions))},' if delta else ""
+        head = (f'{{"rev":{v.rev},"delta":{"true" if delta else "false"},{ids}'
+                f'"tasks":[{",".join(st.task_json(t) for t in tasks)}],'
                 f'"configs":{json.dumps(configs)},"secrets":{json.dumps(secrets)},"networks":{networks},'
-                f'"history":{json.dumps(v.history)},"endpoints":')
-        return [head.encode(), v.endpoints_json, f',"digest":"{v.digest}"}}'.encode()]
+                f'"history":{json.dumps(v.history)},"endpoints":').encode()
+        epoch, seq = parse_position(ep)
+        self.log.sync()
+        part = self.log.since(epoch, seq)
+        self._sent[node_id] = (v.own_key, time.monotonic())
+        self._sent_tasks[node_id] = (v.own_key, versions)
+        return [head, *part.parts(), f',"digest":"{v.own_key}","ep":"{part.epoch}:{part.seq}"}}'.encode()]
 
-    def endpoint_hold(self, node_id: str, v: "View", known: str | None) -> float:
-        """Seconds to hold back an answer whose only news for the node are other services'
-        endpoints (replicas starting elsewhere). Below a few hundred replicas this is at most a
-        few milliseconds; with N replicas the endpoint table every node gets is O(N), so the
-        updates are spaced out (N/10,000 s, at most 10 s) rather than re-sent to every node on
-        every change. The node's own tasks, configs, secrets and networks are never held."""
+    def _file_data(self, v: "View") -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
+        """The answer's configs and secrets, ``{name: {version: base64}}``: exactly the versions
+        the node's tasks pin ("0": an unpinned ref, the current version). Secrets decrypted."""
+        configs: dict[str, dict[str, str]] = {}
+        for name, obj in v.configs.items():
+            for version in v.config_versions.get(name, ()):
+                data = obj.data_at(version)
+                if data is not None:
+                    configs.setdefault(name, {})[str(version)] = base64.b64encode(data).decode()
+        secrets: dict[str, dict[str, str]] = {}
+        for name in v.secrets:
+            for version in v.secret_versions.get(name, ()):
+                data = self.cluster.secret_bytes(name, version)
+                if data is not None:
+                    secrets.setdefault(name, {})[str(version)] = base64.b64encode(data).decode()
+        return configs, secrets
+
+    def news(self, node_id: str, v: "View", known: str | None, ep: str) -> float:
+        """When the node should be answered: 0 now, seconds to hold the answer back, or -1 when
+        there is nothing new.
+
+        News of the node's own part (tasks, configs, secrets, networks) is sent at once in a
+        small cluster; with many nodes a node gets at most one answer every `nodes / 2,000` s
+        (0.5 s at 1,000 nodes), so the manager answers at most ~2,000 polls a second however
+        fast the store changes. Endpoint-only news (replicas starting elsewhere) waits
+        `replicas / 50,000` s (2 s at most) since the node's last answer. An agent that has
+        nothing yet, or another epoch, is answered at once."""
         sent = self._sent.get(node_id)
-        if sent is None or sent[0] != known or sent[1] != v.own_key:
+        epoch, seq = parse_position(ep)
+        if v.own_key != known:
+            if sent is None or not known or sent[0] != known:
+                return 0.0
+            interval = min(OWN_MAX_HOLD, len(self._waiters) / OWN_ANSWERS_PER_SECOND)
+            return max(0.0, sent[1] + interval - time.monotonic())
+        self.log.sync()
+        if not self.log.has_news(epoch, seq):
+            return -1.0
+        if sent is None or epoch != self.log.epoch:
             return 0.0
-        interval = min(ENDPOINTS_MAX_HOLD, v.backends / ENDPOINTS_PER_SECOND)
-        return sent[2] + interval - time.monotonic()
+        interval = min(ENDPOINTS_MAX_HOLD, self.log.live / ENDPOINTS_PER_SECOND)
+        return max(0.0, sent[1] + interval - time.monotonic())
 
-    def assignments(self, node_id: str) -> dict[str, Any]:
+    def assignments(self, node_id: str, ep: str = "", known: Optional[str] = None) -> dict[str, Any]:
         """The node's assignments as a dict (the same content `answer` sends)."""
-        return json.loads(self.answer(node_id, self.view(node_id)))
+        return json.loads(self.answer(node_id, self.view(node_id), ep, known))
 
     def endpoints(self) -> list[dict]:
         """Every service's VIPs, ports and running replicas."""
-        self._refresh_endpoints()
-        return [e[1] for e in self._ep_entries.values()]
+        self.log.sync()
+        return self.log.table()
 
-    def _refresh_endpoints(self) -> None:
-        """Per-service endpoint entries, recomputed only for services that changed (once per revision)."""
+    # -- waking long polls -----------------------------------------------------------
+    # A long poll waits on its node's event; `sync` (after every burst of store writes) sets
+    # the events of the nodes whose own part changed, and of nodes with endpoint news only
+    # once their hold has passed -- so a write wakes the polls it concerns, not all of them.
+
+    def waiter(self, node_id: str) -> asyncio.Event:
+        ev = self._waiters.get(node_id)
+        if ev is None:
+            ev = self._waiters[node_id] = asyncio.Event()
+        return ev
+
+    def sync(self) -> None:
+        """Follow the store: endpoint events, and which nodes' polls to wake."""
         st = self.store
-        if self._ep_rev == st.rev:
-            return
-        entries = {}
-        for svc in st.all(Service):
-            key = (svc.version, st.service_seq(svc.id))
-            old = self._ep_entries.get(svc.id)
-            if old is not None and old[0] == key:
-                entries[svc.id] = old
-                continue
-            entry = self._endpoint(svc)
-            entries[svc.id] = (key, entry, json.dumps(entry, default=str), len(entry["backends"]))
-        self._ep_entries = entries
-        self._ep_rev = st.rev
-        self._ep_views = {}
+        task_ids, _ = self._feed.take()
+        ep_news = self.log.sync()
+        wake: set[str] = set()
+        for tid in task_ids:
+            t = st.get(Task, tid)
+            old = self._task_node.get(tid)
+            node = t.node_id if t is not None else None
+            if old is not None and old != node:
+                wake.add(old)
+            if node is not None:
+                wake.add(node)
+                self._task_node[tid] = node
+            elif old is not None:
+                del self._task_node[tid]
+        others = self._others_key()
+        if others != self._others:
+            self._others = others
+            wake = set(self._waiters)
+        for node_id in wake:
+            ev = self._waiters.get(node_id)
+            if ev is not None:
+                ev.set()
+        if ep_news or self.log.seq != self._woken_seq:
+            self._woken_seq = self.log.seq
+            # Endpoint-only news: polls whose hold is over are answered now; the others wake
+            # at the end of their hold on their own (their wait's timeout).
+            interval = min(ENDPOINTS_MAX_HOLD, self.log.live / ENDPOINTS_PER_SECOND)
+            now = time.monotonic()
+            for node_id, ev in self._waiters.items():
+                sent = self._sent.get(node_id)
+                if not ev.is_set() and (sent is None or sent[1] + interval <= now):
+                    ev.set()
 
-    def _endpoints_for(self, net_names: frozenset[str]) -> tuple[str, bytes, int]:
-        """(key, JSON list, replicas) of the endpoints a node on `net_names` needs: services on
-        those networks, and every service with an ingress port (the mesh answers on every node)."""
-        self._refresh_endpoints()
-        hit = self._ep_views.get(net_names)
-        if hit is None:
-            chosen = [e for e in self._ep_entries.values()
-                      if e[1]["ingress"] or net_names.intersection(e[1]["networks"])]
-            key = hashlib.sha256(",".join(f"{e[1]['service_id']}:{e[0][0]}:{e[0][1]}" for e in chosen)
-                                 .encode()).hexdigest()
-            hit = self._ep_views[net_names] = (key, ("[" + ",".join(e[2] for e in chosen) + "]").encode(),
-                                               sum(e[3] for e in chosen))
-        return hit
+    def _others_key(self) -> tuple:
+        """Changes when any config, secret or network is written (rare: every node re-checks)."""
+        st = self.store
+        return tuple(sum(o.version for o in st.all(cls)) + 1000003 * st.count(cls)
+                     for cls in (ConfigObj, SecretObj, NetworkObj))
 
-    def _endpoint(self, svc: Service) -> dict:
-        backends = []
-        for t in self.store.tasks_of_service(svc.id):
-            if t.status.state != ts.RUNNING or t.desired_state != ts.RUNNING:
-                continue
-            if t.status.health not in (None, "healthy"):
-                continue
-            backends.append({"task_id": t.id, "node_id": t.node_id, "addresses": t.status.addresses})
-        return {
-            "service_id": svc.id,
-            "name": svc.spec.name,
-            "short_name": svc.spec.short_name,
-            "stack": svc.spec.stack,
-            "endpoint_mode": svc.spec.endpoint_mode,
-            "networks": [a.network for a in svc.spec.networks],
-            "aliases": {a.network: a.aliases for a in svc.spec.networks},
-            "virtual_ips": svc.virtual_ips,
-            "ports": [{**p.model_dump(), "published": p.published or svc.published_ports.get(
-                f"{p.target}/{p.protocol}")} for p in svc.spec.ports],
-            "backends": backends,
-            "ingress": any(p.mode == "ingress" for p in svc.spec.ports),
-        }
+    async def run(self) -> None:
+        """Keep following the store (the manager runs this beside the long polls)."""
+        seen = -1
+        while True:
+            await self.store.wait_for_change(seen, 1.0)
+            await asyncio.sleep(0.02)  # one pass per burst of writes
+            seen = self.store.rev
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - a bad pass must not stop the dispatcher
+                log.exception("dispatcher pass failed")
+                await asyncio.sleep(0.5)
 
     def report(self, node_id: str, updates: list[dict]) -> int:
+        """Apply an agent's status updates (all or none); how many changed a task."""
+        with self.store.txn():
+            return self._apply_report(node_id, updates)
+
+    async def report_batched(self, node_id: str, updates: list[dict]) -> int:
+        """`report`, grouped with the reports of other nodes arriving meanwhile into one store
+        transaction: with a thousand agents reporting at once, one commit for the lot."""
+        fut = asyncio.get_running_loop().create_future()
+        self._reports.append((node_id, updates, fut))
+        if len(self._reports) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_reports)
+        return await fut
+
+    def _flush_reports(self) -> None:
+        batch, self._reports = self._reports, []
+        results: list = []
+        try:
+            with self.store.txn():
+                watched = self._watched_services()
+                for node_id, updates, _fut in batch:
+                    try:
+                        results.append(self._apply_report(node_id, updates, watched))
+                    except (ApiError, Forbidden) as e:
+                        results.append(e)
+        except Exception as e:  # noqa: BLE001 - the commit failed: every caller hears of it
+            results = [e] * len(batch)
+        for (_n, _u, fut), r in zip(batch, results):
+            if fut.done():
+                continue
+            if isinstance(r, Exception):
+                fut.set_exception(r)
+            else:
+                fut.set_result(r)
+
+    def _apply_report(self, node_id: str, updates: list[dict], watched: Optional[set[str]] = None) -> int:
+        """Check every update of one report, then write them (a bad one writes nothing)."""
         st = self.store
-        applied = 0
-        with st.txn():
-            for u in updates:
-                t = st.get(Task, u.get("task_id", ""))
-                if t is None:
-                    continue
-                if t.node_id != node_id:
-                    raise Forbidden(f"task {t.id} is not assigned to node {node_id}")
-                new_state = u.get("state", t.status.state)
-                if ts.RANK.get(new_state, -1) < ts.RANK[t.status.state]:
-                    continue  # states only move forward; a late report is dropped
-                if not ts.can_move(ts.AGENT, t.status.state, new_state):
-                    raise ApiError(f"task {t.id}: agent may not move it from {t.status.state} to {new_state}")
-                status = TaskStatus(
-                    state=new_state,
-                    timestamp=u.get("timestamp") or time.time() if new_state != t.status.state else t.status.timestamp,
-                    message=u.get("message", t.status.message),
-                    err=u.get("err", t.status.err),
-                    container_id=u.get("container_id") or t.status.container_id,
-                    exit_code=u.get("exit_code", t.status.exit_code),
-                    health=u.get("health", t.status.health),
-                    addresses=u.get("addresses") or t.status.addresses,
-                )
-                if status != t.status:
-                    st.put(t.model_copy(update={"status": status}))
-                    applied += 1
-        return applied
+        watched = self._watched_services() if watched is None else watched
+        writes = []
+        for u in updates:
+            t = st.get(Task, u.get("task_id", ""))
+            if t is None:
+                continue
+            if t.node_id != node_id:
+                raise Forbidden(f"task {t.id} is not assigned to node {node_id}")
+            new_state = u.get("state", t.status.state)
+            if ts.RANK.get(new_state, -1) < ts.RANK[t.status.state]:
+                continue  # states only move forward; a late report is dropped
+            if not ts.can_move(ts.AGENT, t.status.state, new_state):
+                raise ApiError(f"task {t.id}: agent may not move it from {t.status.state} to {new_state}")
+            status = TaskStatus(
+                state=new_state,
+                timestamp=u.get("timestamp") or time.time() if new_state != t.status.state else t.status.timestamp,
+                message=u.get("message", t.status.message),
+                err=u.get("err", t.status.err),
+                container_id=u.get("container_id") or t.status.container_id,
+                exit_code=u.get("exit_code", t.status.exit_code),
+                health=u.get("health", t.status.health),
+                addresses=u.get("addresses") or t.status.addresses,
+            )
+            if status != t.status:
+                quiet = (new_state in QUIET_STATES and status.health == t.status.health
+                         and t.service_id not in watched)
+                writes.append((t.model_copy(update={"status": status}), quiet))
+        for t, quiet in writes:
+            st.put(t, quiet=quiet)
+        return len(writes)
+
+    def _watched_services(self) -> set[str]:
+        """Services whose tasks' progress the orchestrator must see at once: mid-update (it
+        monitors new tasks), jobs (they count completions), and those others depend on."""
+        services = self.store.all(Service)
+        depended = {d.service for s in services for d in s.spec.depends_on}
+        return {s.id for s in services
+                if s.update_state is not None or s.spec.mode.endswith("job") or s.spec.name in depended}

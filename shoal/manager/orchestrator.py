@@ -1,8 +1,8 @@
 """The manager's control loop: run the pure core over the store and write back what it decides.
 
 Each pass: mark silent nodes down, ask the core for every service's plan (reconcile,
-restart, rolling update, dependency gate), apply the plans, then ask the scheduler
-to place pending tasks. All decisions come from `shoal.core` and `shoal.scheduler`;
+restart, rolling update, dependency gate), apply the plans, ask the scheduler to place
+pending tasks, and drop config/secret versions nothing pins anymore. All decisions come from `shoal.core` and `shoal.scheduler`;
 this file only reads the store, calls them, and writes their answers.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from shoal.core.deps import deps_status
 from shoal.core.orchestrate import orchestrate
 from shoal.core.plan import Plan
 from shoal.ids import new_id
+from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import Node, Service, Task, TaskStatus
 from shoal.scheduler.pipeline import schedule
 from shoal.store.sqlite import Store
@@ -30,6 +31,12 @@ TICK = 1.0
 # the last, makes a full pass over every service (the core is level-triggered: a full pass
 # decides the same as the incremental ones did).
 FULL_PASS_EVERY = 10.0
+# One pass holds the event loop (heartbeats, agents' polls, the CLI) while it runs: past this
+# budget it stops between services and the next pass goes on where it stopped; at most this
+# many pending tasks are placed per pass. A deploy of 100,000 tasks then streams out to the
+# nodes while it is still being planned, and nothing waits seconds for the loop.
+PASS_BUDGET = 0.25
+SCHEDULE_BATCH = 5000
 
 
 class Orchestrator:
@@ -39,8 +46,35 @@ class Orchestrator:
         self.started = time.time()
         self._last_full = 0.0
         self._wake: dict[str, float] = {}  # service id -> when its plan asked to be called again
+        self._carry: set[str] = set()  # services a pass had no time for: the next pass starts there
+        self._more = False  # the last pass stopped early (services or pending tasks left)
+        self._cursor = 0  # where the next pass's window of pending tasks starts
+        self._stalls: list[tuple[float, float]] = []  # (when, seconds) the event loop was held up
+        self.pruner = VersionPruner(store)
+
+    async def watch_loop(self) -> None:
+        """Note when the event loop itself was held up: heartbeats that arrived meanwhile
+        could not be read, and must not count against their nodes."""
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(0.25)
+            lag = time.monotonic() - t - 0.25
+            if lag > 0.5:
+                self._stalls.append((time.time(), lag))
+                del self._stalls[:-100]
+
+    def _stalled(self, now: float) -> float:
+        """Seconds the loop was stuck within the last heartbeat window."""
+        return sum(lag for at, lag in self._stalls if now - at < NODE_DOWN_AFTER + lag)
 
     async def run(self) -> None:
+        watch = asyncio.create_task(self.watch_loop())
+        try:
+            await self._run()
+        finally:
+            watch.cancel()
+
+    async def _run(self) -> None:
         while True:
             now = time.time()
             try:
@@ -49,15 +83,22 @@ class Orchestrator:
                 log.exception("orchestrator pass failed")
                 wake = None
                 await asyncio.sleep(1)
+            if self._more:
+                await asyncio.sleep(0.005)  # let the API and agents in, then go on
+                continue
             seen = self.store.rev
             timeout = TICK if wake is None else max(0.01, min(TICK, wake - time.time()))
             await self.store.wait_for_change(seen, timeout)
             await asyncio.sleep(0.01)  # let a burst of writes land before the next pass
 
     # ------------------------------------------------------------------ one pass
-    def tick(self, now: float) -> Optional[float]:
+    def tick(self, now: float, budget: Optional[float] = PASS_BUDGET) -> Optional[float]:
+        """One pass; with a `budget` (seconds) it may stop early and leave the rest to the next
+        pass (`self._more`); without one it does everything."""
         st = self.store
         wake: Optional[float] = None
+        started = time.monotonic()
+        self._more = False
         with st.txn():
             self._check_nodes(now)
             changed, nodes_changed = st.take_changes()
@@ -69,7 +110,7 @@ class Orchestrator:
                 todo = services
             else:
                 due = {sid for sid, at in self._wake.items() if at <= now}
-                dirty = changed | due
+                dirty = changed | due | self._carry
                 dirty_names = {s.spec.name for s in services if s.id in dirty}
                 todo = [s for s in services if s.id in dirty
                         or any(d.service in dirty_names for d in s.spec.depends_on)]
@@ -79,7 +120,12 @@ class Orchestrator:
                     if d.service in by_name:
                         needed.add(by_name[d.service].id)
             tasks_by_service = {sid: st.tasks_of_service(sid) for sid in needed}
-            for svc in todo:
+            self._carry = set()
+            for i, svc in enumerate(todo):
+                if budget is not None and time.monotonic() - started > budget:
+                    self._carry = {s.id for s in todo[i:]}
+                    self._more = True
+                    break
                 deps = deps_status(svc, by_name, tasks_by_service)
                 plan = orchestrate(svc, tasks_by_service[svc.id], nodes, now, deps=deps, id_factory=new_id)
                 self._apply(plan, now)
@@ -93,15 +139,18 @@ class Orchestrator:
             if self._wake:
                 wake = min(self._wake.values())
             self._collect_removed(now, service_ids, {n.id: n for n in nodes})
-            self._schedule(now, nodes)
+            if self._schedule(now, nodes, SCHEDULE_BATCH if budget is not None else None):
+                self._more = True
+            self.pruner.prune(changed | needed)
         return wake
 
     def _check_nodes(self, now: float) -> None:
         # A restarted manager gives agents a grace period before calling their nodes down.
         if now - self.started < NODE_DOWN_AFTER:
             return
+        limit = NODE_DOWN_AFTER + self._stalled(now)
         for n in self.store.all(Node):
-            if n.state == "ready" and now - n.last_heartbeat > NODE_DOWN_AFTER:
+            if n.state == "ready" and now - n.last_heartbeat > limit:
                 log.warning("node %s (%s) missed its heartbeats: down", n.id, n.description.hostname)
                 self.store.put(n.model_copy(update={"state": "down"}))
 
@@ -159,11 +208,22 @@ class Orchestrator:
             elif t.desired_state != ts.REMOVE:
                 st.put(t.model_copy(update={"desired_state": ts.REMOVE}))
 
-    def _schedule(self, now: float, nodes: list[Node]) -> None:
+    def _schedule(self, now: float, nodes: list[Node], batch: Optional[int] = None) -> bool:
+        """Place pending tasks (at most `batch` of them); True when some were left for later."""
         st = self.store
         pending = [t for t in st.pending_tasks() if t.desired_state in (ts.RUNNING, ts.READY, ts.COMPLETE)]
         if not pending:
-            return
+            return False
+        left = False
+        if batch is not None and len(pending) > batch:
+            # A window of the pending tasks per pass, moving on each pass, so tasks that cannot
+            # be placed (no suitable node) do not hold back the ones behind them.
+            start = self._cursor if self._cursor < len(pending) else 0
+            pending = pending[start:start + batch]
+            self._cursor = start + batch
+            left = self._cursor < len(st.pending_tasks())
+        else:
+            self._cursor = 0
         active = [t for t in st.all(Task) if ts.is_active(t.status.state) and t.node_id]
         result = schedule(pending, nodes, active, now, volume_nodes=self.volume_nodes())
         for tid, node_id in result.assignments.items():
@@ -176,3 +236,4 @@ class Orchestrator:
             t = st.get(Task, tid)
             if t is not None and t.status.err != reason:
                 st.put(t.model_copy(update={"status": t.status.model_copy(update={"err": reason})}))
+        return left

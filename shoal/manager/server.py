@@ -6,6 +6,7 @@ socket in the data dir (the local CLI).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 from typing import Optional
@@ -33,10 +34,16 @@ class ManagerServer:
         self.port = port
         self.runner: Optional[web.AppRunner] = None
         self.orch_task: Optional[asyncio.Task] = None
+        self.dispatch_task: Optional[asyncio.Task] = None
 
     async def start(self) -> None:
         L = self.layout
         self.store = Store(L.store)
+        # The store keeps every object in memory (100,000 tasks are millions of objects): keep
+        # what was loaded out of the collector's scans, and collect the youngest generation less
+        # often; the manager makes few reference cycles.
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         self.keyring = Keyring(L.cluster_key)
         try:
             self.keyring.load()
@@ -61,6 +68,7 @@ class ManagerServer:
             os.unlink(L.socket)
         await web.UnixSite(self.runner, L.socket).start()
         os.chmod(L.socket, 0o600)
+        self.dispatch_task = asyncio.create_task(self.dispatcher.run())
         if self.keyring.unlocked:
             self._start_orchestrator()
         log.info("manager listening on %s:%d and %s", self.listen, self.port, L.socket)
@@ -70,9 +78,10 @@ class ManagerServer:
             self.orch_task = asyncio.create_task(self.orchestrator.run())
 
     async def stop(self) -> None:
-        if self.orch_task:
-            self.orch_task.cancel()
-            await asyncio.gather(self.orch_task, return_exceptions=True)
+        for task in (self.orch_task, self.dispatch_task):
+            if task:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self.runner:
             await self.runner.cleanup()
         self.store.close()

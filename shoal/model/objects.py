@@ -112,9 +112,31 @@ class Node(Obj):
 class ConfigObj(Obj):
     name: str
     labels: dict[str, str] = Field(default_factory=dict)
-    data: bytes = b""
+    data: bytes = b""  # the current version's data
     # Versioned rotation (beyond Swarm): each data change bumps data_version.
     data_version: int = 1
+    # Earlier versions that a service spec, a previous_spec or an unfinished task still pins:
+    # kept so those tasks (and rollbacks) get the bytes they were made with; pruned once unused.
+    older_versions: dict[int, bytes] = Field(default_factory=dict)
+
+    def data_at(self, version: int) -> Optional[bytes]:
+        """The data of one version (0: the current one), or None when it is gone."""
+        if version in (0, self.data_version):
+            return self.data
+        return self.older_versions.get(version)
+
+    @property
+    def versions(self) -> list[int]:
+        """Every version kept, oldest first; the last is the current one."""
+        return sorted(self.older_versions) + [self.data_version]
+
+
+class SealedData(BaseModel):
+    """One secret version at rest: never the plaintext."""
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+    ciphertext: bytes  # nonce + AES-256-GCM(data) under a data key of its own
+    wrapped_key: bytes  # that data key, wrapped by the cluster key
+    digest: str  # keyed digest, to detect changes without decrypting
 
 
 class SecretObj(Obj):
@@ -126,6 +148,24 @@ class SecretObj(Obj):
     wrapped_key: bytes = b""
     data_version: int = 1
     digest: str = ""  # keyed digest used to detect changes without decrypting
+    # Earlier versions still pinned (see ConfigObj.older_versions), sealed like the current one.
+    older_versions: dict[int, SealedData] = Field(default_factory=dict)
+
+    @property
+    def sealed(self) -> SealedData:
+        """The current version, sealed."""
+        return SealedData(ciphertext=self.ciphertext, wrapped_key=self.wrapped_key, digest=self.digest)
+
+    def sealed_at(self, version: int) -> Optional[SealedData]:
+        """One version (0: the current one), sealed, or None when it is gone."""
+        if version in (0, self.data_version):
+            return self.sealed
+        return self.older_versions.get(version)
+
+    @property
+    def versions(self) -> list[int]:
+        """Every version kept, oldest first; the last is the current one."""
+        return sorted(self.older_versions) + [self.data_version]
 
 
 class NetworkObj(Obj):

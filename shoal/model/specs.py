@@ -49,6 +49,10 @@ class FileRef(Plain):
     uid: str = "0"
     gid: str = "0"
     mode: int = 0o444
+    # The object's data_version this ref mounts, pinned by the manager when it accepts the spec
+    # (0: not pinned yet, i.e. the current one). Rotation is a spec change of this number, so it
+    # rolls like any update, and rollback goes back to the bytes the previous spec pinned.
+    version: int = 0
 
 
 class Ulimit(Plain):

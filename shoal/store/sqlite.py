@@ -5,17 +5,28 @@ is small next to RAM, and the orchestrator reads everything often); every write
 goes to SQLite first, in a transaction, so a crash loses nothing committed. A
 global revision counter lets watchers (the dispatcher's long polls, the
 orchestrator loop) wait for "anything changed since N".
+
+Tasks carry a copy of their service's spec (as Swarm does), but every task of one service
+version has the same one: a task row holds the task without its spec plus the key of the
+spec (a hash of its JSON) in the `specs` table, written once; in memory the tasks of one key
+share one spec object. Spec rows no task uses any more are deleted in the transaction that
+drops the last such task (a count per key is kept in memory). Rows of older versions, with the
+spec inside the task's JSON, are rewritten in the new form when the store is opened.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import sqlite3
+import sys
 import time
-from typing import Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
-from shoal.model.objects import ConfigObj, NetworkObj, Node, Obj, SecretObj, Service, Task
+from shoal.model.objects import ConfigObj, NetworkObj, Node, Obj, SecretObj, Service, Task, TaskStatus
+from shoal.model.specs import ServiceSpec
 
 KINDS: dict[str, type[Obj]] = {
     "service": Service,
@@ -36,18 +47,75 @@ CREATE TABLE IF NOT EXISTS objects (
     name TEXT,
     version INTEGER NOT NULL,
     data TEXT NOT NULL,
+    spec_key TEXT,  -- tasks: their spec, in `specs` (not in data); NULL in rows of older versions
     PRIMARY KEY (kind, id)
 );
 CREATE INDEX IF NOT EXISTS objects_name ON objects (kind, name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS specs (key TEXT PRIMARY KEY, name TEXT, data TEXT NOT NULL);
 """
+
+# Rows are updated in place (an UPSERT keeps the rowid: INSERT OR REPLACE would delete the row
+# and append a new one, rewriting every index). `name` rarely changes (never for a task), so it
+# is set only when it did: leaving it out spares SQLite the write of the name index.
+_UPSERT = ("INSERT INTO objects(kind, id, name, version, data, spec_key) VALUES (?,?,?,?,?,?) "
+           "ON CONFLICT(kind, id) DO UPDATE SET version=excluded.version, data=excluded.data, "
+           "spec_key=excluded.spec_key")
+_UPSERT_RENAMED = _UPSERT + ", name=excluded.name"
+# A long transaction (the orchestrator's first pass over 100k tasks) sends its rows to SQLite
+# in batches of this many, not all at its end: they need not all wait in memory.
+_FLUSH_ROWS = 2000
+
+_NO_SPEC = {"spec"}
+_setattr = object.__setattr__
+_intern = sys.intern
+# Every task (and task status) the store holds shares one "fields set" naming every field
+# instead of a set of its own (a few hundred bytes each). Safe: pydantic's model_copy copies
+# the set before updating it, and assigning a field only adds a name that is already in it.
+# (Only model_dump(exclude_unset=True) of a stored task differs: every field counts as set.)
+_TASK_FIELDS: set[str] = set(Task.model_fields)
+_STATUS_FIELDS: set[str] = set(TaskStatus.model_fields)
 
 
 class Conflict(Exception):
     """A write was based on an outdated version of the object."""
 
 
+def _spec_key(spec_json: str) -> str:
+    return hashlib.sha256(spec_json.encode()).hexdigest()[:32]
+
+
+def _i(s: Any) -> Any:
+    return _intern(s) if type(s) is str else s
+
+
+class _Spec:
+    """One spec the tasks in memory use: its object (shared by those tasks), JSON, key, and how
+    many of them use it (refs); stored: whether the `specs` table has its row (as committed)."""
+    __slots__ = ("spec", "json", "key", "refs", "stored")
+
+    def __init__(self, spec: ServiceSpec, spec_json: str, key: str, stored: bool = False):
+        self.spec, self.json, self.key, self.refs, self.stored = spec, spec_json, key, 0, stored
+
+
+def _copy_task(t: Task, update: dict) -> Task:
+    """t.model_copy(update=update), without its generic copies (the store's hot path); the copy
+    gets the shared fields set (_index would give it anyway)."""
+    if t.__pydantic_extra__ is not None or getattr(t, "__pydantic_private__", None) is not None:
+        return t.model_copy(update=update)
+    new = Task.__new__(Task)
+    d = t.__dict__.copy()
+    d.update(update)
+    _setattr(new, "__dict__", d)
+    _setattr(new, "__pydantic_fields_set__", _TASK_FIELDS)
+    _setattr(new, "__pydantic_extra__", None)
+    _setattr(new, "__pydantic_private__", None)
+    return new
+
+
 def _name_of(obj: Obj) -> Optional[str]:
+    if type(obj) is Task:
+        return obj.service_id
     if isinstance(obj, (Service,)):
         return obj.spec.name
     if isinstance(obj, NetworkObj):
@@ -61,6 +129,20 @@ def _name_of(obj: Obj) -> Optional[str]:
     return None
 
 
+class ChangeFeed:
+    """Ids of the tasks and services written or deleted since the consumer last took them:
+    lets a reader (the dispatcher's endpoint log) follow the store in O(changes)."""
+
+    def __init__(self) -> None:
+        self.tasks: set[str] = set()
+        self.services: set[str] = set()
+
+    def take(self) -> tuple[set[str], set[str]]:
+        tasks, services = self.tasks, self.services
+        self.tasks, self.services = set(), set()
+        return tasks, services
+
+
 class Store:
     def __init__(self, path: str):
         self.path = path
@@ -69,6 +151,8 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        if "spec_key" not in {row[1] for row in self.db.execute("PRAGMA table_info(objects)")}:
+            self.db.execute("ALTER TABLE objects ADD COLUMN spec_key TEXT")  # a store of an older version
         os.chmod(path, 0o600)
         self._objects: dict[str, dict[str, Obj]] = {k: {} for k in KINDS}
         self._tasks_by_service: dict[str, dict[str, Task]] = {}
@@ -82,10 +166,19 @@ class Store:
         # readers cache what they derive from a service's tasks by it (dispatcher endpoints).
         self._seq = 0
         self._service_seq: dict[str, int] = {}
-        # Serialised specs by object identity: tasks share their service's spec object, so the
-        # (large) spec is turned into JSON once, not on every write of every task.
-        self._spec_json: dict[int, tuple[object, str]] = {}
-        self._rows: dict[tuple[str, str], Optional[tuple]] = {}  # writes of the open transaction
+        # The specs of the tasks in memory (see _Spec), by key and by the id of their (shared)
+        # object; other spec objects already seen (equal to one of those) by id, in _spec_alias,
+        # so that a spec is turned into JSON and hashed once, not on every write of every task.
+        self._specs: dict[str, _Spec] = {}
+        self._spec_canon: dict[int, _Spec] = {}
+        self._spec_alias: dict[int, tuple[ServiceSpec, _Spec]] = {}
+        self._spec_touched: set[_Spec] = set()  # whose row may need writing or deleting
+        self._spec_rows: Optional[dict[str, str]] = None  # while loading: spec rows by key
+        self._feeds: list[ChangeFeed] = []
+        # Writes of the open transaction not sent to SQLite yet, by (kind, id): None (a delete)
+        # or the row (kind, id, name, version, data, spec_key, whether name may have changed).
+        self._rows: dict[tuple[str, str], Optional[tuple]] = {}
+        self._pending: set[tuple[str, str]] = set()  # (kind, id) written in the open transaction
         self.rev = 0
         self._waiters: list[asyncio.Future] = []
         self._in_txn = False
@@ -93,53 +186,153 @@ class Store:
 
     # -- loading ---------------------------------------------------------------
     def _load(self) -> None:
-        specs: dict[tuple[str, int], object] = {}
-        for kind, data in self.db.execute("SELECT kind, data FROM objects"):
-            cls = KINDS.get(kind)
-            if cls is None:
+        # Spec rows are read as tasks refer to them (see _decode); those none does are deleted.
+        self._spec_rows = dict(self.db.execute("SELECT key, data FROM specs"))
+        old_rows: list[Task] = []  # tasks stored with their spec inside (older versions)
+        by_version: dict[tuple[str, int], ServiceSpec] = {}
+        for kind, data, spec_key in self.db.execute("SELECT kind, data, spec_key FROM objects"):
+            if kind not in KINDS:
                 continue
-            obj = cls.model_validate_json(data)
-            if kind == "task":  # share one spec object between the tasks of a service version
+            obj = self._decode(kind, data, spec_key)
+            if kind == "task" and spec_key is None:
                 t: Task = obj  # type: ignore[assignment]
-                key = (t.service_id, t.spec_version)
-                same = specs.get(key)
-                if same is not None and same == t.spec:
-                    t.spec = same  # type: ignore[assignment]
+                same = by_version.get((t.service_id, t.spec_version))
+                if same is not None and same == t.spec:  # spare hashing each copy of the spec
+                    t.__dict__["spec"] = same
                 else:
-                    specs[key] = t.spec
+                    by_version[(t.service_id, t.spec_version)] = t.spec
+                old_rows.append(t)
             self._index(kind, obj)
         row = self.db.execute("SELECT value FROM meta WHERE key='rev'").fetchone()
         self.rev = int(row[0]) if row else 0
+        unused = [(key,) for key in self._spec_rows if key not in self._specs]
+        self._spec_rows = None
+        # Rewrite old rows without their spec, write the specs they use, delete unused ones.
+        if old_rows or unused or self._spec_touched:
+            with self.txn():
+                self.db.executemany("DELETE FROM specs WHERE key=?", unused)
+                for t in old_rows:
+                    t = self._objects["task"].get(t.id)  # type: ignore[assignment]
+                    self._rows[("task", t.id)] = ("task", t.id, t.service_id, t.version,
+                                                  t.model_dump_json(exclude=_NO_SPEC),
+                                                  self._spec_entry(t.spec).key, False)
+                    if len(self._rows) >= _FLUSH_ROWS:
+                        self._flush_rows()
 
-    def _index(self, kind: str, obj: Obj) -> None:
+    def _decode(self, kind: str, data: str, spec_key: Optional[str]) -> Obj:
+        if spec_key is None:
+            return KINDS[kind].model_validate_json(data)
+        e = self._specs.get(spec_key)
+        if e is None:
+            data_of_spec = self._spec_rows.get(spec_key) if self._spec_rows is not None else None
+            if data_of_spec is None:
+                raise ValueError(f"{kind} row refers to spec {spec_key}, which the store does not have")
+            spec = ServiceSpec.model_validate_json(data_of_spec)
+            # JSON as this version writes it (task_json sends it); the key stays the row's.
+            e = self._specs[spec_key] = self._spec_canon[id(spec)] = _Spec(
+                spec, spec.model_dump_json(), spec_key, stored=True)
+        d = json.loads(data)
+        # Validated from Python objects, the shared spec object kept as it is (a Task has no
+        # field whose JSON form differs from its Python form: bytes, tuples...).
+        d["spec"] = e.spec
+        return KINDS[kind].model_validate(d)
+
+    def _spec_entry(self, spec: ServiceSpec) -> _Spec:
+        """The _Spec of this spec (object or equal one), created (refs 0) if new."""
+        e = self._spec_canon.get(id(spec))
+        if e is not None:  # the entry holds the object: the id is its
+            return e
+        hit = self._spec_alias.get(id(spec))
+        if hit is not None and hit[0] is spec and self._specs.get(hit[1].key) is hit[1]:
+            return hit[1]
+        spec_json = spec.model_dump_json()
+        key = _spec_key(spec_json)
+        e = self._specs.get(key)
+        if e is None:
+            e = self._specs[key] = self._spec_canon[id(spec)] = _Spec(spec, spec_json, key)
+            self._spec_touched.add(e)  # dropped at the next commit unless a task uses it
+        else:
+            if len(self._spec_alias) >= 4096:
+                self._spec_alias.clear()
+            self._spec_alias[id(spec)] = (spec, e)
+        return e
+
+    def _drop_spec(self, e: _Spec) -> None:
+        if self._specs.get(e.key) is e:
+            del self._specs[e.key]
+        if self._spec_canon.get(id(e.spec)) is e:
+            del self._spec_canon[id(e.spec)]
+
+    def _index(self, kind: str, obj: Obj, quiet: bool = False) -> None:
         old = self._objects[kind].get(obj.id)
         self._objects[kind][obj.id] = obj
         if kind == "task":
             t: Task = obj  # type: ignore[assignment]
+            d = t.__dict__
+            # Share what many tasks have equal: the spec object, the fields set, repeated strings.
+            e = self._spec_entry(t.spec)
+            if d["spec"] is not e.spec:
+                d["spec"] = e.spec
+            if old is None or old.spec is not e.spec:  # type: ignore[attr-defined]
+                e.refs += 1
+                if not e.stored:
+                    self._spec_touched.add(e)
+                if old is not None:
+                    e = self._spec_entry(old.spec)  # type: ignore[attr-defined]
+                    e.refs -= 1
+                    if e.refs <= 0:
+                        self._spec_touched.add(e)
+            _setattr(t, "__pydantic_fields_set__", _TASK_FIELDS)
+            d["service_id"] = _i(d["service_id"])
+            d["service_name"] = _i(d["service_name"])
+            d["node_id"] = _i(d["node_id"])
+            d["desired_state"] = _i(d["desired_state"])
+            if d["not_before"] == 0.0:
+                d["not_before"] = 0.0  # one float object (JSON gives each row its own)
+            status = d["status"]
+            if status.__pydantic_fields_set__ is not _STATUS_FIELDS:  # not seen yet
+                _setattr(status, "__pydantic_fields_set__", _STATUS_FIELDS)
+                sd = status.__dict__
+                sd["state"] = _i(sd["state"])
+                sd["message"] = _i(sd["message"])
+                sd["err"] = _i(sd["err"])
+                sd["health"] = _i(sd["health"])
+                if sd["addresses"]:  # network names repeat (the addresses rarely do)
+                    sd["addresses"] = {_i(k): v for k, v in sd["addresses"].items()}
             self._tasks_by_service.setdefault(t.service_id, {})[t.id] = t
-            self._changed_services.add(t.service_id)
+            if not quiet:
+                self._changed_services.add(t.service_id)
             self._seq += 1
             self._service_seq[t.service_id] = self._seq
+            for feed in self._feeds:
+                feed.tasks.add(t.id)
             prev_node = old.node_id if old is not None else None  # type: ignore[union-attr]
             if prev_node and prev_node != t.node_id:
                 self._tasks_by_node.get(prev_node, {}).pop(t.id, None)
             if t.node_id:
                 self._tasks_by_node.setdefault(t.node_id, {})[t.id] = t
-            if t.status.state == "pending":
+            if status.state == "pending":
                 self._pending_tasks[t.id] = t
             else:
                 self._pending_tasks.pop(t.id, None)
         elif kind == "service":
-            self._changed_services.add(obj.id)
+            if not quiet:
+                self._changed_services.add(obj.id)
             self._seq += 1
             self._service_seq[obj.id] = self._seq
-        elif kind == "node":
+            for feed in self._feeds:
+                feed.services.add(obj.id)
+        elif kind == "node" and not quiet:
             self._nodes_changed = True
 
     def _unindex(self, kind: str, obj_id: str) -> None:
         obj = self._objects[kind].pop(obj_id, None)
         if kind == "task" and obj is not None:
             t: Task = obj  # type: ignore[assignment]
+            e = self._spec_entry(t.spec)
+            e.refs -= 1
+            if e.refs <= 0:
+                self._spec_touched.add(e)
             tasks = self._tasks_by_service.get(t.service_id)
             if tasks is not None:
                 tasks.pop(t.id, None)
@@ -151,10 +344,14 @@ class Store:
             self._changed_services.add(t.service_id)
             self._seq += 1
             self._service_seq[t.service_id] = self._seq
+            for feed in self._feeds:
+                feed.tasks.add(t.id)
         elif kind == "service":
             self._changed_services.add(obj_id)
             self._seq += 1
             self._service_seq[obj_id] = self._seq
+            for feed in self._feeds:
+                feed.services.add(obj_id)
         elif kind == "node":
             self._nodes_changed = True
 
@@ -189,11 +386,18 @@ class Store:
         return self._service_seq.get(service_id, 0)
 
     def task_json(self, t: Task) -> str:
-        """The task as JSON (its spec serialised once per spec object)."""
-        return self._json("task", t)
+        """The task as JSON, its spec inside (the spec serialised once per spec)."""
+        body = t.model_dump_json(exclude=_NO_SPEC)
+        return f'{body[:-1]},"spec":{self._spec_entry(t.spec).json}}}'
 
     def service_ids_with_tasks(self) -> list[str]:
         return list(self._tasks_by_service)
+
+    def change_feed(self) -> ChangeFeed:
+        """A new feed of task and service changes, starting now (its reader must take() often)."""
+        feed = ChangeFeed()
+        self._feeds.append(feed)
+        return feed
 
     def take_changes(self) -> tuple[set[str], bool]:
         """(ids of services whose service object or tasks were written, whether any node was)
@@ -201,18 +405,6 @@ class Store:
         changed, nodes = self._changed_services, self._nodes_changed
         self._changed_services, self._nodes_changed = set(), False
         return changed, nodes
-
-    def _json(self, kind: str, obj: Obj) -> str:
-        if kind != "task":
-            return obj.model_dump_json()
-        spec = obj.spec  # type: ignore[attr-defined]
-        hit = self._spec_json.get(id(spec))
-        if hit is None or hit[0] is not spec:
-            if len(self._spec_json) > 4096:
-                self._spec_json.clear()
-            hit = self._spec_json[id(spec)] = (spec, spec.model_dump_json())
-        body = obj.model_dump_json(exclude={"spec"})
-        return f'{body[:-1]},"spec":{hit[1]}}}'
 
     # -- writes ----------------------------------------------------------------
     @contextlib.contextmanager
@@ -223,7 +415,7 @@ class Store:
             return
         self._in_txn = True
         self.db.execute("BEGIN IMMEDIATE")
-        pending: list[tuple[str, Optional[Obj], str]] = []
+        pending: set[tuple[str, str]] = set()  # (kind, id) of every object written or deleted
         self._pending = pending
         self._rows = {}
         try:
@@ -237,53 +429,108 @@ class Store:
             self.db.execute("ROLLBACK")
             self._in_txn = False
             self._rows = {}
+            self._pending = set()
             # Reload the in-memory view of what we touched: the DB is the truth.
-            for kind, _obj, obj_id in pending:
-                row = self.db.execute("SELECT data FROM objects WHERE kind=? AND id=?", (kind, obj_id)).fetchone()
+            for kind, obj_id in pending:
+                row = self.db.execute("SELECT data, spec_key FROM objects WHERE kind=? AND id=?",
+                                      (kind, obj_id)).fetchone()
                 self._unindex(kind, obj_id)
                 if row:
-                    self._index(kind, KINDS[kind].model_validate_json(row[0]))
+                    self._index(kind, self._decode(kind, row[0], row[1]))
+            # Specs first seen in the transaction and used by no task any more are forgotten.
+            for e in [e for e in self._spec_touched if e.refs <= 0 and not e.stored]:
+                self._drop_spec(e)
+                self._spec_touched.discard(e)
             raise
         self._in_txn = False
+        self._pending = set()
+        # What the commit wrote of the specs (see _flush).
+        for e in self._spec_touched:
+            if e.refs > 0:
+                e.stored = True
+            else:
+                self._drop_spec(e)
+        self._spec_touched.clear()
         if pending:
             self._notify()
 
-    def put(self, obj: T, expect_version: Optional[int] = None) -> T:
+    def put(self, obj: T, expect_version: Optional[int] = None, quiet: bool = False) -> T:
+        """Write obj (a new version of it). quiet: take_changes will not report it (the write is
+        otherwise like any: a revision, the change feeds, service_seq); for writes the
+        orchestrator need not act on at once, its periodic full pass seeing them anyway."""
+        if not self._in_txn:
+            with self.txn():
+                return self._put(obj, expect_version, quiet)
+        return self._put(obj, expect_version, quiet)
+
+    def _put(self, obj: T, expect_version: Optional[int], quiet: bool = False) -> T:
         kind = KIND_OF[type(obj)]
-        with self.txn():
-            current = self._objects[kind].get(obj.id)
-            if expect_version is not None and current is not None and current.version != expect_version:
-                raise Conflict(f"{kind} {obj.id} changed (version {current.version}, expected {expect_version})")
-            now = time.time()
-            obj = obj.model_copy(update={
-                "version": (current.version if current else 0) + 1,
-                "updated_at": now,
-                "created_at": obj.created_at or (current.created_at if current else now),
-            })
-            # Written to SQLite at commit, in one batch (the last write of an object wins).
-            self._rows[(kind, obj.id)] = (kind, obj.id, _name_of(obj), obj.version, self._json(kind, obj))
-            self._pending.append((kind, obj, obj.id))
-            self._index(kind, obj)
+        current = self._objects[kind].get(obj.id)
+        if expect_version is not None and current is not None and current.version != expect_version:
+            raise Conflict(f"{kind} {obj.id} changed (version {current.version}, expected {expect_version})")
+        now = time.time()
+        update = {
+            "version": (current.version if current else 0) + 1,
+            "updated_at": now,
+            "created_at": obj.created_at or (current.created_at if current else now),
+        }
+        spec_key = None
+        if kind == "task":
+            obj = _copy_task(obj, update)  # type: ignore[arg-type, assignment]
+            e = self._spec_entry(obj.spec)  # type: ignore[attr-defined]
+            obj.__dict__["spec"] = e.spec  # the shared object of equal specs
+            data = obj.model_dump_json(exclude=_NO_SPEC)
+            spec_key = e.key
+        else:
+            obj = obj.model_copy(update=update)
+            data = obj.model_dump_json()
+        name = _name_of(obj)
+        key = (kind, obj.id)
+        prev = self._rows.get(key)
+        renamed = current is None or _name_of(current) != name or (prev is not None and prev[6])
+        # Written to SQLite at commit (or every _FLUSH_ROWS writes), in batches (the last write
+        # of an object in a batch wins).
+        self._rows[key] = (kind, obj.id, name, obj.version, data, spec_key, renamed)
+        self._pending.add(key)
+        self._index(kind, obj, quiet)
+        if len(self._rows) >= _FLUSH_ROWS:
+            self._flush_rows()
         return obj
 
     def delete(self, cls: type[Obj], obj_id: str) -> None:
         kind = KIND_OF[cls]
         with self.txn():
-            self._rows[(kind, obj_id)] = None
-            self._pending.append((kind, None, obj_id))
+            key = (kind, obj_id)
+            self._rows[key] = None
+            self._pending.add(key)
             self._unindex(kind, obj_id)
 
     def _flush(self) -> None:
+        """Write what the transaction wrote and did not write yet (at its end)."""
+        self._flush_rows()
+        # Spec rows: of the specs first used, and of those no task uses any more.
+        touched = self._spec_touched
+        if touched:
+            new = [(e.key, e.spec.name, e.json) for e in touched if e.refs > 0 and not e.stored]
+            gone = [(e.key,) for e in touched if e.refs <= 0 and e.stored]
+            if new:
+                self.db.executemany("INSERT OR REPLACE INTO specs(key, name, data) VALUES (?,?,?)", new)
+            if gone:
+                self.db.executemany("DELETE FROM specs WHERE key=?", gone)
+
+    def _flush_rows(self) -> None:
         rows, self._rows = self._rows, {}
         if not rows:
             return
-        puts = [r for r in rows.values() if r is not None]
         dels = [k for k, r in rows.items() if r is None]
+        same = [r[:6] for r in rows.values() if r is not None and not r[6]]
+        renamed = [r[:6] for r in rows.values() if r is not None and r[6]]
         if dels:
             self.db.executemany("DELETE FROM objects WHERE kind=? AND id=?", dels)
-        if puts:
-            self.db.executemany(
-                "INSERT OR REPLACE INTO objects(kind, id, name, version, data) VALUES (?,?,?,?,?)", puts)
+        if same:
+            self.db.executemany(_UPSERT, same)
+        if renamed:
+            self.db.executemany(_UPSERT_RENAMED, renamed)
 
     def update(self, cls: type[T], obj_id: str, fn: Callable[[T], T]) -> Optional[T]:
         obj = self.get(cls, obj_id)

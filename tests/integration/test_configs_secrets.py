@@ -12,6 +12,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import ssl
 import subprocess
 import uuid
@@ -442,6 +443,138 @@ def test_stack_rm_removes_only_its_own(cluster, sec):
     assert "sec_app-conf" not in cluster.out("config", "ls")
     assert "ext-secret" in cluster.out("secret", "ls")
     cluster.out("secret", "rm", "ext-secret")
+
+
+# --------------------------------------------------------------------------- rotation as versions
+ROT_STACK = """
+services:
+  web:
+    image: shoal/busybox:latest
+    command: ["sh", "-c", "exec sleep 3600"]
+    init: true
+    stop_grace_period: 1s
+    configs:
+      - source: rot-conf
+        target: /etc/rot.txt
+    deploy:
+      replicas: 2
+      update_config:
+        parallelism: 1
+        delay: 8s
+        monitor: 1s
+      rollback_config:
+        parallelism: 1
+        delay: 0s
+        monitor: 1s
+  vault:
+    image: shoal/busybox:latest
+    command: ["sh", "-c", "exec sleep 3600"]
+    init: true
+    stop_grace_period: 1s
+    secrets:
+      - source: rot-secret
+        target: /run/secrets/rot
+    deploy:
+      update_config:
+        monitor: 1s
+      rollback_config:
+        monitor: 1s
+configs:
+  rot-conf:
+    external: true
+secrets:
+  rot-secret:
+    external: true
+"""
+
+
+def replica_files(service: str, path: str) -> list[bytes]:
+    """The file's bytes in each running replica (a replica stopping meanwhile is skipped)."""
+    out = []
+    for cid in running_cids(service):
+        p = dexec(cid, "cat", path, check=False)
+        if p.returncode == 0:
+            out.append(p.stdout)
+    return sorted(out)
+
+
+def update_state(cluster, service: str) -> str:
+    status = json.loads(cluster.out("service", "inspect", service))[0].get("update_status") or {}
+    return status.get("state", "")
+
+
+def kept_versions(cluster, kind: str, name: str) -> list[int]:
+    return json.loads(cluster.out(kind, "inspect", name))[0]["versions"]
+
+
+def test_rotation_versions_roll_rollback_and_prune(cluster, tmp_path):
+    """A rotation is a new version the service rolls onto (update_config honoured: midway, one
+    replica has the old bytes and one the new); rollback brings the old bytes back; an old
+    version goes once no spec, previous spec or task pins it."""
+    v1, v2, v3 = b"rot-v1\n", b"rot-v2\n", b"rot-v3\n"
+    cluster.out("config", "create", "rot-conf", write(tmp_path, "c1.txt", v1))
+    s1, s2 = f"token={MARK}-rot1\n".encode(), f"token={MARK}-rot2\n".encode()
+    cluster.out("secret", "create", "rot-secret", write(tmp_path, "s1.txt", s1))
+    cluster.out("stack", "deploy", "-c", write(tmp_path, "rot.yml", ROT_STACK), "rot")
+    cluster.wait_for(lambda: replica_files("rot_web", "/etc/rot.txt") == [v1, v1]
+                     and replica_files("rot_vault", "/run/secrets/rot") == [s1], timeout=120, what="rot running")
+
+    # rotate: replicas roll one at a time, 8 s apart; midway they hold different versions
+    out = cluster.out("config", "rotate", "rot-conf", write(tmp_path, "c2.txt", v2))
+    assert "version 2" in out and "rot_web" in out, out
+    cluster.wait_for(lambda: replica_files("rot_web", "/etc/rot.txt") == [v1, v2], timeout=60, interval=0.3,
+                     what="one replica on v1 and one on v2 midway")
+    assert update_state(cluster, "rot_web") == "updating"
+    cluster.wait_for(lambda: replica_files("rot_web", "/etc/rot.txt") == [v2, v2]
+                     and update_state(cluster, "rot_web") == "completed", timeout=120, what="rolled onto v2")
+    info = json.loads(cluster.out("config", "inspect", "rot-conf"))[0]
+    assert info["data_version"] == 2 and info["versions"] == [1, 2], info  # previous_spec pins v1
+    pretty = cluster.out("config", "inspect", "--pretty", "rot-conf")
+    assert "Data version:      2" in pretty and "Versions kept:     1, 2" in pretty, pretty
+    assert re.search(r"Source:\s+rot-conf\n\s+Version:\s+2\n", cluster.out("service", "inspect", "--pretty", "rot_web"))
+
+    # rollback: the previous spec pins v1, whose bytes are still kept
+    cluster.out("service", "rollback", "rot_web")
+    cluster.wait_for(lambda: replica_files("rot_web", "/etc/rot.txt") == [v1, v1]
+                     and update_state(cluster, "rot_web") == "rollback_completed", timeout=120,
+                     what="rolled back onto v1's bytes")
+    assert kept_versions(cluster, "config", "rot-conf") == [1, 2]
+
+    # rotate again: nothing pins v2 anymore (spec v3, previous spec v1, v2's tasks stopped)
+    cluster.out("config", "rotate", "rot-conf", write(tmp_path, "c3.txt", v3))
+    cluster.wait_for(lambda: kept_versions(cluster, "config", "rot-conf") == [1, 3], timeout=60, what="v2 pruned")
+    cluster.wait_for(lambda: replica_files("rot_web", "/etc/rot.txt") == [v3, v3]
+                     and update_state(cluster, "rot_web") == "completed", timeout=120, what="rolled onto v3")
+    # one more update and the previous spec no longer pins v1 either: only the current version is left
+    cluster.out("service", "update", "--force", "rot_web")
+    cluster.wait_for(lambda: update_state(cluster, "rot_web") == "completed"
+                     and kept_versions(cluster, "config", "rot-conf") == [3], timeout=120, what="v1 pruned")
+    assert replica_files("rot_web", "/etc/rot.txt") == [v3, v3]
+
+    # a secret: rotate, then roll back to the old bytes; both versions only ever ciphertext at rest
+    out = cluster.out("secret", "rotate", "rot-secret", write(tmp_path, "s2.txt", s2))
+    assert "version 2" in out and "rot_vault" in out, out
+    cluster.wait_for(lambda: replica_files("rot_vault", "/run/secrets/rot") == [s2]
+                     and update_state(cluster, "rot_vault") == "completed", timeout=120, what="vault on v2")
+    cluster.out("service", "rollback", "rot_vault")
+    cluster.wait_for(lambda: replica_files("rot_vault", "/run/secrets/rot") == [s1]
+                     and update_state(cluster, "rot_vault") == "rollback_completed", timeout=120,
+                     what="vault rolled back onto v1's bytes")
+    sinfo = cluster.out("secret", "inspect", "rot-secret")
+    assert json.loads(sinfo)[0]["versions"] == [1, 2] and json.loads(sinfo)[0]["data_version"] == 2
+    store = Path(cluster.data_dir) / "manager" / "store.db"
+    for f in (store, Path(str(store) + "-wal")):
+        if f.exists():
+            for data in (s1, s2):
+                assert_no_leak(f.read_bytes(), str(f), data=data)
+    for data in (s1, s2):
+        assert_no_leak(sinfo + cluster.out("secret", "inspect", "--pretty", "rot-secret"), "secret inspect", data=data)
+
+    cluster.out("stack", "rm", "rot")
+    cluster.wait_for(lambda: not containers(**{"com.docker.stack.namespace": "rot"}), timeout=120,
+                     what="rot containers gone")
+    cluster.out("config", "rm", "rot-conf")
+    cluster.out("secret", "rm", "rot-secret")
 
 
 # --------------------------------------------------------------------------- mutual TLS

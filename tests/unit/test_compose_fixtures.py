@@ -59,7 +59,8 @@ def test_v4_external_config_and_secret():
     assert [n.name for n in stack.networks] == ["todo_app-net"]
     assert stack.networks[0].labels == {NS: "todo"}
     assert web.container.configs[0].model_dump() == {
-        "source": "todo-list-config", "target": "/app/config/config.json", "uid": "0", "gid": "0", "mode": 0o444}
+        "source": "todo-list-config", "target": "/app/config/config.json", "uid": "0", "gid": "0", "mode": 0o444,
+        "version": 0}  # the loader never pins a version: the manager does, when it accepts the spec
     assert web.container.secrets[0].source == "todo-list-secret"
     assert web.container.secrets[0].target == "/app/config/secrets.json"
     assert [(c.name, c.external, c.data, c.stack) for c in stack.configs] == [("todo-list-config", True, None, None)]

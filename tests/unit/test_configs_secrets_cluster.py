@@ -32,10 +32,10 @@ def test_redeploy_with_changed_file_rolls_the_service(cl):
     out = cl.deploy_stack(stack(b"c2", b"s1"))
     assert "Updating config s_conf" in out
     svc = cl.store.by_name(Service, "s_app")
-    assert svc.spec_version > v0 and svc.spec.force_update == 1  # the roll is not undone by the deploy
+    assert svc.spec_version > v0 and svc.spec.container.configs[0].version == 2  # rolled onto the new version
     assert cl.deploy_stack(stack(b"c2", b"s1")) == []  # and the next identical deploy changes nothing
     out = cl.deploy_stack(stack(b"c2", b"s2"))
-    assert "Updating secret s_sec" in out and cl.store.by_name(Service, "s_app").spec.force_update == 2
+    assert "Updating secret s_sec" in out and cl.store.by_name(Service, "s_app").spec.container.secrets[0].version == 2
     assert cl.store.by_name(ConfigObj, "s_conf").data_version == 2
     assert cl.store.by_name(SecretObj, "s_sec").data_version == 2
     assert cl.secret_bytes("s_sec") == b"s2"

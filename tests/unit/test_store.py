@@ -1,9 +1,13 @@
 """The SQLite store: durable writes, indexes, revisions, rollback on error."""
 import asyncio
+import json
+import random
+import sqlite3
 
 import pytest
 
-from shoal.model.objects import ConfigObj, Service, Task
+import shoal.store.sqlite as sqlite_store
+from shoal.model.objects import ConfigObj, Node, NodeDescription, Service, Task, TaskStatus
 from shoal.model.specs import ContainerSpec, ServiceSpec
 from shoal.store.sqlite import Conflict, Store
 
@@ -86,3 +90,307 @@ def test_wait_for_change():
     import tempfile, os
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(go(os.path.join(d, "s.db")))
+
+
+# -- specs stored once, tasks sharing objects -------------------------------------------------
+def spec_rows(path):
+    db = sqlite3.connect(path)
+    try:
+        return dict(db.execute("SELECT key, data FROM specs"))
+    finally:
+        db.close()
+
+
+def task_rows(path):
+    db = sqlite3.connect(path)
+    try:
+        return {i: (data, key) for i, data, key in
+                db.execute("SELECT id, data, spec_key FROM objects WHERE kind='task'")}
+    finally:
+        db.close()
+
+
+def svc_task(i, image="busybox", node="n1", state="running", service_id="svc1", name="s_web"):
+    spec = ServiceSpec(name=name, container=ContainerSpec(image=image))
+    return Task(id=f"t{i}", service_id=service_id, service_name=name, slot=i, node_id=node, spec=spec,
+                status=TaskStatus(state=state, message="started", addresses={"s_default": f"10.0.0.{i}"}))
+
+
+def test_specs_stored_once_and_shared(tmp_path):
+    path = str(tmp_path / "s.db")
+    st = Store(path)
+    with st.txn():
+        for i in range(10):
+            st.put(svc_task(i))  # ten equal specs, ten objects
+        for i in range(10, 13):
+            st.put(svc_task(i, image="nginx"))
+    rows = spec_rows(path)
+    assert len(rows) == 2
+    tasks = task_rows(path)
+    assert len(tasks) == 13
+    for data, key in tasks.values():
+        assert "spec" not in json.loads(data) and key in rows
+    busy = [st.get(Task, f"t{i}") for i in range(10)]
+    assert all(t.spec is busy[0].spec for t in busy)  # one object in memory
+    assert st.get(Task, "t10").spec is st.get(Task, "t12").spec is not busy[0].spec
+    assert {json.loads(d)["container"]["image"] for d in rows.values()} == {"busybox", "nginx"}
+
+
+def test_reopened_store_gives_equal_objects(tmp_path):
+    path = str(tmp_path / "s.db")
+    st = Store(path)
+    st.put(svc())
+    st.put(Node(id="n1", description=NodeDescription(hostname="h1")))
+    with st.txn():
+        for i in range(5):
+            st.put(svc_task(i, node=f"n{i % 2}", image="busybox" if i < 3 else "nginx"))
+    before = {cls: sorted(st.all(cls), key=lambda o: o.id) for cls in (Service, Node, Task)}
+    rev = st.rev
+    st.close()
+    st2 = Store(path)
+    assert st2.rev == rev
+    for cls, objs in before.items():
+        assert sorted(st2.all(cls), key=lambda o: o.id) == objs
+    t = [st2.get(Task, f"t{i}") for i in range(5)]
+    assert t[0].spec is t[1].spec is t[2].spec and t[3].spec is t[4].spec and t[0].spec is not t[3].spec
+    assert [x.id for x in st2.tasks_of_node("n1")] == ["t1", "t3"]
+    assert st2.get(Task, "t1").status.addresses == {"s_default": "10.0.0.1"}
+    # written again after reopening: still one spec row each
+    st2.put(t[0].model_copy(update={"desired_state": "shutdown"}))
+    st2.put(svc_task(9))  # a new spec object equal to a stored one
+    assert st2.get(Task, "t9").spec is t[0].spec
+    assert len(spec_rows(path)) == 2
+
+
+def old_format_db(path, tasks, services=()):
+    """A store as the versions before the specs table wrote it."""
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE objects (kind TEXT NOT NULL, id TEXT NOT NULL, name TEXT, version INTEGER NOT NULL,
+                              data TEXT NOT NULL, PRIMARY KEY (kind, id));
+        CREATE INDEX objects_name ON objects (kind, name);
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+    """)
+    for s in services:
+        db.execute("INSERT INTO objects VALUES ('service', ?, ?, ?, ?)", (s.id, s.spec.name, s.version, s.model_dump_json()))
+    for t in tasks:
+        db.execute("INSERT INTO objects VALUES ('task', ?, ?, ?, ?)", (t.id, t.service_id, t.version, t.model_dump_json()))
+    db.execute("INSERT INTO meta VALUES ('rev', '7')")
+    db.commit()
+    db.close()
+
+
+def test_old_format_store_loads_and_is_migrated(tmp_path):
+    path = str(tmp_path / "s.db")
+    tasks = [svc_task(i, image="busybox" if i < 4 else "nginx").model_copy(update={"version": 3, "created_at": 5.0})
+             for i in range(6)]
+    old_format_db(path, tasks, [svc()])
+    st = Store(path)
+    assert st.rev == 7  # migrating is no change
+    assert sorted(st.all(Task), key=lambda t: t.id) == tasks
+    assert st.get(Service, "svc1") is not None
+    t = [st.get(Task, f"t{i}") for i in range(6)]
+    assert all(x.spec is t[0].spec for x in t[:4]) and t[4].spec is t[5].spec is not t[0].spec
+    rows = spec_rows(path)
+    assert len(rows) == 2
+    for data, key in task_rows(path).values():
+        assert "spec" not in json.loads(data) and key in rows
+    assert json.loads(st.task_json(t[0])) == json.loads(tasks[0].model_dump_json())
+    st.put(t[0].model_copy(update={"desired_state": "shutdown"}))
+    st.close()
+    st2 = Store(path)
+    assert st2.get(Task, "t0").desired_state == "shutdown"
+    assert sorted(st2.all(Task), key=lambda t: t.id)[1:] == tasks[1:]
+
+
+def test_task_json_has_the_spec_inside_as_before(tmp_path):
+    st = Store(str(tmp_path / "s.db"))
+    t = st.put(svc_task(1))
+    js = st.task_json(t)
+    # exactly what the store always sent: the task's fields, then its spec
+    body = t.model_dump_json(exclude={"spec"})
+    assert js == f'{body[:-1]},"spec":{t.spec.model_dump_json()}}}'
+    assert json.loads(js) == json.loads(t.model_dump_json())
+    assert Task.model_validate_json(js) == t
+    # a task the store does not hold (an old version), of a spec it never saw
+    other = svc_task(2, image="alpine")
+    assert json.loads(st.task_json(other)) == json.loads(other.model_dump_json())
+
+
+def test_spec_rows_pruned(tmp_path):
+    path = str(tmp_path / "s.db")
+    st = Store(path)
+    with st.txn():
+        for i in range(3):
+            st.put(svc_task(i))
+        st.put(svc_task(3, image="nginx"))
+    assert len(spec_rows(path)) == 2
+    # the last task of a spec moves to another spec: the row goes in the same transaction
+    st.put(svc_task(3, image="alpine"))
+    assert {json.loads(d)["container"]["image"] for d in spec_rows(path).values()} == {"busybox", "alpine"}
+    # deleted, one by one
+    st.delete(Task, "t0")
+    st.delete(Task, "t1")
+    assert len(spec_rows(path)) == 2
+    st.delete(Task, "t2")
+    assert {json.loads(d)["container"]["image"] for d in spec_rows(path).values()} == {"alpine"}
+    # deleted and put back in one transaction: kept
+    with st.txn():
+        st.delete(Task, "t3")
+        st.put(svc_task(3, image="alpine"))
+    assert len(spec_rows(path)) == 1
+    assert len(st._specs) == 1  # nothing left behind in memory either
+    # a row no task refers to (a crash, an older version) is pruned when the store opens
+    st.close()
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO specs VALUES ('orphan', 'x', '{}')")
+    db.commit()
+    db.close()
+    st = Store(path)
+    assert list(spec_rows(path)) == [st._spec_entry(st.get(Task, "t3").spec).key]
+    assert st.get(Task, "t3").spec.container.image == "alpine"
+
+
+def test_rollback_restores_specs(tmp_path):
+    path = str(tmp_path / "s.db")
+    st = Store(path)
+    st.put(svc_task(1))
+    rows = spec_rows(path)
+    with pytest.raises(RuntimeError):
+        with st.txn():
+            st.put(svc_task(2, image="nginx"))  # a new spec
+            st.delete(Task, "t1")  # the last task of the old one
+            raise RuntimeError("boom")
+    assert spec_rows(path) == rows
+    assert st.get(Task, "t2") is None and st.get(Task, "t1") is not None
+    assert len(st._specs) == 1
+    st.put(svc_task(3))
+    st.delete(Task, "t1")
+    st.delete(Task, "t3")
+    assert spec_rows(path) == {} and st._specs == {}
+    st.close()
+    assert Store(path).all(Task) == []
+
+
+def test_long_transaction_flushed_in_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "_FLUSH_ROWS", 3)
+    path = str(tmp_path / "s.db")
+    st = Store(path)
+    feed = st.change_feed()
+    rev = st.rev
+    with pytest.raises(RuntimeError):
+        with st.txn():
+            for i in range(10):
+                st.put(svc_task(i))
+            raise RuntimeError("boom")
+    assert st.all(Task) == [] and st.rev == rev and task_rows(path) == {} and spec_rows(path) == {}
+    with st.txn():
+        for i in range(10):
+            t = st.put(svc_task(i))
+            st.put(t.model_copy(update={"desired_state": "shutdown"}))
+        st.delete(Task, "t0")
+    assert st.rev == rev + 1
+    assert sorted(task_rows(path)) == sorted(f"t{i}" for i in range(1, 10))
+    tasks, _ = feed.take()
+    assert tasks == {f"t{i}" for i in range(10)}
+    st.close()
+    st2 = Store(path)
+    assert {t.id: (t.version, t.desired_state) for t in st2.all(Task)} == {f"t{i}": (2, "shutdown") for i in range(1, 10)}
+
+
+def test_name_column_follows_renames(tmp_path):
+    path = str(tmp_path / "s.db")
+    st = Store(path)
+    n = st.put(Node(id="n1", description=NodeDescription(hostname="h1")))
+    st.put(n.model_copy(update={"description": NodeDescription(hostname="h2")}))
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT name, version FROM objects WHERE kind='node'").fetchall() == [("h2", 2)]
+    db.close()
+    st.close()
+    assert Store(path).by_name(Node, "h2").id == "n1"
+
+
+def test_shared_fields_set_is_safe(tmp_path):
+    st = Store(str(tmp_path / "s.db"))
+    fresh = Task(id="t1", service_id="svc1", service_name="s_web", spec=svc().spec)
+    assert fresh.model_fields_set == {"id", "service_id", "service_name", "spec"}
+    a = st.put(fresh)
+    b = st.put(svc_task(2))
+    all_fields = set(Task.model_fields)
+    assert a.model_fields_set == all_fields and a.model_fields_set is b.model_fields_set
+    assert a.status.model_fields_set is b.status.model_fields_set
+    # copies get a set of their own, and updating it leaves the shared one alone
+    c = a.model_copy(update={"desired_state": "shutdown"})
+    assert c.model_fields_set is not a.model_fields_set
+    c.node_id = "n9"
+    assert a.model_fields_set == all_fields and a.node_id is None and b.node_id == "n1"
+    s = a.status.model_copy(update={"state": "running"})
+    assert s.model_fields_set == set(TaskStatus.model_fields) and a.status.state == "new"
+    # models made outside the store keep their own sets (exclude_unset as ever)
+    assert TaskStatus(state="running").model_dump(exclude_unset=True) == {"state": "running"}
+    assert Task(id="x", service_id="s", service_name="n", spec=svc().spec).model_dump(
+        exclude_unset=True, exclude={"spec"}) == {"id": "x", "service_id": "s", "service_name": "n"}
+    # and stored ones dump every field
+    assert set(a.model_dump(exclude_unset=True)) == all_fields
+    assert st.get(Task, "t1") == a and a == fresh.model_copy(update={
+        "version": 1, "created_at": a.created_at, "updated_at": a.updated_at})
+
+
+def check_specs(st, path):
+    """The spec bookkeeping agrees with the tasks in memory and with the database."""
+    used: dict = {}
+    for t in st.all(Task):
+        key = st._spec_entry(t.spec).key
+        assert st._specs[key].spec is t.spec  # one object per spec
+        used[key] = used.get(key, 0) + 1
+    assert {k: e.refs for k, e in st._specs.items()} == used
+    assert set(spec_rows(path)) == set(used)
+    assert {i: key for i, (_d, key) in task_rows(path).items()} == {
+        t.id: st._spec_entry(t.spec).key for t in st.all(Task)}
+
+
+def test_spec_bookkeeping_random_operations(tmp_path, monkeypatch):
+    monkeypatch.setattr(sqlite_store, "_FLUSH_ROWS", 4)
+    rnd = random.Random(8)
+    path = str(tmp_path / "s.db")
+    st = Store(path)
+    images = ["a", "b", "c", "d"]
+    for step in range(60):
+        try:
+            with st.txn():
+                for _ in range(rnd.randint(1, 8)):
+                    i = rnd.randrange(12)
+                    if rnd.random() < 0.3:
+                        st.delete(Task, f"t{i}")
+                    elif rnd.random() < 0.5 and st.get(Task, f"t{i}") is not None:
+                        t = st.get(Task, f"t{i}")
+                        st.put(t.model_copy(update={"attempt": t.attempt + 1}))
+                    else:
+                        st.put(svc_task(i, image=rnd.choice(images), node=f"n{i % 3}"))
+                if rnd.random() < 0.25:
+                    raise RuntimeError("boom")
+        except RuntimeError:
+            pass
+        check_specs(st, path)
+        if step % 20 == 19:
+            tasks = sorted(st.all(Task), key=lambda t: t.id)
+            st.close()
+            st = Store(path)
+            assert sorted(st.all(Task), key=lambda t: t.id) == tasks
+            check_specs(st, path)
+
+
+def test_quiet_write_is_not_reported_by_take_changes(tmp_path):
+    st = Store(str(tmp_path / "s.db"))
+    st.put(svc())
+    t = st.put(task(1, "n1"))
+    st.take_changes()
+    feed = st.change_feed()
+    rev, seq = st.rev, st.service_seq("svc1")
+    t2 = st.put(t.model_copy(update={"status": TaskStatus(state="running")}), quiet=True)
+    assert st.take_changes() == (set(), False)
+    # otherwise a write like any other
+    assert t2.version == 2 and st.get(Task, "t1") is t2 and st.rev == rev + 1
+    assert st.service_seq("svc1") > seq and feed.take() == ({"t1"}, set())
+    st.put(t2)
+    assert st.take_changes() == ({"svc1"}, False)

@@ -1,0 +1,277 @@
+"""The endpoint log and the agent's table: deltas replay to the manager's table, in O(changes)."""
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from shoal.agent.endpoint_table import EndpointTable
+from shoal.manager import endpoint_log
+from shoal.manager.cluster import Cluster
+from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.endpoint_log import EndpointLog
+from shoal.manager.errors import Forbidden
+from shoal.manager.keyring import Keyring
+from shoal.model.objects import Node, NodeDescription, Service, Task, TaskStatus
+from shoal.model.specs import ContainerSpec, NetworkAttachment, ServiceSpec
+from shoal.store.sqlite import Store
+
+
+@pytest.fixture
+def store(tmp_path):
+    st = Store(str(tmp_path / "store.db"))
+    yield st
+    st.close()
+
+
+def _service(st: Store, name: str = "web", sid: str = "svc1") -> Service:
+    spec = ServiceSpec(name=f"app_{name}", stack="app", container=ContainerSpec(image="busybox"), replicas=2,
+                       networks=[NetworkAttachment(network="app_default")])
+    return st.put(Service(id=sid, spec=spec, virtual_ips={"app_default": "10.211.0.2"}))
+
+
+def _task(st: Store, svc: Service, tid: str, node: str = "n1", state: str = "running", ip: str = "10.210.0.5") -> Task:
+    return st.put(Task(id=tid, service_id=svc.id, service_name=svc.spec.name, slot=1, node_id=node,
+                       spec=svc.spec, status=TaskStatus(state=state, addresses={"app_default": ip})))
+
+
+def _replay(table: EndpointTable, log: EndpointLog) -> None:
+    sl = log.since(*_pos(table))
+    assert table.apply(json.loads(b"".join(sl.parts())))  is not None
+
+
+def _pos(table: EndpointTable) -> tuple[str, int]:
+    return table.epoch, table.seq
+
+
+def _backends(entries: list[dict]) -> dict[str, list[str]]:
+    """Service name -> its replicas' addresses on app_default."""
+    return {e["name"]: sorted(b["addresses"]["app_default"] for b in e["backends"]) for e in entries}
+
+
+def _kinds(events: list) -> list[str]:
+    return ["+" if isinstance(e[0], int) else e[0] for e in events]
+
+
+def test_deltas_replay_to_the_managers_table(store):
+    log = EndpointLog(store)
+    agent = EndpointTable()
+    svc = _service(store)
+    _task(store, svc, "t1")
+    _task(store, svc, "t2", state="starting", ip="10.210.0.6")
+    log.sync()
+    _replay(agent, log)
+    assert _backends(agent.entries()) == {"app_web": ["10.210.0.5"]}
+    assert agent.entries()[0]["virtual_ips"] == {"app_default": "10.211.0.2"}
+
+    first = agent.seq
+    t2 = store.get(Task, "t2")
+    store.put(t2.model_copy(update={"status": t2.status.model_copy(update={"state": "running"})}))
+    log.sync()
+    sl = log.since(agent.epoch, agent.seq)
+    assert not sl.full
+    events = json.loads(b"".join(sl.parts()))["events"]
+    assert _kinds(events) == ["+"]  # one replica changed: one event, not the table
+    assert len(b"".join(sl.chunks)) < 40
+    agent.apply(json.loads(b"".join(sl.parts())))
+    assert agent.seq > first
+    assert _backends(agent.entries()) == {"app_web": ["10.210.0.5", "10.210.0.6"]}
+
+    # a replica that stops running, and one that is deleted, leave the table
+    t1 = store.get(Task, "t1")
+    store.put(t1.model_copy(update={"desired_state": "shutdown"}))
+    store.delete(Task, "t2")
+    log.sync()
+    _replay(agent, log)
+    assert _backends(agent.entries()) == {"app_web": []}
+    assert _backends(agent.entries()) == _backends(log.table())
+
+    store.delete(Service, svc.id)
+    log.sync()
+    _replay(agent, log)
+    assert agent.entries() == [] == log.table()
+
+
+def test_unhealthy_replicas_are_not_backends(store):
+    log = EndpointLog(store)
+    svc = _service(store)
+    t = _task(store, svc, "t1")
+    store.put(t.model_copy(update={"status": t.status.model_copy(update={"health": "unhealthy"})}))
+    log.sync()
+    assert _backends(log.table()) == {"app_web": []}
+
+
+def test_unknown_position_gets_the_whole_table(store):
+    log = EndpointLog(store)
+    svc = _service(store)
+    _task(store, svc, "t1")
+    log.sync()
+    sl = log.since("another-epoch", 5)
+    assert sl.full
+    fresh = EndpointTable()
+    fresh.meta[99] = {"name": "stale"}
+    fresh.epoch = "another-epoch"
+    fresh.apply(json.loads(b"".join(sl.parts())))
+    assert _backends(fresh.entries()) == {"app_web": ["10.210.0.5"]}
+
+
+def test_compaction_keeps_positions_after_it_and_resets_older_ones(store, monkeypatch):
+    monkeypatch.setattr(endpoint_log, "COMPACT_MIN_EVENTS", 10)
+    log = EndpointLog(store)
+    svc = _service(store)
+    early = EndpointTable()
+    _replay(early, log)
+    late = EndpointTable()
+    for i in range(30):  # a replica flapping: the log grows, the table does not
+        t = _task(store, svc, "t1", state="running" if i % 2 == 0 else "starting", ip=f"10.210.0.{i + 2}")
+        if t.status.state != "running":
+            store.put(t.model_copy(update={"status": t.status.model_copy(update={"state": "starting"})}))
+        log.sync()
+        if i == 25:
+            _replay(late, log)
+        if i == 27:
+            behind = EndpointTable()
+            _replay(behind, log)
+    # just behind the last compaction: still a delta, from the log kept before it
+    just_behind = log.since(*_pos(behind))
+    behind.apply(json.loads(b"".join(just_behind.parts())))
+    assert log.events <= 2 * 10 + 5  # compacted
+    sl = log.since(*_pos(early))
+    assert sl.full  # its position was compacted away (two compactions ago)
+    early.apply(json.loads(b"".join(sl.parts())))
+    late_slice = log.since(*_pos(late))
+    late.apply(json.loads(b"".join(late_slice.parts())))
+    assert _backends(early.entries()) == _backends(late.entries()) == _backends(log.table())
+    assert _backends(behind.entries()) == _backends(log.table())
+
+
+def test_a_restarted_manager_starts_a_new_epoch_from_the_store(store):
+    svc = _service(store)
+    _task(store, svc, "t1")
+    a, b = EndpointLog(store), EndpointLog(store)
+    assert a.epoch != b.epoch
+    agent = EndpointTable()
+    _replay(agent, a)
+    sl = b.since(*_pos(agent))
+    assert sl.full
+    agent.apply(json.loads(b"".join(sl.parts())))
+    assert _backends(agent.entries()) == {"app_web": ["10.210.0.5"]}
+
+
+# ------------------------------------------------------------------------------ dispatcher
+def _cluster(tmp_path, store):
+    kr = Keyring(str(tmp_path / "key"))
+    kr.create(False)
+    return Dispatcher(store, Cluster(store, kr, "mgr"))
+
+
+def _node(store, nid):
+    store.put(Node(id=nid, state="ready", description=NodeDescription(hostname=nid)))
+
+
+def test_answers_carry_own_tasks_and_endpoint_deltas(tmp_path, store):
+    d = _cluster(tmp_path, store)
+    _node(store, "n1")
+    _node(store, "n2")
+    svc = _service(store)
+    _task(store, svc, "t1", node="n1")
+    a = d.assignments("n1")
+    assert [t["id"] for t in a["tasks"]] == ["t1"]
+    assert a["endpoints"]["full"] and _kinds(a["endpoints"]["events"]) == ["s", "+"]
+    v = d.view("n1")
+    assert d.news("n1", v, a["digest"], a["ep"]) == -1  # nothing new
+
+    _task(store, svc, "t2", node="n2", ip="10.210.0.6")  # another node's replica: endpoint news only for n1
+    v = d.view("n1")
+    assert v.own_key == a["digest"]
+    assert d.news("n1", v, a["digest"], a["ep"]) >= 0
+    b = d.assignments("n1", a["ep"])
+    assert _kinds(b["endpoints"]["events"]) == ["+"] and not b["endpoints"]["full"]
+    assert [t["id"] for t in b["tasks"]] == ["t1"]
+
+    # the node's own task changes: news at once
+    t1 = store.get(Task, "t1")
+    store.put(t1.model_copy(update={"desired_state": "shutdown"}))
+    assert d.news("n1", d.view("n1"), b["digest"], b["ep"]) == 0
+
+
+def test_polls_are_woken_only_for_their_node(tmp_path, store):
+    d = _cluster(tmp_path, store)
+    for n in ("n1", "n2"):
+        _node(store, n)
+    svc = _service(store)
+    _task(store, svc, "t1", node="n1", state="assigned")
+    d.sync()
+    e1, e2 = d.waiter("n1"), d.waiter("n2")
+    d.assignments("n1")
+    d.assignments("n2")
+    e1.clear()
+    e2.clear()
+    t1 = store.get(Task, "t1")
+    store.put(t1.model_copy(update={"desired_state": "shutdown"}))  # not a backend: no endpoint news
+    d.sync()
+    assert e1.is_set() and not e2.is_set()
+
+
+def test_reports_from_many_nodes_share_one_commit(tmp_path, store):
+    d = _cluster(tmp_path, store)
+    _node(store, "n1")
+    _node(store, "n2")
+    svc = _service(store)
+    _task(store, svc, "t1", node="n1", state="assigned")
+    _task(store, svc, "t2", node="n2", state="assigned")
+    rev = store.rev
+
+    async def go():
+        return await asyncio.gather(
+            d.report_batched("n1", [{"task_id": "t1", "state": "running"}]),
+            d.report_batched("n2", [{"task_id": "t2", "state": "running"}]),
+            d.report_batched("n2", [{"task_id": "t1", "state": "running"}]),  # not its task
+            return_exceptions=True)
+
+    ok1, ok2, bad = asyncio.run(go())
+    assert (ok1, ok2) == (1, 1)
+    assert isinstance(bad, Forbidden)
+    assert store.rev == rev + 1
+    assert store.get(Task, "t1").status.state == store.get(Task, "t2").status.state == "running"
+
+
+def test_own_tasks_are_sent_as_deltas_on_the_answer_the_agent_has(tmp_path, store):
+    d = _cluster(tmp_path, store)
+    _node(store, "n1")
+    svc = _service(store)
+    for i in range(3):
+        _task(store, svc, f"t{i}", node="n1", state="assigned")
+    a = d.assignments("n1")
+    assert not a["delta"] and len(a["tasks"]) == 3
+    t1 = store.get(Task, "t1")
+    store.put(t1.model_copy(update={"desired_state": "shutdown"}))
+    b = d.assignments("n1", a["ep"], known=a["digest"])
+    assert b["delta"] and [t["id"] for t in b["tasks"]] == ["t1"]
+    assert sorted(b["task_ids"]) == ["t0", "t1", "t2"]
+    store.delete(Task, "t2")
+    c = d.assignments("n1", b["ep"], known=b["digest"])
+    assert c["delta"] and c["tasks"] == [] and sorted(c["task_ids"]) == ["t0", "t1"]
+    # an agent that lost an answer asks with an older digest: it gets everything
+    e = d.assignments("n1", b["ep"], known=a["digest"])
+    assert not e["delta"] and sorted(t["id"] for t in e["tasks"]) == ["t0", "t1"]
+
+
+def test_a_position_just_before_a_compaction_still_gets_a_delta(store, monkeypatch):
+    monkeypatch.setattr(endpoint_log, "COMPACT_MIN_EVENTS", 4)
+    log = EndpointLog(store)
+    svc = _service(store)
+    agent = EndpointTable()
+    _replay(agent, log)
+    base = log.base
+    for i in range(6):  # a replica flapping: events pile up over a table of one: compaction
+        _task(store, svc, "t1", state="running" if i % 2 == 0 else "starting", ip=f"10.210.0.{i + 2}")
+        log.sync()
+        if log.base > base:
+            break
+    assert log.base > base
+    sl = log.since(*_pos(agent))
+    assert not sl.full
+    agent.apply(json.loads(b"".join(sl.parts())))
+    assert _backends(agent.entries()) == _backends(log.table())
