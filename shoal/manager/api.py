@@ -29,8 +29,11 @@ from shoal.store.sqlite import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERSION = "0.1.0"
-BIG_ANSWER = 256 * 1024  # assignment answers above this are streamed, BIG_ANSWERS_AT_ONCE at a time
-BIG_ANSWERS_AT_ONCE = 4
+# Assignment answers above this are streamed in pieces of this size, BIG_ANSWERS_AT_ONCE at a
+# time (each write waits for the connection to drain): a thousand nodes being sent endpoint
+# deltas at once would otherwise each hold a plain and an encrypted copy in memory.
+BIG_ANSWER = 64 * 1024
+BIG_ANSWERS_AT_ONCE = 8
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -67,6 +70,7 @@ class ManagerApi:
         self.actions = ActionHub()  # manager -> agent actions (volume inspect/rm/prune)
         self.volumes = VolumeRegistry(store, known_nodes=lambda: [n.id for n in store.all(Node)])
         self._big_answers = asyncio.Semaphore(BIG_ANSWERS_AT_ONCE)
+        self._views: dict[str, tuple[tuple[int, int], dict]] = {}  # service id -> (key, service_view)
 
     # ------------------------------------------------------------ middleware
     @web.middleware
@@ -193,6 +197,18 @@ class ManagerApi:
 
     # -------------------------------------------------------------- services
     def service_view(self, svc: Service) -> dict:
+        key = (svc.version, self.store.service_seq(svc.id))
+        hit = self._views.get(svc.id)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        view = self._service_view(svc)
+        if len(self._views) > 10_000:
+            self._views.clear()
+        self._views[svc.id] = (key, view)
+        return view
+
+    def _service_view(self, svc: Service) -> dict:
+        """The service with its replica counts (cached until it or one of its tasks changes)."""
         tasks = self.store.tasks_of_service(svc.id)
         running = 0
         has_health = bool(svc.spec.container.healthcheck and not svc.spec.container.healthcheck.disable

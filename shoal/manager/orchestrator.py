@@ -49,6 +49,9 @@ class Orchestrator:
         self._carry: set[str] = set()  # services a pass had no time for: the next pass starts there
         self._more = False  # the last pass stopped early (services or pending tasks left)
         self._cursor = 0  # where the next pass's window of pending tasks starts
+        self._round_placed = 0  # tasks placed since the window round began
+        self._idle_until = 0.0  # a round placed nothing: wait until then (unless something changes)
+        self._idle_key: tuple = ()
         self._stalls: list[tuple[float, float]] = []  # (when, seconds) the event loop was held up
         self.pruner = VersionPruner(store)
 
@@ -209,31 +212,48 @@ class Orchestrator:
                 st.put(t.model_copy(update={"desired_state": ts.REMOVE}))
 
     def _schedule(self, now: float, nodes: list[Node], batch: Optional[int] = None) -> bool:
-        """Place pending tasks (at most `batch` of them); True when some were left for later."""
+        """Place pending tasks (at most `batch` of them); True when some were left for later.
+
+        When a whole round over the pending tasks placed none of them (no suitable node), the
+        next round waits a second, unless the nodes or the pending tasks change meanwhile:
+        thousands of unplaceable tasks are not re-examined on every store write."""
         st = self.store
         pending = [t for t in st.pending_tasks() if t.desired_state in (ts.RUNNING, ts.READY, ts.COMPLETE)]
         if not pending:
             return False
+        idle_key = (len(pending), tuple((n.id, n.version) for n in nodes))
+        if now < self._idle_until and idle_key == self._idle_key:
+            return False
         left = False
+        total = len(pending)
         if batch is not None and len(pending) > batch:
             # A window of the pending tasks per pass, moving on each pass, so tasks that cannot
             # be placed (no suitable node) do not hold back the ones behind them.
             start = self._cursor if self._cursor < len(pending) else 0
             pending = pending[start:start + batch]
             self._cursor = start + batch
-            left = self._cursor < len(st.pending_tasks())
+            left = self._cursor < total
         else:
             self._cursor = 0
-        active = [t for t in st.all(Task) if ts.is_active(t.status.state) and t.node_id]
-        result = schedule(pending, nodes, active, now, volume_nodes=self.volume_nodes())
+        # Tasks on nodes, any state: active ones hold resources and ports, recent failures
+        # count against their node (the scheduler's failure penalty).
+        on_nodes = [t for n in nodes for t in st.tasks_of_node(n.id)]
+        result = schedule(pending, nodes, on_nodes, now, volume_nodes=self.volume_nodes())
         for tid, node_id in result.assignments.items():
             t = st.get(Task, tid)
             if t is None:
                 continue
+            # Quiet: placing a task changes nothing the service's next plan depends on, so the
+            # orchestrator is not woken for it (agents and endpoints still see the write).
             st.put(t.model_copy(update={"node_id": node_id, "status": TaskStatus(
-                state=ts.ASSIGNED, timestamp=now, message="scheduler assigned task to node")}))
+                state=ts.ASSIGNED, timestamp=now, message="scheduler assigned task to node")}), quiet=True)
         for tid, reason in result.unplaced.items():
             t = st.get(Task, tid)
             if t is not None and t.status.err != reason:
-                st.put(t.model_copy(update={"status": t.status.model_copy(update={"err": reason})}))
+                st.put(t.model_copy(update={"status": t.status.model_copy(update={"err": reason})}), quiet=True)
+        self._round_placed += len(result.assignments)
+        if not left:
+            if self._round_placed == 0:
+                self._idle_until, self._idle_key = now + 1.0, (total, idle_key[1])
+            self._round_placed = 0
         return left

@@ -6,6 +6,7 @@ socket in the data dir (the local CLI).
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import gc
 import logging
 import os
@@ -24,6 +25,11 @@ from shoal.paths import Layout
 from shoal.store.sqlite import Store
 
 log = logging.getLogger("shoal.manager")
+
+# asyncio gives every TLS connection a 256 KiB read buffer, zero-filled at once: with a
+# thousand nodes (two connections each: heartbeats and the long poll) that alone was 500 MB
+# of the manager's memory. Requests to the manager are small; 16 KiB reads are plenty.
+asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
 
 
 class ManagerServer:
