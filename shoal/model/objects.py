@@ -109,7 +109,16 @@ class Node(Obj):
     leader: bool = False
 
 
-class ConfigObj(Obj):
+class Versioned:
+    """Configs and secrets keep the versions still pinned beside the current one."""
+
+    @property
+    def versions(self) -> list[int]:
+        """Every version kept, oldest first; the last is the current one."""
+        return sorted(self.older_versions) + [self.data_version]
+
+
+class ConfigObj(Versioned, Obj):
     name: str
     labels: dict[str, str] = Field(default_factory=dict)
     data: bytes = b""  # the current version's data
@@ -125,11 +134,6 @@ class ConfigObj(Obj):
             return self.data
         return self.older_versions.get(version)
 
-    @property
-    def versions(self) -> list[int]:
-        """Every version kept, oldest first; the last is the current one."""
-        return sorted(self.older_versions) + [self.data_version]
-
 
 class SealedData(BaseModel):
     """One secret version at rest: never the plaintext."""
@@ -139,7 +143,7 @@ class SealedData(BaseModel):
     digest: str  # keyed digest, to detect changes without decrypting
 
 
-class SecretObj(Obj):
+class SecretObj(Versioned, Obj):
     name: str
     labels: dict[str, str] = Field(default_factory=dict)
     driver: str = ""
@@ -161,11 +165,6 @@ class SecretObj(Obj):
         if version in (0, self.data_version):
             return self.sealed
         return self.older_versions.get(version)
-
-    @property
-    def versions(self) -> list[int]:
-        """Every version kept, oldest first; the last is the current one."""
-        return sorted(self.older_versions) + [self.data_version]
 
 
 class NetworkObj(Obj):
