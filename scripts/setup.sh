@@ -131,8 +131,10 @@ fi
 shoal() { "$PY" -m shoal "$@"; }
 
 if [ $WITH_TESTS -eq 1 ]; then
-    # The browser test drives Debian's chromium (never a downloaded browser).
+    # The browser test drives Debian's chromium (never a downloaded browser); the benchmarks'
+    # smoke test runs bench/run.py mesh, which drives wrk.
     command -v chromium >/dev/null || apt_install chromium
+    command -v wrk >/dev/null || apt_install wrk
 fi
 
 # --- 3. Images -------------------------------------------------------------------------

@@ -1,0 +1,51 @@
+"""Every benchmark runs end to end, in its smallest form (a smoke test: no timing is asserted).
+
+The benchmarks themselves live in bench/ and their figures in bench/RESULTS.md; this only
+makes sure each command still works from a checkout, against the real engine (and Docker
+Swarm mode, which `bench/run.py` turns on and off again).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, *args], cwd=str(ROOT), capture_output=True, text=True, timeout=timeout,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert p.returncode == 0, f"{' '.join(args)} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return p
+
+
+def test_controlplane_smoke():
+    p = _run(["bench/controlplane.py", "--nodes", "5", "--tasks", "50", "--services", "5", "--reps", "2",
+              "--timeout", "120"], 600)
+    assert p.stdout.count("Control plane: 5 sim nodes, 5 services, 50 tasks") == 2
+    assert "DID NOT CONVERGE" not in p.stdout
+    assert "one node's endpoint table: 50 of 50 replicas" in p.stdout
+    assert "Control plane, 2 repetitions" in p.stdout and "(2 converged)" in p.stdout
+
+
+def test_scheduler_throughput_smoke():
+    p = _run(["bench/scheduler_throughput.py", "--nodes", "10", "--tasks", "200", "--services", "5"], 120)
+    assert "placements" in p.stdout.lower()
+
+
+def test_swarm_comparison_smoke(tmp_path):
+    """bench/run.py: every benchmark once, both orchestrators, nothing recorded."""
+    p = _run(["bench/run.py", "all", "--reps", "1", "--no-record", "--parallel", "4", "--wrk-duration", "1",
+              "--data-dir", str(tmp_path / "shoal"), "--timeout", "180"], 1500)
+    for name, title in (("floor", "engine floor"), ("mesh", "published-port throughput"),
+                        ("footprint", "footprint"), ("deploy", "deploy"), ("scale", "scale"),
+                        ("heal", "self-healing"), ("update", "rolling update")):
+        assert f"### {name}" in p.stdout and f"== {title}" in p.stdout, \
+            f"no {name} section in:\n{p.stdout[-3000:]}"
+    # Shoal's own rows ran (Swarm's mesh may not: no IPVS here, and the table says so).
+    assert "cannot run" in p.stdout or "req/s" in p.stdout
