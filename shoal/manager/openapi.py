@@ -24,6 +24,21 @@ _BODIES = {
 }
 
 
+def _q(name: str, kind: str, description: str) -> dict:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": description}
+
+
+_QUERIES = {
+    ("get", "/v1/agent/assignments"): [
+        _q("digest", "string", "digest of the node's own part in the last answer the agent has "
+           "(then only changed tasks are sent, with every task id: `delta: true`)"),
+        _q("ep", "string", "the agent's position in the endpoint log, `epoch:seq` (empty: the whole table)"),
+        _q("wait", "number", "seconds to hold the request when nothing is new (at most 60)"),
+        _q("rev", "integer", "-1 to answer at once"),
+    ],
+}
+
+
 def document(routes: list[web.RouteDef]) -> dict:
     paths: dict = {}
     for r in routes:
@@ -39,6 +54,9 @@ def document(routes: list[web.RouteDef]) -> dict:
         if params:
             op["parameters"] = [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                                 for p in params]
+        query = _QUERIES.get((method, r.path))
+        if query:
+            op["parameters"] = op.get("parameters", []) + query
         body = _BODIES.get((method, r.path))
         if body:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
