@@ -217,11 +217,6 @@ class Dispatcher:
         """The node's assignments as a dict (the same content `answer` sends)."""
         return json.loads(self.answer(node_id, self.view(node_id), ep, known))
 
-    def endpoints(self) -> list[dict]:
-        """Every service's VIPs, ports and running replicas."""
-        self.log.sync()
-        return self.log.table()
-
     # -- waking long polls -----------------------------------------------------------
     # A long poll waits on its node's event; `sync` (after every burst of store writes) sets
     # the events of the nodes whose own part changed, and of nodes with endpoint news only

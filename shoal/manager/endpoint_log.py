@@ -82,10 +82,6 @@ class Slice:
         out.append(b"]}")
         return out
 
-    @property
-    def size(self) -> int:
-        return sum(len(c) for c in self.chunks)
-
 
 class EndpointLog:
     def __init__(self, store: Store):
@@ -240,7 +236,7 @@ class EndpointLog:
         return Slice(self.epoch, self.seq, True, list(self.chunks))
 
     def table(self) -> list[dict]:
-        """The table as an agent rebuilds it from the whole log (for `endpoints()` and tests)."""
+        """The table as an agent rebuilds it from the whole log (for tests and debugging)."""
         from shoal.agent.endpoint_table import EndpointTable
         table = EndpointTable()
         table.apply(json.loads(b"".join(self.since("", 0).parts())))
