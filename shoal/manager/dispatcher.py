@@ -80,9 +80,9 @@ class Dispatcher:
         self.cluster = cluster
         self.log = EndpointLog(store)
         self._feed = store.change_feed()
-        self._sent: dict[str, tuple[str, float]] = {}  # node id -> (own key, when) of its last answer
-        # node id -> (own key, task id -> version) of its last answer: the base of the next delta
-        self._sent_tasks: dict[str, tuple[str, dict[str, int]]] = {}
+        # node id -> (own key, when, task id -> version) of its last answer: when to pace the
+        # next one, and the base of its delta
+        self._sent: dict[str, tuple[str, float, dict[str, int]]] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self._task_node: dict[str, str] = {}  # task id -> its node (to wake it when the task goes)
         self._others: tuple = ()
@@ -109,8 +109,9 @@ class Dispatcher:
     # -- assignments -----------------------------------------------------------------
     # An agent long-polls with the digest of its own part in the last answer it got (made
     # from object ids and versions, never from serialising the answer, so checking costs
-    # O(its tasks)) and its position in the endpoint log; the answer is its own part (cached
-    # until it changes) and the endpoint events it has not seen (shared chunks).
+    # O(its tasks)) and its position in the endpoint log; the answer is its own part (only
+    # the changed tasks when the agent has the last answer) and the endpoint events it has
+    # not seen (shared chunks).
 
     def view(self, node_id: str) -> "View":
         st = self.store
@@ -151,10 +152,10 @@ class Dispatcher:
         the tasks that changed since are sent, with every task id (`"delta": true`): a node
         running 100 tasks is not re-sent all 100 each time one of them moves."""
         st = self.store
-        sent = self._sent_tasks.get(node_id)
+        sent = self._sent.get(node_id)
         versions = {t.id: t.version for t in v.tasks}
         if sent is not None and known is not None and sent[0] == known:
-            tasks, delta = [t for t in v.tasks if sent[1].get(t.id) != t.version], True
+            tasks, delta = [t for t in v.tasks if sent[2].get(t.id) != t.version], True
         else:
             tasks, delta = v.tasks, False
         configs, secrets = self._file_data(v)
@@ -167,8 +168,7 @@ class Dispatcher:
         epoch, seq = parse_position(ep)
         self.log.sync()
         part = self.log.since(epoch, seq)
-        self._sent[node_id] = (v.own_key, time.monotonic())
-        self._sent_tasks[node_id] = (v.own_key, versions)
+        self._sent[node_id] = (v.own_key, time.monotonic(), versions)
         return [head, *part.parts(), f',"digest":"{v.own_key}","ep":"{part.epoch}:{part.seq}"}}'.encode()]
 
     def _file_data(self, v: "View") -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:

@@ -254,6 +254,6 @@ class Orchestrator:
         self._round_placed += len(result.assignments)
         if not left:
             if self._round_placed == 0:
-                self._idle_until, self._idle_key = now + 1.0, (total, idle_key[1])
+                self._idle_until, self._idle_key = now + 1.0, idle_key
             self._round_placed = 0
         return left
