@@ -25,7 +25,7 @@ from shoal.manager.keyring import BadUnlockKey, Keyring
 from shoal.manager.volumes import VolumeRegistry
 from shoal.model.objects import ConfigObj, NetworkObj, Node, SecretObj, Service, Task
 from shoal.model.specs import NetworkSpec, ServiceSpec, StackSpec
-from shoal.store.sqlite import Store
+from shoal.store import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 VERSION = "0.1.0"

@@ -17,7 +17,7 @@ from shoal.manager.errors import ApiError, Conflict, NotFound
 from shoal.manager.keyring import Keyring
 from shoal.model.objects import ConfigObj, NetworkObj, Node, SealedData, SecretObj, Service, UpdateStatus
 from shoal.model.specs import FileObjectSpec, FileRef, NetworkSpec, ServiceSpec, StackSpec
-from shoal.store.sqlite import Store
+from shoal.store import Store
 
 STACK_LABEL = "com.docker.stack.namespace"
 CONFIG_MAX = 1000 * 1024

@@ -21,7 +21,7 @@ from shoal.manager.cluster import Cluster
 from shoal.manager.endpoint_log import EndpointLog
 from shoal.manager.errors import ApiError, Forbidden
 from shoal.model.objects import ConfigObj, NetworkObj, Node, NodeDescription, SecretObj, Service, Task, TaskStatus
-from shoal.store.sqlite import Store
+from shoal.store import Store
 
 HEARTBEAT_PERIOD = 5.0
 ENDPOINTS_PER_SECOND = 50_000.0  # see Dispatcher.news

@@ -33,7 +33,7 @@ from typing import Optional
 
 from shoal.core import task_states as ts
 from shoal.model.objects import Service, Task
-from shoal.store.sqlite import Store
+from shoal.store import Store
 
 COMPACT_MIN_EVENTS = 10_000  # never compact a log shorter than this
 COMPACT_FACTOR = 2  # compact once the log holds more than this many events per live entry

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from shoal.manager.node_queues import NodeQueues
 from shoal.model.objects import Service
-from shoal.store.sqlite import Store
+from shoal.store import Store
 
 
 class LogHub:

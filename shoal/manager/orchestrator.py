@@ -20,7 +20,7 @@ from shoal.ids import new_id
 from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import Node, Service, Task, TaskStatus
 from shoal.scheduler.pipeline import schedule
-from shoal.store.sqlite import Store
+from shoal.store import Store
 
 log = logging.getLogger("shoal.orchestrator")
 

@@ -22,7 +22,7 @@ from shoal.manager.keyring import Keyring, Locked
 from shoal.manager.logs import LogHub
 from shoal.manager.orchestrator import Orchestrator
 from shoal.paths import Layout
-from shoal.store.sqlite import Store
+from shoal.store.sqlite import SqliteStore
 
 log = logging.getLogger("shoal.manager")
 
@@ -44,7 +44,7 @@ class ManagerServer:
 
     async def start(self) -> None:
         L = self.layout
-        self.store = Store(L.store)
+        self.store = SqliteStore(L.store)
         # The store keeps every object in memory (100,000 tasks are millions of objects): keep
         # what was loaded out of the collector's scans, and collect the youngest generation less
         # often; the manager makes few reference cycles.

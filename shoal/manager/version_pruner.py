@@ -13,7 +13,7 @@ from typing import Iterable, Optional, Union
 
 from shoal.core.file_versions import CONFIG, SECRET, Pin, live_task_pins, service_pins, unused_versions
 from shoal.model.objects import ConfigObj, SecretObj, Service
-from shoal.store.sqlite import Store
+from shoal.store import Store
 
 
 class VersionPruner:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Callable, Iterable, Optional
 
-from shoal.store.sqlite import Store
+from shoal.store import Store
 
 META_KEY = "volumes_by_node"
 NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb", "smb3"})

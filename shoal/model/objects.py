@@ -13,7 +13,8 @@ from shoal.model.specs import NetworkSpec, ServiceSpec
 
 
 class Obj(BaseModel):
-    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64",
+                              allow_inf_nan=False)
     id: str
     version: int = 0
     created_at: float = 0.0
@@ -21,7 +22,7 @@ class Obj(BaseModel):
 
 
 class UpdateStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     # updating | paused | completed | rollback_started | rollback_paused | rollback_completed
     state: str
     started_at: float = 0.0
@@ -34,7 +35,7 @@ class UpdateState(BaseModel):
 
     Persisted on the Service by the caller exactly as returned; JSON-serialisable.
     """
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     spec_version: int  # the service spec_version this update (or rollback) converges to
     rollback: bool = False
     started_at: float = 0.0
@@ -58,7 +59,7 @@ class Service(Obj):
 
 
 class TaskStatus(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     state: str = "new"
     timestamp: float = 0.0
     message: str = ""
@@ -88,7 +89,7 @@ class Task(Obj):
 
 
 class NodeDescription(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     hostname: str = ""
     os: str = "linux"
     arch: str = "x86_64"
@@ -137,7 +138,8 @@ class ConfigObj(Versioned, Obj):
 
 class SealedData(BaseModel):
     """One secret version at rest: never the plaintext."""
-    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64",
+                              allow_inf_nan=False)
     ciphertext: bytes  # nonce + AES-256-GCM(data) under a data key of its own
     wrapped_key: bytes  # that data key, wrapped by the cluster key
     digest: str  # keyed digest, to detect changes without decrypting

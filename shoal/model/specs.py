@@ -8,22 +8,37 @@ the *full* names (``<stack>_<name>`` unless the file set ``name:``).
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+import re
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shoal.limits import MAX_DURATION, MAX_REPLICAS
+
+# Bounded numbers: every float is finite (JSON has no inf/nan: they would be stored as null and
+# break the next load), every count and size is in a range the engine and the loop can take.
+Seconds = Annotated[float, Field(ge=0, le=MAX_DURATION)]
+Count = Annotated[int, Field(ge=0, le=MAX_REPLICAS)]
+NonNeg = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+# Swarm's rule for service names (a DNS name component: the name is a DNS label for VIPs and
+# `tasks.<name>`): letters and digits, '-' and '_' inside, at most 63 characters.
+SERVICE_NAME = re.compile(r"^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$")
 
 
 class Plain(BaseModel):
-    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+    model_config = ConfigDict(extra="forbid", ser_json_bytes="base64", val_json_bytes="base64",
+                              allow_inf_nan=False)
 
 
 class HealthCheck(Plain):
     # test: ["NONE"] disables; ["CMD", ...] or ["CMD-SHELL", "..."]
     test: Optional[list[str]] = None
-    interval: Optional[float] = None
-    timeout: Optional[float] = None
-    retries: Optional[int] = None
-    start_period: Optional[float] = None
+    interval: Optional[Seconds] = None
+    timeout: Optional[Seconds] = None
+    retries: Optional[NonNeg] = None
+    start_period: Optional[Seconds] = None
     disable: bool = False
 
 
@@ -37,8 +52,8 @@ class Mount(Plain):
     volume_driver_opts: dict[str, str] = Field(default_factory=dict)
     volume_labels: dict[str, str] = Field(default_factory=dict)
     volume_external: bool = False
-    tmpfs_size: Optional[int] = None
-    tmpfs_mode: Optional[int] = None
+    tmpfs_size: Optional[NonNeg] = None
+    tmpfs_mode: Optional[Annotated[int, Field(ge=0, le=0o7777)]] = None
     bind_propagation: Optional[str] = None
 
 
@@ -48,16 +63,16 @@ class FileRef(Plain):
     target: str  # absolute path inside the container
     uid: str = "0"
     gid: str = "0"
-    mode: int = 0o444
+    mode: Annotated[int, Field(ge=0, le=0o7777)] = 0o444
     # The object's data_version this ref mounts, pinned by the manager when it accepts the spec
     # (0: not pinned yet, i.e. the current one). Rotation is a spec change of this number, so it
     # rolls like any update, and rollback goes back to the bytes the previous spec pinned.
-    version: int = 0
+    version: NonNeg = 0
 
 
 class Ulimit(Plain):
-    soft: int
-    hard: int
+    soft: Annotated[int, Field(ge=-1, le=2**63 - 1)]
+    hard: Annotated[int, Field(ge=-1, le=2**63 - 1)]
 
 
 class ContainerSpec(Plain):
@@ -69,7 +84,7 @@ class ContainerSpec(Plain):
     user: Optional[str] = None
     hostname: Optional[str] = None
     labels: dict[str, str] = Field(default_factory=dict)  # container labels
-    stop_grace_period: float = 10.0
+    stop_grace_period: Seconds = 10.0
     stop_signal: Optional[str] = None
     init: Optional[bool] = None
     read_only: bool = False
@@ -91,9 +106,9 @@ class ContainerSpec(Plain):
 
 
 class Resources(Plain):
-    nano_cpus: int = 0
-    memory_bytes: int = 0
-    pids: int = 0
+    nano_cpus: NonNeg = 0
+    memory_bytes: NonNeg = 0
+    pids: NonNeg = 0
 
 
 class ResourceRequirements(Plain):
@@ -103,29 +118,29 @@ class ResourceRequirements(Plain):
 
 class RestartPolicy(Plain):
     condition: Literal["none", "on-failure", "any"] = "any"
-    delay: float = 5.0
-    max_attempts: int = 0  # 0 = unlimited
-    window: float = 0.0  # 0 = no window
+    delay: Seconds = 5.0
+    max_attempts: NonNeg = 0  # 0 = unlimited
+    window: Seconds = 0.0  # 0 = no window
 
 
 class Placement(Plain):
     constraints: list[str] = Field(default_factory=list)
     preferences: list[str] = Field(default_factory=list)  # spread descriptors, e.g. node.labels.zone
-    max_replicas_per_node: int = 0  # 0 = unlimited
+    max_replicas_per_node: Count = 0  # 0 = unlimited
 
 
 class UpdateConfig(Plain):
-    parallelism: int = 1  # 0 = all at once
-    delay: float = 0.0
+    parallelism: Count = 1  # 0 = all at once
+    delay: Seconds = 0.0
     failure_action: Literal["pause", "continue", "rollback"] = "pause"
-    monitor: float = 5.0
-    max_failure_ratio: float = 0.0
+    monitor: Seconds = 5.0
+    max_failure_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
     order: Literal["stop-first", "start-first"] = "stop-first"
 
 
 class PortConfig(Plain):
-    target: int
-    published: Optional[int] = None  # None = dynamic (30000-32767) in ingress mode
+    target: Port
+    published: Optional[Port] = None  # None = dynamic (30000-32767) in ingress mode
     protocol: Literal["tcp", "udp", "sctp"] = "tcp"
     mode: Literal["ingress", "host"] = "ingress"
 
@@ -150,15 +165,25 @@ class ServiceSpec(Plain):
     restart_policy: RestartPolicy = Field(default_factory=RestartPolicy)
     placement: Placement = Field(default_factory=Placement)
     mode: Literal["replicated", "global", "replicated-job", "global-job"] = "replicated"
-    replicas: int = 1  # replicated: desired count; replicated-job: total completions
-    max_concurrent: int = 0  # jobs: 0 = replicas
+    replicas: Count = 1  # replicated: desired count; replicated-job: total completions
+    max_concurrent: Count = 0  # jobs: 0 = replicas
     update_config: UpdateConfig = Field(default_factory=UpdateConfig)
     rollback_config: UpdateConfig = Field(default_factory=UpdateConfig)
     networks: list[NetworkAttachment] = Field(default_factory=list)
     endpoint_mode: Literal["vip", "dnsrr"] = "vip"
     ports: list[PortConfig] = Field(default_factory=list)
     depends_on: list[Dependency] = Field(default_factory=list)
-    force_update: int = 0  # bumped by `service update --force`
+    force_update: NonNeg = 0  # bumped by `service update --force`
+
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, v: str) -> str:
+        if not SERVICE_NAME.match(v):
+            raise ValueError(f"invalid service name {v!r}: it must be valid as a DNS name component "
+                             "(letters, digits, '-' and '_' inside)")
+        if len(v) > 63:
+            raise ValueError(f"invalid service name {v!r}: it must be 63 characters or fewer")
+        return v
 
     @property
     def short_name(self) -> str:

@@ -1,8 +1,9 @@
-"""The cluster store: every object as JSON in one embedded SQLite file.
+"""The cluster store on one embedded SQLite file (one manager): every object as JSON.
 
 The manager is the only writer. Reads are served from an in-memory copy (the store
 is small next to RAM, and the orchestrator reads everything often); every write
-goes to SQLite first, in a transaction, so a crash loses nothing committed. A
+goes to SQLite first, in a transaction committed with `synchronous=FULL` (the WAL is
+synced at each commit), so a crash or a power loss loses nothing committed. A
 global revision counter lets watchers (the dispatcher's long polls, the
 orchestrator loop) wait for "anything changed since N".
 
@@ -12,6 +13,10 @@ spec (a hash of its JSON) in the `specs` table, written once; in memory the task
 share one spec object. Spec rows no task uses any more are deleted in the transaction that
 drops the last such task (a count per key is kept in memory). Rows of older versions, with the
 spec inside the task's JSON, are rewritten in the new form when the store is opened.
+
+A row that does not load (a bug of an older version, a disk error) never stops the manager:
+it is moved to the `quarantine` table with its error, logged with the object named, and the
+rest loads.
 """
 from __future__ import annotations
 
@@ -19,14 +24,18 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import sys
 import time
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Iterator, Optional, TypeVar
 
 from shoal.model.objects import ConfigObj, NetworkObj, Node, Obj, SecretObj, Service, Task, TaskStatus
 from shoal.model.specs import ServiceSpec
+from shoal.store.base import ChangeFeed, Conflict, Store, check_spec
+
+log = logging.getLogger("shoal.store")
 
 KINDS: dict[str, type[Obj]] = {
     "service": Service,
@@ -53,6 +62,9 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_name ON objects (kind, name);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS specs (key TEXT PRIMARY KEY, name TEXT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    kind TEXT NOT NULL, id TEXT NOT NULL, data TEXT NOT NULL, error TEXT NOT NULL, at REAL NOT NULL
+);
 """
 
 # Rows are updated in place (an UPSERT keeps the rowid: INSERT OR REPLACE would delete the row
@@ -75,10 +87,6 @@ _intern = sys.intern
 # (Only model_dump(exclude_unset=True) of a stored task differs: every field counts as set.)
 _TASK_FIELDS: set[str] = set(Task.model_fields)
 _STATUS_FIELDS: set[str] = set(TaskStatus.model_fields)
-
-
-class Conflict(Exception):
-    """A write was based on an outdated version of the object."""
 
 
 def _spec_key(spec_json: str) -> str:
@@ -129,27 +137,13 @@ def _name_of(obj: Obj) -> Optional[str]:
     return None
 
 
-class ChangeFeed:
-    """Ids of the tasks and services written or deleted since the consumer last took them:
-    lets a reader (the dispatcher's endpoint log) follow the store in O(changes)."""
-
-    def __init__(self) -> None:
-        self.tasks: set[str] = set()
-        self.services: set[str] = set()
-
-    def take(self) -> tuple[set[str], set[str]]:
-        tasks, services = self.tasks, self.services
-        self.tasks, self.services = set(), set()
-        return tasks, services
-
-
-class Store:
+class SqliteStore(Store):
     def __init__(self, path: str):
         self.path = path
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
         if "spec_key" not in {row[1] for row in self.db.execute("PRAGMA table_info(objects)")}:
             self.db.execute("ALTER TABLE objects ADD COLUMN spec_key TEXT")  # a store of an older version
@@ -190,10 +184,15 @@ class Store:
         self._spec_rows = dict(self.db.execute("SELECT key, data FROM specs"))
         old_rows: list[Task] = []  # tasks stored with their spec inside (older versions)
         by_version: dict[tuple[str, int], ServiceSpec] = {}
-        for kind, data, spec_key in self.db.execute("SELECT kind, data, spec_key FROM objects"):
+        bad: list[tuple[str, str, str, str]] = []
+        for kind, obj_id, data, spec_key in self.db.execute("SELECT kind, id, data, spec_key FROM objects"):
             if kind not in KINDS:
                 continue
-            obj = self._decode(kind, data, spec_key)
+            try:
+                obj = self._decode(kind, data, spec_key)
+            except ValueError as e:  # pydantic's ValidationError is one; so is bad JSON
+                bad.append((kind, obj_id, data, _first_line(e)))
+                continue
             if kind == "task" and spec_key is None:
                 t: Task = obj  # type: ignore[assignment]
                 same = by_version.get((t.service_id, t.spec_version))
@@ -203,6 +202,8 @@ class Store:
                     by_version[(t.service_id, t.spec_version)] = t.spec
                 old_rows.append(t)
             self._index(kind, obj)
+        if bad:
+            self._quarantine(bad)
         row = self.db.execute("SELECT value FROM meta WHERE key='rev'").fetchone()
         self.rev = int(row[0]) if row else 0
         unused = [(key,) for key in self._spec_rows if key not in self._specs]
@@ -218,6 +219,24 @@ class Store:
                                                   self._spec_entry(t.spec).key, False)
                     if len(self._rows) >= _FLUSH_ROWS:
                         self._flush_rows()
+
+    def _quarantine(self, bad: list[tuple[str, str, str, str]]) -> None:
+        """Set rows that do not load aside (never lost: `quarantined()` and the log name them)."""
+        now = time.time()
+        with contextlib.closing(self.db.cursor()) as cur:
+            cur.execute("BEGIN IMMEDIATE")
+            for kind, obj_id, data, error in bad:
+                cur.execute("INSERT INTO quarantine(kind, id, data, error, at) VALUES (?,?,?,?,?)",
+                            (kind, obj_id, data, error, now))
+                cur.execute("DELETE FROM objects WHERE kind=? AND id=?", (kind, obj_id))
+            cur.execute("COMMIT")
+        for kind, obj_id, data, error in bad:
+            log.error("store: %s %s (%s) does not load and was set aside in the quarantine table: %s",
+                      kind, obj_id, _row_name(data), error)
+
+    def quarantined(self) -> list[dict]:
+        return [{"kind": k, "id": i, "error": e, "at": at}
+                for k, i, e, at in self.db.execute("SELECT kind, id, error, at FROM quarantine ORDER BY at")]
 
     def _decode(self, kind: str, data: str, spec_key: Optional[str]) -> Obj:
         if spec_key is None:
@@ -249,6 +268,8 @@ class Store:
         key = _spec_key(spec_json)
         e = self._specs.get(key)
         if e is None:
+            if self._spec_rows is None:  # a spec first seen in a write (not loading): check it once
+                check_spec(spec)
             e = self._specs[key] = self._spec_canon[id(spec)] = _Spec(spec, spec_json, key)
             self._spec_touched.add(e)  # dropped at the next commit unless a task uses it
         else:
@@ -454,10 +475,9 @@ class Store:
         if pending:
             self._notify()
 
-    def put(self, obj: T, expect_version: Optional[int] = None, quiet: bool = False) -> T:
-        """Write obj (a new version of it). quiet: take_changes will not report it (the write is
-        otherwise like any: a revision, the change feeds, service_seq); for writes the
-        orchestrator need not act on at once, its periodic full pass seeing them anyway."""
+    def _write(self, obj: T, expect_version: Optional[int] = None, quiet: bool = False) -> T:
+        """obj (validated by Store.put) as its new version: a revision, the change feeds,
+        service_seq; quiet writes are not reported by take_changes."""
         if not self._in_txn:
             with self.txn():
                 return self._put(obj, expect_version, quiet)
@@ -532,12 +552,6 @@ class Store:
         if renamed:
             self.db.executemany(_UPSERT_RENAMED, renamed)
 
-    def update(self, cls: type[T], obj_id: str, fn: Callable[[T], T]) -> Optional[T]:
-        obj = self.get(cls, obj_id)
-        if obj is None:
-            return None
-        return self.put(fn(obj))
-
     def meta_get(self, key: str) -> Optional[bytes]:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return bytes(row[0]) if row else None
@@ -566,3 +580,24 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return " / ".join(line.strip() for line in text[:3] if "errors.pydantic.dev" not in line)[:500]
+
+
+def _row_name(data: str) -> str:
+    """What a row that does not load was, as far as its JSON tells (for the log)."""
+    try:
+        d = json.loads(data)
+    except ValueError:
+        return "unreadable JSON"
+    if not isinstance(d, dict):
+        return "not an object"
+    spec = d.get("spec") if isinstance(d.get("spec"), dict) else {}
+    for name in (d.get("name"), spec.get("name"), d.get("service_name"), (d.get("description") or {}).get("hostname")
+                 if isinstance(d.get("description"), dict) else None):
+        if isinstance(name, str) and name:
+            return f"name {name}"
+    return "no name"

@@ -18,7 +18,7 @@ from shoal.manager.orchestrator import Orchestrator
 from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import ConfigObj, Node, SecretObj, Service, Task, TaskStatus
 from shoal.model.specs import ContainerSpec, FileObjectSpec, FileRef, ServiceSpec, StackSpec
-from shoal.store.sqlite import Store
+from shoal.store.sqlite import SqliteStore as Store
 
 SECRET_V1 = b"password=first-0123456789abcdef"
 SECRET_V2 = b"password=second-fedcba9876543210"

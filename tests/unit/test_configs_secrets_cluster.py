@@ -6,7 +6,7 @@ from shoal.manager.errors import ApiError, Conflict
 from shoal.manager.keyring import Keyring
 from shoal.model.objects import ConfigObj, SecretObj, Service
 from shoal.model.specs import ContainerSpec, FileObjectSpec, FileRef, ServiceSpec, StackSpec
-from shoal.store.sqlite import Store
+from shoal.store.sqlite import SqliteStore as Store
 
 
 @pytest.fixture

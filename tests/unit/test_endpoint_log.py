@@ -15,7 +15,7 @@ from shoal.manager.errors import Forbidden
 from shoal.manager.keyring import Keyring
 from shoal.model.objects import Node, NodeDescription, Service, Task, TaskStatus
 from shoal.model.specs import ContainerSpec, NetworkAttachment, ServiceSpec
-from shoal.store.sqlite import Store
+from shoal.store.sqlite import SqliteStore as Store
 
 
 @pytest.fixture

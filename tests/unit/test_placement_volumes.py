@@ -14,7 +14,7 @@ from shoal.manager.actions import ActionFailed, ActionHub, ActionTimeout
 from shoal.manager.volumes import VolumeRegistry
 from shoal.model.specs import Mount, Placement
 from shoal.scheduler import schedule
-from shoal.store.sqlite import Store
+from shoal.store.sqlite import SqliteStore as Store
 from test_reconcile_support import ids, make_node, make_service, make_spec, make_task
 
 

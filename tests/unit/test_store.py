@@ -9,7 +9,8 @@ import pytest
 import shoal.store.sqlite as sqlite_store
 from shoal.model.objects import ConfigObj, Node, NodeDescription, Service, Task, TaskStatus
 from shoal.model.specs import ContainerSpec, ServiceSpec
-from shoal.store.sqlite import Conflict, Store
+from shoal.store import Conflict
+from shoal.store.sqlite import SqliteStore as Store
 
 
 def svc(name="s_web"):
@@ -394,3 +395,64 @@ def test_quiet_write_is_not_reported_by_take_changes(tmp_path):
     assert st.service_seq("svc1") > seq and feed.take() == ({"t1"}, set())
     st.put(t2)
     assert st.take_changes() == ({"svc1"}, False)
+
+
+# -- the one validated write path, and loads that survive a bad row (issue #12) -------------
+
+def test_put_refuses_what_its_model_refuses(tmp_path):
+    """model_copy(update=…) skips validation: the store's put does not, so nothing that would
+    fail the next load is ever written (a label that is not a string, a non-finite number)."""
+    from shoal.store import InvalidObject
+    st = Store(str(tmp_path / "s.db"))
+    node = st.put(Node(id="n1", description=NodeDescription(hostname="h1")))
+    with pytest.raises(InvalidObject, match="labels.zone"):
+        st.put(node.model_copy(update={"labels": {"zone": 1}}))
+    s = st.put(svc())
+    bad = s.spec.model_copy(update={"container": s.spec.container.model_copy(
+        update={"stop_grace_period": float("inf")})})
+    with pytest.raises(InvalidObject, match="stop_grace_period"):
+        st.put(s.model_copy(update={"spec": bad}))
+    with pytest.raises(InvalidObject, match="replicas"):
+        st.put(s.model_copy(update={"spec": s.spec.model_copy(update={"replicas": 10**20})}))
+    t = st.put(task(1, "n1"))
+    with pytest.raises(InvalidObject, match="status.exit_code"):
+        st.put(t.model_copy(update={"status": t.status.model_copy(update={"exit_code": "x"})}))
+    # a task of a spec never seen before: its spec is checked once
+    with pytest.raises(InvalidObject, match="stop_grace_period"):
+        st.put(t.model_copy(update={"id": "t2", "spec": bad}))
+    st.close()
+    st2 = Store(str(tmp_path / "s.db"))  # what was stored still loads, unchanged
+    assert st2.get(Node, "n1").labels == {} and st2.get(Service, "svc1").spec.replicas == 1
+    assert st2.quarantined() == []
+
+
+def test_a_bad_row_is_quarantined_and_the_rest_loads(tmp_path, caplog):
+    path = str(tmp_path / "s.db")
+    st = Store(path)
+    st.put(svc())
+    st.put(task(1, "n1"))
+    st.put(Node(id="n1", description=NodeDescription(hostname="h1")))
+    st.close()
+    db = sqlite3.connect(path)
+    row = json.loads(db.execute("SELECT data FROM objects WHERE kind='service'").fetchone()[0])
+    row["spec"]["container"]["stop_grace_period"] = None  # how an overflowed float was stored
+    db.execute("UPDATE objects SET data=? WHERE kind='service'", (json.dumps(row),))
+    db.execute("INSERT INTO objects(kind, id, name, version, data) VALUES ('node','n2','x',1,'{not json')")
+    db.commit()
+    db.close()
+    with caplog.at_level("ERROR", logger="shoal.store"):
+        st2 = Store(path)
+    assert st2.get(Service, "svc1") is None
+    assert st2.get(Node, "n1") is not None and [t.id for t in st2.tasks_of_node("n1")] == ["t1"]
+    q = {(r["kind"], r["id"]): r["error"] for r in st2.quarantined()}
+    assert set(q) == {("service", "svc1"), ("node", "n2")}
+    assert "stop_grace_period" in q[("service", "svc1")]
+    assert "service svc1 (name s_web)" in caplog.text and "node n2" in caplog.text
+    st2.close()
+    st3 = Store(path)  # set aside once: the next load is clean and keeps the quarantine
+    assert len(st3.quarantined()) == 2
+
+
+def test_commits_are_durable(tmp_path):
+    st = Store(str(tmp_path / "s.db"))
+    assert st.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

@@ -11,7 +11,7 @@ import tracemalloc
 
 from shoal.model.objects import Service, Task, TaskStatus
 from shoal.model.specs import ContainerSpec, ServiceSpec
-from shoal.store.sqlite import Store
+from shoal.store.sqlite import SqliteStore as Store
 
 N = 2000
 
