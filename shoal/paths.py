@@ -37,6 +37,7 @@ class Layout:
 
     @property
     def manager_cert(self) -> str:
+        """A manager's API (TLS server) certificate."""
         return self.p("certs", "manager.crt")
 
     @property
@@ -51,13 +52,6 @@ class Layout:
     def node_key(self) -> str:
         return self.p("certs", "node.key")
 
-    @property
-    def admin_cert(self) -> str:
-        return self.p("certs", "admin.crt")
-
-    @property
-    def admin_key(self) -> str:
-        return self.p("certs", "admin.key")
 
     @property
     def socket(self) -> str:

@@ -1,18 +1,23 @@
-"""What one orchestrator pass wants done, as data — and a reference `apply_plan`.
+"""What one orchestrator pass wants done, as data, and what applying it writes.
 
-The orchestrator never writes: it returns a Plan and the manager applies it to the store.
+The orchestrator's core never writes: it returns a Plan; `plan_writes` turns a plan into the
+task writes (checked against the state table), which the manager's loop puts in the store
+and the tests apply to lists — one applier for both.
 """
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Mapping, Optional
 
-from shoal.core.task_states import NEW, ORPHANED, PENDING, SHUTDOWN
+from shoal.core.task_states import (MANAGER, NEW, ORCHESTRATOR, ORPHANED, PENDING, REMOVE, REPORTED, SHUTDOWN,
+                                    UNKNOWN, check_move, is_terminal)
 from shoal.model.objects import Service, Task, TaskStatus
 
 IdFactory = Callable[[], str]
 PENDING_MESSAGE = "pending task scheduling"
+LOST_MESSAGE = "node is down: replaced elsewhere; the container may still run there until the node reports back"
+ORPHANED_MESSAGE = "node removed from the cluster"
 
 
 def new_id() -> str:
@@ -27,8 +32,9 @@ class Plan:
     create: list[Task] = field(default_factory=list)
     shutdown: list[str] = field(default_factory=list)  # set desired_state = "shutdown"
     remove: list[str] = field(default_factory=list)  # delete from the store (history beyond the limit)
-    # Tasks on a node that is down or gone: move to state "orphaned" (manager) and desired
-    # "shutdown"; their replacements are in `create` of the same plan.
+    # Tasks on a node that is down: move to state "unknown" (manager) and desired "shutdown";
+    # tasks on a node that is gone (removed): "orphaned". Their replacements are in `create`.
+    lost: list[str] = field(default_factory=list)
     orphan: list[str] = field(default_factory=list)
     # Dependency gate: tasks kept in state "new" (the scheduler only takes "pending") with the
     # message to show (`hold`), and held tasks whose dependencies are now met: new -> pending.
@@ -39,7 +45,7 @@ class Plan:
 
     def is_empty(self) -> bool:
         """No change to make (wake_at aside)."""
-        return not (self.create or self.shutdown or self.remove or self.orphan or self.hold
+        return not (self.create or self.shutdown or self.remove or self.lost or self.orphan or self.hold
                     or self.release or self.service is not None)
 
     def wake(self, at: Optional[float]) -> None:
@@ -48,7 +54,7 @@ class Plan:
 
     def merge(self, other: "Plan") -> None:
         self.create.extend(other.create)
-        for name in ("shutdown", "remove", "orphan", "release"):
+        for name in ("shutdown", "remove", "lost", "orphan", "release"):
             mine = getattr(self, name)
             seen = set(mine)
             mine.extend(x for x in getattr(other, name) if x not in seen)
@@ -77,26 +83,73 @@ def hold_tasks(plan: Plan, tasks: Iterable[Task], reason: str) -> None:
         plan.hold[t.id] = reason
 
 
-def apply_plan(tasks: Iterable[Task], plan: Plan, now: float) -> list[Task]:
-    """What the manager does with a plan, on copies (tests, simulations). Pure."""
-    remove, shutdown, orphan, release = set(plan.remove), set(plan.shutdown), set(plan.orphan), set(plan.release)
-    out = []
-    for t in tasks:
-        if t.id in remove:
+def plan_writes(plan: Plan, current: Mapping[str, Task], now: float) -> tuple[list[Task], list[str]]:
+    """What applying `plan` writes: (tasks to put, ids to delete). Pure: the orchestrator writes
+    the answer to the store, tests and simulations to their lists. Every state change is checked
+    against the state table for the actor that makes it."""
+    deletes = [tid for tid in plan.remove if tid in current]
+    gone = set(deletes)
+    puts: dict[str, Task] = {}
+
+    def change(tid: str, actor: str, desired: Optional[str] = None, status: Optional[TaskStatus] = None) -> None:
+        t = puts.get(tid) or current.get(tid)
+        if t is None or tid in gone:
+            return
+        update: dict = {}
+        if desired is not None and t.desired_state != desired:
+            update["desired_state"] = desired
+        if status is not None and status != t.status:
+            check_move(actor, t.status.state, status.state)
+            update["status"] = status
+        if update:
+            puts[tid] = t.model_copy(update=update)
+
+    for tid in plan.lost:
+        t = current.get(tid)
+        if t is not None and t.status.state in REPORTED:
+            change(tid, MANAGER, SHUTDOWN, TaskStatus(
+                state=UNKNOWN, timestamp=now, message=LOST_MESSAGE, err="", container_id=t.status.container_id,
+                addresses=t.status.addresses))
+    for tid in plan.orphan:
+        t = current.get(tid)
+        if t is not None and not is_terminal(t.status.state):
+            change(tid, MANAGER, SHUTDOWN, TaskStatus(state=ORPHANED, timestamp=now, message=ORPHANED_MESSAGE,
+                                                      err=ORPHANED_MESSAGE))
+    for tid in plan.shutdown:
+        t = puts.get(tid) or current.get(tid)
+        if t is None:
             continue
-        if t.id in shutdown or t.id in orphan or t.id in release or t.id in plan.hold:
-            t = t.model_copy(deep=True)
-            if t.id in orphan:
-                t.status = TaskStatus(state=ORPHANED, timestamp=now, message="node is down")
-                t.desired_state = SHUTDOWN
-            if t.id in shutdown:
-                t.desired_state = SHUTDOWN
-                if t.status.state in (NEW, PENDING):  # never reached a node: the orchestrator may end it
-                    t.status = TaskStatus(state=SHUTDOWN, timestamp=now, message="shutdown")
-            if t.id in release and t.status.state == NEW:
-                t.status = TaskStatus(state=PENDING, timestamp=now, message=PENDING_MESSAGE)
-            if t.id in plan.hold and t.status.state == NEW:
-                t.status.message = plan.hold[t.id]
+        desired = t.desired_state if t.desired_state in (SHUTDOWN, REMOVE) else SHUTDOWN
+        # never reached a node: the orchestrator ends it
+        status = TaskStatus(state=SHUTDOWN, timestamp=now, message="shutdown") \
+            if t.status.state in (NEW, PENDING) else None
+        change(tid, ORCHESTRATOR, desired, status)
+    for tid in plan.release:
+        t = current.get(tid)
+        if t is not None and t.status.state == NEW:
+            change(tid, ORCHESTRATOR, None, TaskStatus(state=PENDING, timestamp=now, message=PENDING_MESSAGE))
+    created = {t.id for t in plan.create}
+    # A task held back by depends_on shows why in `service ps`'s ERROR column (as an
+    # unschedulable task shows "no suitable node"), and in its message.
+    for tid, reason in plan.hold.items():
+        t = current.get(tid)
+        if tid in created or t is None or t.status.state != NEW or (t.status.message, t.status.err) == (reason, reason):
+            continue
+        puts[tid] = t.model_copy(update={"status": t.status.model_copy(update={"message": reason, "err": reason})})
+    out = list(puts.values())
+    for t in plan.create:
+        if t.id in plan.hold and t.status.state == NEW:
+            t = t.model_copy(update={"status": t.status.model_copy(update={"err": plan.hold[t.id]})})
         out.append(t)
-    out.extend(t.model_copy(deep=True) for t in plan.create)
-    return out
+    return out, deletes
+
+
+def apply_plan(tasks: Iterable[Task], plan: Plan, now: float) -> list[Task]:
+    """The tasks after `plan` (copies; for tests and simulations): `plan_writes` applied to a list."""
+    current = {t.id: t for t in tasks}
+    puts, deletes = plan_writes(plan, current, now)
+    for tid in deletes:
+        current.pop(tid, None)
+    for t in puts:
+        current[t.id] = t.model_copy(deep=True)
+    return list(current.values())

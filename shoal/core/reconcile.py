@@ -12,8 +12,8 @@ Per slot (replicated: slot 1..replicas; global: one per eligible node) the rules
 - the latest ended on its own -> restart policy (shoal.core.restart): a replacement with
   ``attempt + 1`` and ``not_before = end + delay``; when the policy says no, the slot stays
   stopped until the spec changes.
-Tasks on nodes that are down or gone are orphaned (``plan.orphan``) and replaced in the same
-plan; tasks on drained nodes, or on nodes that no longer satisfy the task's placement
+Tasks on nodes that are down are lost (``plan.lost``: state unknown until the node reports
+back), on nodes that are gone orphaned (``plan.orphan``), and replaced in the same plan; tasks on drained nodes, or on nodes that no longer satisfy the task's placement
 constraints (a label removed), are shut down and replaced; slots above ``replicas`` are shut
 down (highest first, all of them) and their history removed once stopped; each slot keeps
 5 tasks of history. Jobs: run until ``replicas`` slots completed (global-job: one per node),
@@ -31,7 +31,7 @@ from typing import Optional, Sequence
 from shoal.core.plan import IdFactory, Plan, hold_tasks, make_task, new_id
 from shoal.core.restart import history_limit, restart_not_before, should_restart
 from shoal.core.slots import STOPPED_DESIRED, by_slot, dirty_checker, is_live, is_stopping
-from shoal.core.task_states import COMPLETE, NEW, ON_NODE, TERMINAL
+from shoal.core.task_states import COMPLETE, NEW, ON_NODE, TERMINAL, UNKNOWN
 from shoal.model.objects import Node, Service, Task
 from shoal.scheduler.constraints import ConstraintError, node_matches, parse_constraints
 
@@ -115,7 +115,10 @@ class _Pass:
                 node = self.nodes.get(t.node_id)
                 if node is None or node.state == "down":
                     if t.status.state in ON_NODE:
-                        self.plan.orphan.append(t.id)
+                        if node is None:  # removed: nothing will report it again
+                            self.plan.orphan.append(t.id)
+                        elif t.status.state != UNKNOWN:  # down: it may still run there
+                            self.plan.lost.append(t.id)
                         self.ended.add(t.id)
                         self.replace_now.add(t.id)
                     elif t.desired_state not in STOPPED_DESIRED:

@@ -7,6 +7,13 @@ the code that applies a state change can check who is asking.
   new --orchestrator--> pending --scheduler--> assigned --agent--> accepted
       --> preparing --> ready --> starting --> running --> complete | failed
   any non-terminal state --> shutdown | failed | rejected | orphaned | remove
+  assigned … running --manager (its node is down)--> unknown --agent--> shutdown | failed | complete
+                                                      unknown --manager (node removed)--> orphaned
+
+`unknown` is Shoal's answer to Swarm's stale "Running" on a down node: the task has been
+replaced elsewhere (its desired state is shutdown), but its container may still run on a
+node the managers cannot reach. It stays unknown until that node reports back (and stops
+it) or is removed.
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ PREPARING = "preparing"
 READY = "ready"
 STARTING = "starting"
 RUNNING = "running"
+UNKNOWN = "unknown"
 COMPLETE = "complete"
 SHUTDOWN = "shutdown"
 FAILED = "failed"
@@ -25,14 +33,16 @@ REJECTED = "rejected"
 REMOVE = "remove"
 ORPHANED = "orphaned"
 
-ORDER = [NEW, PENDING, ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING,
+ORDER = [NEW, PENDING, ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING, UNKNOWN,
          COMPLETE, SHUTDOWN, FAILED, REJECTED, REMOVE, ORPHANED]
 RANK = {s: i for i, s in enumerate(ORDER)}
 
 TERMINAL = frozenset({COMPLETE, SHUTDOWN, FAILED, REJECTED, REMOVE, ORPHANED})
-ACTIVE = frozenset({NEW, PENDING, ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING})
+ACTIVE = frozenset({NEW, PENDING, ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING, UNKNOWN})
 # States in which a container may exist on a node.
-ON_NODE = frozenset({ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING})
+ON_NODE = frozenset({ASSIGNED, ACCEPTED, PREPARING, READY, STARTING, RUNNING, UNKNOWN})
+# On a node that reports: the node-down judgement moves these to unknown.
+REPORTED = ON_NODE - {UNKNOWN}
 
 ORCHESTRATOR = "orchestrator"
 SCHEDULER = "scheduler"
@@ -55,9 +65,12 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         READY: frozenset({STARTING, RUNNING, COMPLETE, FAILED, SHUTDOWN}),
         STARTING: frozenset({RUNNING, COMPLETE, FAILED, SHUTDOWN}),
         RUNNING: frozenset({COMPLETE, FAILED, SHUTDOWN}),
+        UNKNOWN: frozenset({COMPLETE, FAILED, REJECTED, SHUTDOWN}),  # the node reports back
     },
     MANAGER: {
-        s: frozenset({ORPHANED, SHUTDOWN, REMOVE}) for s in ACTIVE
+        **{s: frozenset({ORPHANED, SHUTDOWN, REMOVE}) for s in ACTIVE - ON_NODE},
+        **{s: frozenset({UNKNOWN, ORPHANED}) for s in REPORTED},  # node down / removed
+        UNKNOWN: frozenset({ORPHANED}),  # node removed
     },
 }
 
@@ -73,6 +86,11 @@ def can_move(actor: str, old: str, new: str) -> bool:
     if old == new:
         return True
     return new in TRANSITIONS.get(actor, {}).get(old, frozenset())
+
+
+def can_move_any(old: str, new: str) -> bool:
+    """Is old -> new a move some actor may make? (What the store lets any writer do.)"""
+    return old == new or any(new in t.get(old, frozenset()) for t in TRANSITIONS.values())
 
 
 def check_move(actor: str, old: str, new: str) -> None:

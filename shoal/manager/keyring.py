@@ -121,6 +121,12 @@ class Keyring:
         dek = _open(self._k(), wrapped_key, _DEK_AAD)
         return _open(dek, ciphertext, _DATA_AAD)
 
+    def tls_password(self) -> bytes:
+        """The password a manager's private keys (CA, node, API server) are encrypted under on
+        disk: derived from the cluster key, so with autolock a stolen disk gives no key at all,
+        and a locked manager cannot serve TLS until it is unlocked (as Swarm)."""
+        return base64.b64encode(hmac.new(self._k(), b"shoal-tls-private-keys", hashlib.sha256).digest())
+
     def digest(self, data: bytes) -> str:
         """A keyed digest: tells whether data changed without revealing it."""
         return hmac.new(self._k(), data, hashlib.sha256).hexdigest()

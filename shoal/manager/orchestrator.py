@@ -1,6 +1,6 @@
 """The manager's control loop: run the pure core over the store and write back what it decides.
 
-Each pass: mark silent nodes down, ask the core for every service's plan (reconcile,
+Each pass: ask the core for every service's plan (reconcile,
 restart, rolling update, dependency gate), apply the plans, ask the scheduler to place
 pending tasks, and drop config/secret versions nothing pins anymore. All decisions come from `shoal.core` and `shoal.scheduler`;
 this file only reads the store, calls them, and writes their answers.
@@ -15,7 +15,7 @@ from typing import Optional
 from shoal.core import task_states as ts
 from shoal.core.deps import deps_status
 from shoal.core.orchestrate import orchestrate
-from shoal.core.plan import Plan
+from shoal.core.plan import Plan, plan_writes
 from shoal.ids import new_id
 from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import Node, Service, Task, TaskStatus
@@ -24,7 +24,6 @@ from shoal.store import Store
 
 log = logging.getLogger("shoal.orchestrator")
 
-NODE_DOWN_AFTER = 15.0  # three missed heartbeats, as Swarm
 TICK = 1.0
 # Passes look only at services whose service object or tasks changed (or that asked to be
 # woken, or whose dependencies changed); a change of any node, or this many seconds since
@@ -52,30 +51,10 @@ class Orchestrator:
         self._round_placed = 0  # tasks placed since the window round began
         self._idle_until = 0.0  # a round placed nothing: wait until then (unless something changes)
         self._idle_key: tuple = ()
-        self._stalls: list[tuple[float, float]] = []  # (when, seconds) the event loop was held up
         self.pruner = VersionPruner(store)
 
-    async def watch_loop(self) -> None:
-        """Note when the event loop itself was held up: heartbeats that arrived meanwhile
-        could not be read, and must not count against their nodes."""
-        while True:
-            t = time.monotonic()
-            await asyncio.sleep(0.25)
-            lag = time.monotonic() - t - 0.25
-            if lag > 0.5:
-                self._stalls.append((time.time(), lag))
-                del self._stalls[:-100]
-
-    def _stalled(self, now: float) -> float:
-        """Seconds the loop was stuck within the last heartbeat window."""
-        return sum(lag for at, lag in self._stalls if now - at < NODE_DOWN_AFTER + lag)
-
     async def run(self) -> None:
-        watch = asyncio.create_task(self.watch_loop())
-        try:
-            await self._run()
-        finally:
-            watch.cancel()
+        await self._run()
 
     async def _run(self) -> None:
         while True:
@@ -103,7 +82,6 @@ class Orchestrator:
         started = time.monotonic()
         self._more = False
         with st.txn():
-            self._check_nodes(now)
             changed, nodes_changed = st.take_changes()
             nodes = st.all(Node)
             services = st.all(Service)
@@ -131,7 +109,7 @@ class Orchestrator:
                     break
                 deps = deps_status(svc, by_name, tasks_by_service)
                 plan = orchestrate(svc, tasks_by_service[svc.id], nodes, now, deps=deps, id_factory=new_id)
-                self._apply(plan, now)
+                self._apply(plan, tasks_by_service[svc.id], now)
                 if plan.wake_at is not None:
                     self._wake[svc.id] = plan.wake_at
                 else:
@@ -147,53 +125,12 @@ class Orchestrator:
             self.pruner.prune(changed | needed)
         return wake
 
-    def _check_nodes(self, now: float) -> None:
-        # A restarted manager gives agents a grace period before calling their nodes down.
-        if now - self.started < NODE_DOWN_AFTER:
-            return
-        limit = NODE_DOWN_AFTER + self._stalled(now)
-        for n in self.store.all(Node):
-            if n.state == "ready" and now - n.last_heartbeat > limit:
-                log.warning("node %s (%s) missed its heartbeats: down", n.id, n.description.hostname)
-                self.store.put(n.model_copy(update={"state": "down"}))
-
-    def _apply(self, plan: Plan, now: float) -> None:
+    def _apply(self, plan: Plan, tasks: list[Task], now: float) -> None:
         st = self.store
-        for tid in plan.remove:
+        puts, deletes = plan_writes(plan, {t.id: t for t in tasks}, now) if not plan.is_empty() else ([], [])
+        for tid in deletes:
             st.delete(Task, tid)
-        for tid in plan.orphan:
-            t = st.get(Task, tid)
-            if t is not None and not ts.is_terminal(t.status.state):
-                st.put(t.model_copy(update={"desired_state": ts.SHUTDOWN, "status": TaskStatus(
-                    state=ts.ORPHANED, timestamp=now, message="node is down", err="node is down")}))
-        for tid in plan.shutdown:
-            t = st.get(Task, tid)
-            if t is None:
-                continue
-            update: dict = {}
-            if t.desired_state not in (ts.SHUTDOWN, ts.REMOVE):
-                update["desired_state"] = ts.SHUTDOWN
-            if t.status.state in (ts.NEW, ts.PENDING):
-                update["status"] = TaskStatus(state=ts.SHUTDOWN, timestamp=now, message="shutdown")
-            if update:
-                st.put(t.model_copy(update=update))
-        for tid in plan.release:
-            t = st.get(Task, tid)
-            if t is not None and t.status.state == ts.NEW:
-                st.put(t.model_copy(update={"status": TaskStatus(state=ts.PENDING, timestamp=now,
-                                                                  message="pending task scheduling")}))
-        # A task held back by depends_on shows why in `service ps`'s ERROR column (as an
-        # unschedulable task shows "no suitable node"), and in its message.
-        created = {t.id for t in plan.create}
-        for tid, reason in plan.hold.items():
-            if tid in created:
-                continue
-            t = st.get(Task, tid)
-            if t is not None and t.status.state == ts.NEW and (t.status.message, t.status.err) != (reason, reason):
-                st.put(t.model_copy(update={"status": t.status.model_copy(update={"message": reason, "err": reason})}))
-        for t in plan.create:
-            if t.id in plan.hold and t.status.state == ts.NEW:
-                t = t.model_copy(update={"status": t.status.model_copy(update={"err": plan.hold[t.id]})})
+        for t in puts:
             st.put(t)
         if plan.service is not None:
             # The pass is synchronous inside one transaction: nobody changed the service meanwhile.

@@ -5,11 +5,15 @@ used for optimistic concurrency). Timestamps are UNIX seconds (float).
 """
 from __future__ import annotations
 
-from typing import Literal, Optional
+import ipaddress
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from shoal.model.specs import NetworkSpec, ServiceSpec
+from shoal.limits import DEFAULT_CERT_EXPIRY, DEFAULT_HEARTBEAT, MAX_CERT_EXPIRY, MIN_CERT_EXPIRY
+from shoal.model.specs import NetworkSpec, NonNeg, ServiceSpec
+
+ShortStr = Annotated[str, Field(max_length=1024)]
 
 
 class Obj(BaseModel):
@@ -89,25 +93,81 @@ class Task(Obj):
 
 
 class NodeDescription(BaseModel):
+    """What a node's agent says of its machine (from its engine)."""
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    hostname: str = ""
-    os: str = "linux"
-    arch: str = "x86_64"
-    nano_cpus: int = 0
-    memory_bytes: int = 0
-    engine_version: str = ""
-    engine_labels: dict[str, str] = Field(default_factory=dict)
+    hostname: Annotated[str, Field(max_length=253)] = ""
+    os: Annotated[str, Field(max_length=64)] = "linux"
+    arch: Annotated[str, Field(max_length=64)] = "x86_64"
+    nano_cpus: NonNeg = 0
+    memory_bytes: NonNeg = 0
+    engine_version: Annotated[str, Field(max_length=128)] = ""
+    engine_labels: Annotated[dict[ShortStr, ShortStr], Field(max_length=256)] = Field(default_factory=dict)
+
+
+def _ip_or_empty(v: str) -> str:
+    if v:
+        ipaddress.ip_address(v)  # ValueError: not an address
+    return v
 
 
 class Node(Obj):
     role: Literal["manager", "worker"] = "worker"
     availability: Literal["active", "pause", "drain"] = "active"
+    # ready: heartbeats arrive; down: they stopped (its tasks are replaced elsewhere; a task still
+    # on it shows as unknown until the node reports back); unknown: not heard from yet.
     state: Literal["unknown", "ready", "down", "disconnected"] = "unknown"
-    labels: dict[str, str] = Field(default_factory=dict)
+    message: Annotated[str, Field(max_length=256)] = ""  # why it is in that state
+    labels: Annotated[dict[ShortStr, ShortStr], Field(max_length=1024)] = Field(default_factory=dict)
     description: NodeDescription = Field(default_factory=NodeDescription)
-    addr: str = ""
-    last_heartbeat: float = 0.0
+    addr: str = ""  # the address other nodes reach it on (given at init/join), an IP
+    port: Annotated[int, Field(ge=0, le=65535)] = 0  # managers: the port of their API
     leader: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_rows(cls, data):
+        if isinstance(data, dict) and "last_heartbeat" in data:  # stores of 0.1 kept it here
+            data = {k: v for k, v in data.items() if k != "last_heartbeat"}
+        return data
+
+    @field_validator("addr")
+    @classmethod
+    def _addr_is_ip(cls, v: str) -> str:
+        return _ip_or_empty(v)
+
+
+class VolumeFact(BaseModel):
+    """A volume a node's engine holds (Shoal's and stacks' named volumes)."""
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    name: Annotated[str, Field(min_length=1, max_length=255)]
+    driver: Annotated[str, Field(max_length=128)] = "local"
+    labels: Annotated[dict[ShortStr, ShortStr], Field(max_length=256)] = Field(default_factory=dict)
+    options: Annotated[dict[ShortStr, ShortStr], Field(max_length=64)] = Field(default_factory=dict)
+    mountpoint: ShortStr = ""
+    created_at: ShortStr = ""
+
+
+class NodeFacts(Obj):
+    """What a node's agent reports of itself beside its tasks (id = the node's id): the manager
+    that judges liveness and the one that places tasks may not be the same process, so these
+    live in the store. Written when they change; `last_heartbeat` in batches."""
+    last_heartbeat: float = 0.0
+    # Subnets the node's engine uses for networks Shoal did not make: Shoal's networks avoid them.
+    engine_subnets: Annotated[list[ShortStr], Field(max_length=64)] = Field(default_factory=list)
+    # Ports other processes hold on the node ("tcp/8080" -> "held by nginx (pid 12)").
+    ports_in_use: Annotated[dict[ShortStr, ShortStr], Field(max_length=4096)] = Field(default_factory=dict)
+    volumes: Annotated[list[VolumeFact], Field(max_length=10_000)] = Field(default_factory=list)
+
+
+class ClusterObj(Obj):
+    """The cluster's settings and join secrets (one object, id "cluster")."""
+    heartbeat_period: Annotated[float, Field(ge=0.1, le=3600)] = DEFAULT_HEARTBEAT
+    cert_expiry: Annotated[float, Field(ge=MIN_CERT_EXPIRY, le=MAX_CERT_EXPIRY)] = DEFAULT_CERT_EXPIRY
+    ca_cert: str = ""  # PEM: what a joining node pins (its digest is in the join tokens)
+    worker_token: Optional["SealedData"] = None  # the secret part of each join token, sealed
+    manager_token: Optional["SealedData"] = None
+    # Nodes removed from the cluster: their certificates are refused until they expire.
+    removed_nodes: dict[str, float] = Field(default_factory=dict)
 
 
 class Versioned:
@@ -173,3 +233,6 @@ class NetworkObj(Obj):
     spec: NetworkSpec
     subnet: str = ""
     gateway: str = ""
+
+
+ClusterObj.model_rebuild()

@@ -16,6 +16,7 @@ from typing import Optional, TypeVar
 
 from pydantic import ValidationError
 
+from shoal.core import task_states as ts
 from shoal.model.objects import Obj, Task
 from shoal.model.specs import ServiceSpec
 
@@ -126,8 +127,15 @@ class Store(abc.ABC):
         """Write `obj` as a new version (checked first: see `check_object`).
 
         quiet: `take_changes` will not report it (the orchestrator need not act at once; its
-        periodic full pass sees it anyway)."""
-        return self._write(check_object(obj), expect_version, quiet)  # type: ignore[arg-type]
+        periodic full pass sees it anyway). A task's state may only move as some actor of the
+        state table may move it (`task_states.TRANSITIONS`), whoever writes it."""
+        checked = check_object(obj)
+        if type(checked) is Task:
+            old = self.get(Task, checked.id)
+            if old is not None and not ts.can_move_any(old.status.state, checked.status.state):
+                raise InvalidObject(f"task {checked.id}: no actor may move a task from {old.status.state} "
+                                    f"to {checked.status.state}")
+        return self._write(checked, expect_version, quiet)  # type: ignore[arg-type]
 
     @abc.abstractmethod
     def _write(self, obj: T, expect_version: Optional[int], quiet: bool) -> T:

@@ -31,7 +31,8 @@ import sys
 import time
 from typing import Any, Iterator, Optional, TypeVar
 
-from shoal.model.objects import ConfigObj, NetworkObj, Node, Obj, SecretObj, Service, Task, TaskStatus
+from shoal.model.objects import (ClusterObj, ConfigObj, NetworkObj, Node, NodeFacts, Obj, SecretObj, Service, Task,
+                                 TaskStatus)
 from shoal.model.specs import ServiceSpec
 from shoal.store.base import ChangeFeed, Conflict, Store, check_spec
 
@@ -44,6 +45,8 @@ KINDS: dict[str, type[Obj]] = {
     "config": ConfigObj,
     "secret": SecretObj,
     "network": NetworkObj,
+    "nodefacts": NodeFacts,
+    "cluster": ClusterObj,
 }
 KIND_OF = {cls: kind for kind, cls in KINDS.items()}
 

@@ -123,10 +123,10 @@ def test_compaction_keeps_positions_after_it_and_resets_older_ones(store, monkey
     early = EndpointTable()
     _replay(early, log)
     late = EndpointTable()
-    for i in range(30):  # a replica flapping: the log grows, the table does not
-        t = _task(store, svc, "t1", state="running" if i % 2 == 0 else "starting", ip=f"10.210.0.{i + 2}")
-        if t.status.state != "running":
-            store.put(t.model_copy(update={"status": t.status.model_copy(update={"state": "starting"})}))
+    for i in range(30):  # a replica flapping (healthy, unhealthy…): the log grows, the table does not
+        t = _task(store, svc, "t1", state="running", ip=f"10.210.0.{i + 2}")
+        if i % 2:
+            store.put(t.model_copy(update={"status": t.status.model_copy(update={"health": "unhealthy"})}))
         log.sync()
         if i == 25:
             _replay(late, log)
@@ -266,7 +266,9 @@ def test_a_position_just_before_a_compaction_still_gets_a_delta(store, monkeypat
     _replay(agent, log)
     base = log.base
     for i in range(6):  # a replica flapping: events pile up over a table of one: compaction
-        _task(store, svc, "t1", state="running" if i % 2 == 0 else "starting", ip=f"10.210.0.{i + 2}")
+        t = _task(store, svc, "t1", state="running", ip=f"10.210.0.{i + 2}")
+        if i % 2:
+            store.put(t.model_copy(update={"status": t.status.model_copy(update={"health": "unhealthy"})}))
         log.sync()
         if log.base > base:
             break

@@ -89,16 +89,27 @@ def test_history_limited_to_five_per_slot():
     assert len(plan.create) == 1 and plan.remove == ["h0", "h1"]
 
 
-def test_node_down_orphans_and_replaces_at_once():
+def test_node_down_loses_its_tasks_and_replaces_them_at_once():
+    """A task on a down node becomes unknown (it may still run there), and is replaced at once
+    with no restart delay (it did not fail); on a node that is gone (removed) it is orphaned."""
     svc = make_service(make_spec(replicas=2))
     a, b = make_task(svc, slot=1, node_id="n1", tid="a"), make_task(svc, slot=2, node_id="n2", tid="b")
     nodes = [make_node("n1", state="down"), make_node("n2")]
     plan = rec(svc, [a, b], nodes=nodes)
-    assert plan.orphan == ["a"] and [t.slot for t in plan.create] == [1]
+    assert plan.lost == ["a"] and plan.orphan == [] and [t.slot for t in plan.create] == [1]
     assert plan.create[0].not_before == 0.0
-    # a node that vanished from the list too
+    after = {t.id: t for t in apply_plan([a, b], plan, 100.0)}
+    assert (after["a"].status.state, after["a"].desired_state) == ("unknown", "shutdown")
+    # the next pass: the unknown task is left as it is (no second replacement)
+    assert rec(svc, list(after.values()), nodes=nodes).is_empty()
+    # the node comes back: the unknown task is stopped by its agent; nothing new meanwhile
+    assert rec(svc, list(after.values()), nodes=[make_node("n1"), make_node("n2")]).is_empty()
+    # a node that vanished from the list (removed)
     plan = rec(svc, [a, b], nodes=[make_node("n2")])
-    assert plan.orphan == ["a"] and len(plan.create) == 1
+    assert plan.orphan == ["a"] and plan.lost == [] and len(plan.create) == 1
+    unknown = after["a"]
+    plan = rec(svc, [unknown, b, *[t for t in after.values() if t.id not in ("a", "b")]], nodes=[make_node("n2")])
+    assert plan.orphan == ["a"] and plan.create == []
 
 
 def test_drained_node_shut_down_and_replaced():
@@ -124,7 +135,7 @@ def test_global_one_per_eligible_node():
     on_e = make_task(svc, slot=0, node_id="e", tid="on_e")
     plan = rec(svc, [on_c, on_d, on_e], nodes=nodes)
     assert [(t.node_id, t.slot) for t in plan.create] == [("a", 0)]
-    assert sorted(plan.shutdown) == ["on_c", "on_d"] and plan.orphan == ["on_e"]
+    assert sorted(plan.shutdown) == ["on_c", "on_d"] and plan.lost == ["on_e"]
 
 
 def test_replicated_job_runs_to_completion_with_max_concurrent():

@@ -388,7 +388,7 @@ def test_quiet_write_is_not_reported_by_take_changes(tmp_path):
     st.take_changes()
     feed = st.change_feed()
     rev, seq = st.rev, st.service_seq("svc1")
-    t2 = st.put(t.model_copy(update={"status": TaskStatus(state="running")}), quiet=True)
+    t2 = st.put(t.model_copy(update={"status": TaskStatus(state="pending")}), quiet=True)
     assert st.take_changes() == (set(), False)
     # otherwise a write like any other
     assert t2.version == 2 and st.get(Task, "t1") is t2 and st.rev == rev + 1
@@ -451,6 +451,19 @@ def test_a_bad_row_is_quarantined_and_the_rest_loads(tmp_path, caplog):
     st2.close()
     st3 = Store(path)  # set aside once: the next load is clean and keeps the quarantine
     assert len(st3.quarantined()) == 2
+
+
+def test_no_writer_may_move_a_task_against_the_state_table(tmp_path):
+    from shoal.store import InvalidObject
+    st = Store(str(tmp_path / "s.db"))
+    t = st.put(task(1, "n1").model_copy(update={"status": TaskStatus(state="running")}))
+    for bad in ("starting", "pending", "new"):  # backwards
+        with pytest.raises(InvalidObject, match=f"from running to {bad}"):
+            st.put(t.model_copy(update={"status": TaskStatus(state=bad)}))
+    t = st.put(t.model_copy(update={"status": TaskStatus(state="unknown")}))  # node down
+    with pytest.raises(InvalidObject, match="from unknown to running"):
+        st.put(t.model_copy(update={"status": TaskStatus(state="running")}))
+    st.put(t.model_copy(update={"status": TaskStatus(state="shutdown")}))  # the node reports back
 
 
 def test_commits_are_durable(tmp_path):

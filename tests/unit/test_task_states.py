@@ -37,8 +37,18 @@ def test_plan_application_respects_the_table():
     from shoal.core.plan import Plan, apply_plan
     from test_reconcile_support import make_service, make_task
     svc = make_service()
-    tasks = [make_task(svc, state=s, tid=s) for s in ("new", "pending", "running")]
-    plan = Plan(shutdown=["new", "pending", "running"], orphan=["running"])
+    tasks = [make_task(svc, state=s, tid=s) for s in ("new", "pending", "running", "starting")]
+    plan = Plan(shutdown=["new", "pending", "running"], lost=["running"], orphan=["starting"])
     for before, after in zip(tasks, apply_plan(tasks, plan, 1.0)):
         old, new = before.status.state, after.status.state
         assert ts.can_move(ts.ORCHESTRATOR, old, new) or ts.can_move(ts.MANAGER, old, new)
+    assert [t.status.state for t in apply_plan(tasks, plan, 1.0)] == ["shutdown", "shutdown", "unknown", "orphaned"]
+
+
+def test_plan_writes_refuse_a_move_the_table_does_not_allow():
+    from shoal.core.plan import Plan, plan_writes
+    from test_reconcile_support import make_service, make_task
+    svc = make_service()
+    done = make_task(svc, state="complete", tid="c")
+    # a release of a task that is not new, or a lost task that already ended: nothing written
+    assert plan_writes(Plan(release=["c"], lost=["c"]), {"c": done}, 1.0) == ([], [])

@@ -1,0 +1,216 @@
+"""Node heartbeats: who is alive, what each node says of itself, and who is down.
+
+A heartbeat marks its node ready, records when it came (exactly, in memory: this manager
+judges liveness; and in the store, `NodeFacts.last_heartbeat`, written in batches) and
+updates the node's facts when they changed. A node's self-reported facts are checked and
+bounded to that node: its address must be the one it joined with or the one it connects
+from; engine subnets must be private networks (a node claiming 0.0.0.0/0 would stop
+every network from being made); ports and volumes are only ever about that node.
+
+The judgement itself is pure (`core/liveness.py`); this loop applies it every half second.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ipaddress
+import json
+import logging
+import time
+from typing import Callable, Optional
+
+from shoal.core.liveness import judge
+from shoal.limits import HEARTBEAT_GRACE
+from shoal.model.objects import ClusterObj, Node, NodeDescription, NodeFacts, VolumeFact
+from shoal.store import Store
+
+log = logging.getLogger("shoal.heartbeats")
+
+FLUSH_EVERY = 1.0  # seconds between batched writes of heartbeat times
+# Subnets an engine may report as its own (Docker's address pools are private ranges).
+PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
+MIN_PREFIX = 12
+
+
+def facts_digest(subnets: list[str], ports: dict[str, str], volumes: list[dict]) -> str:
+    raw = json.dumps([sorted(subnets), sorted(ports.items()), sorted(volumes, key=lambda v: v.get("name", ""))],
+                     sort_keys=True)
+    return hashlib.sha256(raw.encode()).hexdigest()[:32]
+
+
+def bounded_subnets(claimed: list[str]) -> tuple[list[str], list[str]]:
+    """(kept, refused): an engine's own subnets, as far as they can be: private, /12 or longer."""
+    kept, refused = [], []
+    for s in claimed:
+        try:
+            net = ipaddress.ip_network(s, strict=False)
+        except ValueError:
+            refused.append(s)
+            continue
+        if net.version == 4 and net.prefixlen >= MIN_PREFIX and any(net.subnet_of(p) for p in PRIVATE):
+            kept.append(str(net))
+        else:
+            refused.append(s)
+    return sorted(set(kept)), refused
+
+
+def bounded_ports(claimed: dict[str, str]) -> dict[str, str]:
+    """Only well-formed `proto/port` keys."""
+    out = {}
+    for k, v in claimed.items():
+        proto, _, port = k.partition("/")
+        if proto in ("tcp", "udp", "sctp") and port.isdigit() and 1 <= int(port) <= 65535:
+            out[k] = v[:200]
+    return out
+
+
+class Heartbeats:
+    def __init__(self, store: Store, on_subnets_changed: Callable[[], None] = lambda: None):
+        self.store = store
+        self.on_subnets_changed = on_subnets_changed
+        self.started = time.time()
+        self.last_seen: dict[str, float] = {}  # node id -> time of its last heartbeat (this process)
+        self._unsaved: set[str] = set()
+        self._stalls: list[tuple[float, float]] = []  # (when, seconds) this loop was held up
+        self._refused: dict[str, str] = {}  # node id -> the last refusal logged (log each once)
+
+    # -- settings ----------------------------------------------------------------------
+    def settings(self) -> ClusterObj:
+        return self.store.get(ClusterObj, "cluster") or ClusterObj(id="cluster")
+
+    def down_after(self) -> float:
+        return self.settings().heartbeat_period * HEARTBEAT_GRACE
+
+    # -- a heartbeat -------------------------------------------------------------------
+    def beat(self, node_id: str, description: NodeDescription, addr: str, peer: str,
+             facts: Optional[tuple[list[str], dict[str, str], list[VolumeFact]]]) -> dict:
+        """Record a heartbeat of `node_id` (a member: the API checked its certificate)."""
+        now = time.time()
+        st = self.store
+        self.last_seen[node_id] = now
+        self._unsaved.add(node_id)
+        node = st.get(Node, node_id)
+        if node is None:
+            raise KeyError(node_id)
+        new_addr = self._address(node, addr, peer)
+        if node.state != "ready" or node.description != description or node.addr != new_addr or node.message:
+            if node.state != "ready":
+                log.info("node %s (%s) is ready", node.description.hostname or description.hostname, node_id)
+            st.put(node.model_copy(update={"description": description, "state": "ready", "addr": new_addr,
+                                           "message": ""}))
+        current = st.get(NodeFacts, node_id)
+        if facts is not None:
+            self._facts(node_id, current, *facts)
+            current = st.get(NodeFacts, node_id)
+        s = self.settings()
+        return {"heartbeat_period": s.heartbeat_period, "down_after": s.heartbeat_period * HEARTBEAT_GRACE,
+                "cert_expiry": s.cert_expiry, "managers": self.managers(),
+                "facts_digest": _digest_of(current)}
+
+    def _address(self, node: Node, claimed: str, peer: str) -> str:
+        """The node's address: what it joined with, unless it now connects from another one
+        (and says so); a claim that is neither is refused (logged), never used."""
+        if not claimed or claimed == node.addr:
+            return node.addr or _ip(peer)
+        if claimed == _ip(peer):
+            return claimed
+        self._refuse(node.id, f"address {claimed!r} refused: the node joined with {node.addr or '-'} "
+                              f"and connects from {peer or '-'}")
+        return node.addr or _ip(peer)
+
+    def _facts(self, node_id: str, current: Optional[NodeFacts], subnets: list[str], ports: dict[str, str],
+               volumes: list[VolumeFact]) -> None:
+        kept, refused = bounded_subnets(subnets)
+        if refused:
+            self._refuse(node_id, f"engine subnets refused (not private /{MIN_PREFIX} or longer): "
+                                  f"{', '.join(refused[:5])}")
+        ports = bounded_ports(ports)
+        base = current or NodeFacts(id=node_id)
+        new = base.model_copy(update={"engine_subnets": kept, "ports_in_use": ports, "volumes": volumes})
+        if current is None or (new.engine_subnets, new.ports_in_use, new.volumes) != (
+                current.engine_subnets, current.ports_in_use, current.volumes):
+            new = new.model_copy(update={"last_heartbeat": self.last_seen.get(node_id, 0.0)})
+            self.store.put(new, quiet=True)
+            self._unsaved.discard(node_id)
+            if current is None or current.engine_subnets != kept:
+                self.on_subnets_changed()
+
+    def _refuse(self, node_id: str, why: str) -> None:
+        if self._refused.get(node_id) != why:
+            self._refused[node_id] = why
+            log.warning("node %s: %s", node_id, why)
+
+    def managers(self) -> list[str]:
+        """`addr:port` of every manager (what agents fail over between)."""
+        return sorted(f"{n.addr}:{n.port}" for n in self.store.all(Node)
+                      if n.role == "manager" and n.addr and n.port)
+
+    def forget(self, node_id: str) -> None:
+        self.last_seen.pop(node_id, None)
+        self._unsaved.discard(node_id)
+
+    # -- the loop ----------------------------------------------------------------------
+    def stalled(self, now: float) -> float:
+        """Seconds this process was stuck within the last judgement window."""
+        window = self.down_after()
+        return sum(lag for at, lag in self._stalls if now - at < window + lag)
+
+    def check(self, now: float) -> list[str]:
+        """Mark silent nodes down; the ids marked."""
+        s = self.settings()
+        verdicts = judge(self.store.all(Node), self.last_seen, now, self.started, s.heartbeat_period,
+                         HEARTBEAT_GRACE, self.stalled(now))
+        marked = []
+        with self.store.txn():
+            for node_id, why in verdicts:
+                n = self.store.get(Node, node_id)
+                if n is None:
+                    continue
+                log.warning("node %s (%s) is down: %s", n.description.hostname, n.id, why)
+                self.store.put(n.model_copy(update={"state": "down", "message": why}))
+                marked.append(node_id)
+        return marked
+
+    def flush(self) -> None:
+        """Write the heartbeat times heard since the last flush (one transaction, quiet)."""
+        if not self._unsaved:
+            return
+        ids, self._unsaved = self._unsaved, set()
+        with self.store.txn():
+            for node_id in ids:
+                if self.store.get(Node, node_id) is None:
+                    continue
+                f = self.store.get(NodeFacts, node_id) or NodeFacts(id=node_id)
+                self.store.put(f.model_copy(update={"last_heartbeat": self.last_seen.get(node_id, 0.0)}),
+                               quiet=True)
+
+    async def run(self) -> None:
+        tick = 0.5
+        last_flush = time.monotonic()
+        while True:
+            t = time.monotonic()
+            await asyncio.sleep(tick)
+            lag = time.monotonic() - t - tick
+            if lag > 0.5:
+                self._stalls.append((time.time(), lag))
+                del self._stalls[:-100]
+            try:
+                self.check(time.time())
+                if time.monotonic() - last_flush >= FLUSH_EVERY:
+                    last_flush = time.monotonic()
+                    self.flush()
+            except Exception:  # noqa: BLE001 - a bad pass must not stop liveness
+                log.exception("heartbeat pass failed")
+
+
+def _digest_of(facts: Optional[NodeFacts]) -> str:
+    if facts is None:
+        return ""
+    return facts_digest(facts.engine_subnets, facts.ports_in_use, [v.model_dump() for v in facts.volumes])
+
+
+def _ip(peer: str) -> str:
+    try:
+        return str(ipaddress.ip_address(peer))
+    except ValueError:
+        return ""

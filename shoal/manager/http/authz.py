@@ -1,0 +1,82 @@
+"""Who is calling, and what each kind of caller may do: the API's one authorisation module.
+
+Callers are known by how they came in:
+- the unix socket in the data dir (root only): the local user, who may use the user API;
+- mutual TLS with a node certificate of this cluster (CN = node id, OU = node-manager |
+  node-worker): that node's agent, which may use the agent routes, for itself only, while
+  the node is a member (a removed node's certificate is refused from then on);
+- TLS without a certificate: a node that is joining, which may only fetch the CA and
+  present a join token.
+While the cluster key is autolocked, every route but `info` and `unlock` answers 423.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal, Optional
+
+from aiohttp import web
+
+from shoal import pki
+from shoal.manager.errors import ClusterLocked, Forbidden
+
+# Route groups: who may call a route.
+Audience = Literal["public", "user", "agent", "join", "local"]
+
+
+@dataclass(frozen=True)
+class Caller:
+    kind: Literal["local", "node", "anonymous"]
+    node_id: str = ""  # for nodes: their id (the certificate's CN)
+    role: str = ""  # for nodes: node-manager | node-worker
+    org: str = ""  # for nodes: the cluster id their certificate names
+
+
+def identify(request: web.Request) -> Caller:
+    transport = request.transport
+    if transport is None:
+        raise Forbidden("no transport")
+    ssl_obj = transport.get_extra_info("ssl_object")
+    if ssl_obj is None:
+        if isinstance(transport.get_extra_info("sockname"), str):  # the unix socket
+            return Caller("local")
+        raise Forbidden("the manager API is served over TLS only")
+    ident = pki.peer_identity(ssl_obj.getpeercert())
+    if ident is None:
+        return Caller("anonymous")
+    cn, role, org = ident
+    if role not in pki.NODE_ROLES:
+        raise Forbidden(f"a certificate with role {role!r} has no access to this API")
+    return Caller("node", cn, role, org)
+
+
+class Policy:
+    """Decides whether a caller may use a route of an audience.
+
+    `member(node_id, org)` says whether a node certificate still belongs to the cluster (its
+    node exists, it was not removed, the certificate's organisation is this cluster)."""
+
+    def __init__(self, member: Callable[[str, str], Optional[str]], locked: Callable[[], bool]):
+        self.member = member
+        self.locked = locked
+
+    def check(self, caller: Caller, audience: Audience) -> None:
+        if self.locked() and audience not in ("public", "local"):
+            raise ClusterLocked("The cluster is encrypted and needs to be unlocked before it can be used. "
+                                "Please use \"shoal unlock\" to unlock it.")
+        if audience == "public":
+            return
+        if audience == "join":
+            if caller.kind == "node":
+                raise Forbidden("this node already has a certificate of the cluster")
+            return
+        if audience in ("user", "local"):
+            if caller.kind != "local":
+                raise Forbidden("the user API is served on the manager's unix socket only"
+                                if caller.kind == "node" else "a client certificate is required")
+            return
+        # agent routes: a member node, for itself
+        if caller.kind != "node":
+            raise Forbidden("agent routes need a node certificate")
+        why = self.member(caller.node_id, caller.org)
+        if why:
+            raise Forbidden(why)
