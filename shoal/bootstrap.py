@@ -1,15 +1,20 @@
-"""Creating a cluster on this node (`shoal init`), and leaving it (`shoal leave`).
+"""This node's own life cycle: creating a cluster (`init`), joining one (`join`), leaving it,
+and the daemon process. Everything here is about the node's data dir and processes; the
+cluster itself is reached through the API.
 
-`init` writes the CA, this node's and the local admin's certificates, the cluster
-key and cluster.json, then starts the daemon in the background and waits until its
-API answers. The daemon holds the manager and the node agent.
+`init` makes the cluster key, the CA, this manager's node and API certificates (their
+private keys encrypted under a password derived from the cluster key) and cluster.json.
+`join` pins the cluster CA by the digest in the token, makes this node's key and a
+certificate signing request, and presents the token; the key never leaves the node.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -17,13 +22,19 @@ from typing import Optional
 
 from shoal import pki
 from shoal.ids import new_id
-from shoal.manager.keyring import Keyring
+from shoal.limits import DEFAULT_CERT_EXPIRY
 from shoal.paths import DEFAULT_PORT, Layout
 
 
 class AlreadyInCluster(Exception):
     pass
 
+
+class JoinError(Exception):
+    pass
+
+
+# -- cluster.json ------------------------------------------------------------------------
 
 def read_cluster(layout: Layout) -> Optional[dict]:
     try:
@@ -32,6 +43,17 @@ def read_cluster(layout: Layout) -> Optional[dict]:
     except FileNotFoundError:
         return None
 
+
+def write_cluster(layout: Layout, info: dict) -> None:
+    tmp = layout.cluster_file + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, layout.cluster_file)
+
+
+# -- addresses ---------------------------------------------------------------------------
 
 def local_addresses() -> list[str]:
     addrs = {"127.0.0.1"}
@@ -46,37 +68,167 @@ def local_addresses() -> list[str]:
     return sorted(addrs)
 
 
-def advertise_address() -> str:
+def default_route_address() -> Optional[str]:
+    """The source address of the default route's interface (what other machines reach), as
+    Swarm chooses when no --advertise-addr is given."""
+    try:
+        out = subprocess.run(["ip", "-4", "-o", "route", "get", "1.1.1.1"], capture_output=True, text=True,
+                             timeout=5).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out[out.index("src") + 1] if "src" in out and out.index("src") + 1 < len(out) else None
+
+
+def advertise_address() -> tuple[str, str]:
+    """(address, how it was chosen)."""
+    addr = default_route_address()
+    if addr:
+        return addr, "the address of the default route's interface"
     for a in local_addresses():
         if not a.startswith("127.") and not a.startswith("172.17.") and not a.startswith("10.21"):
-            return a
-    return "127.0.0.1"
+            return a, "the first address of this machine (it has no default route)"
+    return "127.0.0.1", "loopback: this machine has no other address (no other node can join it)"
 
+
+# -- init --------------------------------------------------------------------------------
 
 def create_cluster(layout: Layout, advertise_addr: Optional[str], port: int = DEFAULT_PORT,
-                   autolock: bool = False) -> dict:
+                   autolock: bool = False, cert_expiry: Optional[float] = None,
+                   heartbeat_period: Optional[float] = None) -> dict:
+    from shoal.manager.ca import CertAuthority  # a manager's parts: only init needs them here
+    from shoal.manager.keyring import Keyring
     if read_cluster(layout) is not None:
-        raise AlreadyInCluster("This node is already part of a swarm. Use \"shoal leave\" to leave this "
-                               "swarm and join another one.")
+        raise AlreadyInCluster("This node is already part of a cluster. Use \"shoal leave\" to leave it "
+                               "and join another one.")
     os.makedirs(layout.root, exist_ok=True)
     os.chmod(layout.root, 0o700)
     cluster_id, node_id = new_id(), new_id()
-    addr = advertise_addr or advertise_address()
-    ca = pki.make_ca()
-    pki.write_pair(ca, layout.ca_cert, layout.ca_key)
-    hosts = sorted(set(local_addresses() + [addr, "localhost", socket.gethostname()]))
-    pki.write_pair(pki.issue(ca, node_id, "manager", hosts), layout.manager_cert, layout.manager_key)
-    pki.write_pair(pki.issue(ca, node_id, "node-manager"), layout.node_cert, layout.node_key)
-    pki.write_pair(pki.issue(ca, "admin", "admin"), layout.admin_cert, layout.admin_key)
-    unlock_key = Keyring(layout.cluster_key).create(autolock)
-    info = {"cluster_id": cluster_id, "node_id": node_id, "advertise_addr": addr,
-            "manager_url": f"https://127.0.0.1:{port}", "port": port, "created_at": time.time()}
-    tmp = layout.cluster_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(tmp, layout.cluster_file)
+    addr, how = (advertise_addr, "given") if advertise_addr else advertise_address()
+    keyring = Keyring(layout.cluster_key)
+    unlock_key = keyring.create(autolock)
+    password = keyring.tls_password()
+    lifetime = cert_expiry or DEFAULT_CERT_EXPIRY
+    ca = CertAuthority.create(layout, password, cluster_id)
+    ca.issue_node_cert(node_id, pki.ROLE_MANAGER, lifetime)
+    ca.issue_server_cert(node_id, sorted(set(local_addresses() + [addr])), lifetime)
+    info = {"cluster_id": cluster_id, "node_id": node_id, "role": "manager", "advertise_addr": addr,
+            "advertise_addr_chosen": how, "port": port, "managers": [f"127.0.0.1:{port}"],
+            "created_at": time.time()}
+    if cert_expiry:
+        info["cert_expiry"] = cert_expiry
+    if heartbeat_period:
+        info["heartbeat_period"] = heartbeat_period
+    write_cluster(layout, info)
     return {**info, "unlock_key": unlock_key}
 
+
+# -- join --------------------------------------------------------------------------------
+
+class _ManagerConnection(http.client.HTTPSConnection):
+    """HTTPS to a manager by address, checking its certificate names the manager API."""
+
+    def __init__(self, addr: str, port: int, context: ssl.SSLContext, timeout: float):
+        super().__init__(addr, port, context=context, timeout=timeout)
+        self._ctx = context
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        server_name = pki.MANAGER_NAME if self._ctx.check_hostname else None
+        self.sock = self._ctx.wrap_socket(sock, server_hostname=server_name)
+
+
+def _request(addr: str, port: int, ctx: ssl.SSLContext, method: str, path: str, body: Optional[dict] = None,
+             timeout: float = 10) -> tuple[int, bytes]:
+    conn = _ManagerConnection(addr, port, ctx, timeout)
+    try:
+        conn.request(method, path, body=json.dumps(body).encode() if body is not None else None,
+                     headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
+
+
+def split_addr(remote: str) -> tuple[str, int]:
+    host, _, port = remote.rpartition(":") if remote.count(":") == 1 else (remote, "", "")
+    try:
+        return host, int(port) if port else DEFAULT_PORT
+    except ValueError:
+        raise JoinError(f"invalid manager address {remote!r}: use ADDR[:PORT]") from None
+
+
+def join_cluster(layout: Layout, token: str, remote: str, advertise_addr: Optional[str] = None,
+                 availability: str = "active") -> dict:
+    """Join the cluster `remote` manages, as the token says; cluster.json written, daemon not started."""
+    if read_cluster(layout) is not None:
+        raise AlreadyInCluster("This node is already part of a cluster. Use \"shoal leave\" to leave it "
+                               "and join another one.")
+    try:
+        digest, _ = pki.parse_token(token)
+    except pki.PkiError as e:
+        raise JoinError(str(e)) from None
+    host, port = split_addr(remote)
+    # 1. The CA, fetched without trusting anyone, then pinned by the token's digest.
+    ca_pem = None
+    last: object = None
+    for attempt in range(5):
+        try:
+            status, body = _request(host, port, pki.unverified_context(), "GET", "/v1/join/ca", timeout=5)
+            if status == 200:
+                ca_pem = body
+                break
+            last = f"HTTP {status}: {body[:200].decode(errors='replace')}"
+        except OSError as e:
+            last = e
+        time.sleep(min(2.0, 0.2 * 2 ** attempt))
+    if ca_pem is None:
+        raise JoinError(f"cannot reach a manager at {host}:{port}: {last}")
+    if not pki.same_secret(pki.ca_digest(ca_pem), digest):
+        raise JoinError(f"the manager at {host}:{port} is not the one the token is for "
+                        "(its CA certificate does not match the token's digest)")
+    # 2. This node's key, made here; the manager signs its CSR if the token is good.
+    key = pki.new_key()
+    addr = advertise_addr or _source_address_towards(host)
+    ctx = pki.client_context(None, ca_data=ca_pem.decode())
+    try:
+        status, body = _request(host, port, ctx, "POST", "/v1/join", {
+            "token": token.strip(), "csr": pki.make_csr(key).decode(), "hostname": socket.gethostname(),
+            "advertise_addr": addr or "", "availability": availability}, timeout=15)
+    except ssl.SSLCertVerificationError as e:
+        raise JoinError(f"the peer at {host}:{port} is not a manager of that cluster: {e}") from None
+    except OSError as e:
+        raise JoinError(f"joining through {host}:{port} failed: {e}") from None
+    answer = json.loads(body) if body else {}
+    if status != 200:
+        raise JoinError(answer.get("message") or f"HTTP {status}")
+    cert = answer["cert"].encode()
+    pki.verify_chain(cert, ca_pem)
+    info = pki.cert_info(cert)
+    if info.common_name != answer["node_id"] or info.role != pki.ROLE_WORKER:
+        raise JoinError("the manager answered with a certificate for another identity")
+    os.makedirs(layout.root, exist_ok=True)
+    os.chmod(layout.root, 0o700)
+    os.makedirs(os.path.dirname(layout.ca_cert), exist_ok=True)
+    pki.write_file(layout.ca_cert, ca_pem, 0o644)
+    pki.write_pair(pki.KeyPair(cert, pki.key_pem(key)), layout.node_cert, layout.node_key)
+    managers = list(dict.fromkeys(list(answer.get("managers") or []) + [f"{host}:{port}"]))
+    out = {"cluster_id": answer["cluster_id"], "node_id": answer["node_id"], "role": "worker",
+           "advertise_addr": addr or "", "managers": managers, "created_at": time.time()}
+    write_cluster(layout, out)
+    return out
+
+
+def _source_address_towards(host: str) -> Optional[str]:
+    """The address this machine uses to reach `host` (what the manager will see)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((host, 9))
+            return s.getsockname()[0]
+    except OSError:
+        return None
+
+
+# -- the daemon process ------------------------------------------------------------------
 
 def daemon_pid(layout: Layout) -> Optional[int]:
     try:
@@ -97,6 +249,8 @@ def daemon_pid(layout: Layout) -> Optional[int]:
 
 
 def start_daemon(layout: Layout, wait: float = 30.0) -> int:
+    """Start the daemon in the background; its pid once its socket answers. If it does not, it is
+    stopped again (a failed start must not keep the API port) and the error names its log."""
     pid = daemon_pid(layout)
     if pid:
         return pid
@@ -111,8 +265,9 @@ def start_daemon(layout: Layout, wait: float = 30.0) -> int:
             raise RuntimeError(f"the Shoal daemon exited with {proc.returncode}; see {layout.log}")
         if os.path.exists(layout.socket) and _answers(layout.socket):
             return proc.pid
-        time.sleep(0.1)
-    raise RuntimeError(f"the Shoal daemon did not answer within {wait:.0f}s; see {layout.log}")
+        time.sleep(0.05)
+    _stop_pid(proc.pid, 10.0)
+    raise RuntimeError(f"the Shoal daemon did not answer within {wait:.0f}s (stopped it again); see {layout.log}")
 
 
 def _answers(sock_path: str) -> bool:
@@ -132,24 +287,40 @@ def stop_daemon(layout: Layout, timeout: float = 30.0) -> bool:
     pid = daemon_pid(layout)
     if not pid:
         return False
-    os.kill(pid, signal.SIGTERM)
+    _stop_pid(pid, timeout)
+    return True
+
+
+def _stop_pid(pid: int, timeout: float) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return True
+            return
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    return True
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def leave_node(layout: Layout, node_id: str) -> None:
+    """Stop the daemon, remove everything Shoal made on this node, forget the cluster."""
+    from shoal.agent.cleanup import cleanup_node
+    stop_daemon(layout)
+    cleanup_node(layout, node_id)
+    forget_cluster(layout)
 
 
 def forget_cluster(layout: Layout) -> None:
-    """After `leave --force`: the last manager's state goes with it, as in Swarm.
-
-    The store, keys, certificates, task files and cluster.json are removed (a later
-    `init` in the same data dir starts a new cluster); the daemon's log stays.
-    """
+    """After `leave`: the node's state goes with it (the last manager's: the cluster's, as in
+    Swarm). Store, keys, certificates, task files and cluster.json are removed (a later `init`
+    or `join` starts afresh); the daemon's log stays."""
     import shutil
     for sub in ("manager", "certs", "agent"):
         shutil.rmtree(layout.p(sub), ignore_errors=True)

@@ -1,7 +1,11 @@
-"""`shoal daemon`: the manager and this node's agent, in the foreground (for systemd or `init`).
+"""`shoal daemon`: this node's components, by role, in the foreground (for systemd or `init`).
 
-The two are separate components that share only a process: the agent reaches the
-manager over TCP with mutual TLS, exactly as an agent on another machine would.
+- a manager node runs the manager and its own agent: separate components that share only
+  a process (the agent reaches the manager over TCP with mutual TLS, exactly as an agent on
+  another machine does). With autolock, the agent starts once the manager is unlocked:
+  its key is sealed under the cluster key too.
+- a worker runs its agent and a local socket for the CLI (`agent/local_api.py`).
+
 Stopping the daemon leaves containers running; the next start adopts them.
 """
 from __future__ import annotations
@@ -10,45 +14,118 @@ import asyncio
 import logging
 import os
 import signal
+import socket
+from typing import Optional
 
 from shoal import pki
 from shoal.agent.agent import Agent
-from shoal.agent.client import ManagerClient
-from shoal.bootstrap import read_cluster
-from shoal.manager.server import ManagerServer
+from shoal.agent.certs import CertKeeper
+from shoal.agent.client import ManagerClient, ManagerList
+from shoal.agent.local_api import LocalApi
+from shoal.bootstrap import read_cluster, write_cluster
 from shoal.paths import Layout
 
 log = logging.getLogger("shoal.daemon")
 
 
+class Node:
+    """The components of this node's daemon."""
+
+    def __init__(self, layout: Layout, info: dict, listen: str):
+        self.layout = layout
+        self.info = info
+        self.listen = listen
+        self.role = info.get("role", "manager")
+        self.agent: Optional[Agent] = None
+        self.agent_task: Optional[asyncio.Task] = None
+        self.manager = None
+        self.local_api: Optional[LocalApi] = None
+
+    async def start(self) -> None:
+        if self.role == "manager":
+            from shoal.manager.server import ManagerServer  # only managers carry the manager's code
+            self.manager = ManagerServer(self.layout, self.info, self.listen, int(self.info.get("port", 4343)),
+                                         on_unlocked=self.start_agent)
+            await self.manager.start()
+        else:
+            self.local_api = LocalApi(self.layout.socket, self.local_info, self.leave)
+            await self.local_api.start()
+            self.start_agent(None)
+
+    def start_agent(self, password: Optional[bytes]) -> None:
+        if self.agent is not None:
+            return
+        L, info = self.layout, self.info
+        managers = ManagerList(info.get("managers") or [f"127.0.0.1:{info.get('port', 4343)}"],
+                               on_change=self._managers_changed)
+        client = ManagerClient(managers, pki.client_context(L.ca_cert, L.node_cert, L.node_key, password))
+        record = os.environ.get("SHOAL_AGENT_RECORD")
+        if record:  # tests: everything the agent receives, in clear (what a worker learns)
+            def append(raw: bytes, path: str = record) -> None:
+                with open(path, "ab") as f:
+                    f.write(raw + b"\n")
+            client.record = append
+        datapath = None
+        if os.environ.get("SHOAL_NO_DATAPATH") != "1":
+            from shoal.agent.netplane import NetPlane
+            datapath = NetPlane(L)
+        agent = Agent(info["node_id"], client, configs_dir=L.configs_dir, secrets_dir=L.secrets_dir,
+                      addr=info.get("advertise_addr", ""), datapath=datapath)
+        agent.certs = CertKeeper(client, L.ca_cert, L.node_cert, L.node_key, password,
+                                 cert_expiry=lambda: agent.heartbeat.cert_expiry)
+        self.agent = agent
+        self.agent_task = asyncio.get_running_loop().create_task(agent.run())
+
+    def _managers_changed(self, managers: list[str]) -> None:
+        if self.role != "worker":
+            return  # a manager's agent talks to its own manager first
+        info = read_cluster(self.layout) or self.info
+        info["managers"] = managers
+        write_cluster(self.layout, info)
+
+    def local_info(self) -> dict:
+        a = self.agent
+        return {"role": self.role, "node_id": self.info["node_id"], "cluster_id": self.info.get("cluster_id"),
+                "advertise_addr": self.info.get("advertise_addr"), "hostname": socket.gethostname(),
+                "managers": a.client.managers.addresses if a else self.info.get("managers", []),
+                "registered": bool(a and a.heartbeat.registered.is_set()),
+                "seconds_since_manager": round(a.heartbeat.cut_off_for(), 1) if a else None}
+
+    async def leave(self) -> None:
+        if self.agent is not None:
+            await self.agent.client.call("POST", "/v1/agent/leave", json={}, timeout=10)
+
+    async def stop(self) -> None:
+        if self.agent is not None:
+            await self.agent.stop()
+        if self.manager is not None:
+            await self.manager.stop()
+        if self.local_api is not None:
+            await self.local_api.stop()
+
+
 async def run_daemon(layout: Layout, listen: str = "0.0.0.0") -> None:
     info = read_cluster(layout)
     if info is None:
-        raise SystemExit(f"no cluster in {layout.root}: run `shoal init` first")
+        raise SystemExit(f"no cluster in {layout.root}: run `shoal init` or `shoal join` first")
     with open(layout.pidfile, "w") as f:
         f.write(str(os.getpid()))
-    manager = ManagerServer(layout, info, listen, int(info.get("port", 4343)))
-    await manager.start()
-    ctx = pki.client_context(layout.ca_cert, layout.node_cert, layout.node_key)
-    datapath = None
-    if os.environ.get("SHOAL_NO_DATAPATH") != "1":
-        from shoal.agent.netplane import NetPlane
-        datapath = NetPlane(layout)
-    agent = Agent(info["node_id"], ManagerClient(info["manager_url"], ctx),
-                  configs_dir=layout.configs_dir, secrets_dir=layout.secrets_dir,
-                  addr=info.get("advertise_addr", ""), datapath=datapath)
-    agent_task = asyncio.create_task(agent.run())
+    node = Node(layout, info, listen)
+    await node.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("shoal daemon running (node %s)", info["node_id"])
-    done, _ = await asyncio.wait({agent_task, asyncio.create_task(stop.wait())},
-                                 return_when=asyncio.FIRST_COMPLETED)
-    if agent_task in done and agent_task.exception():
-        log.error("agent stopped: %r", agent_task.exception())
-    await agent.stop()
-    await manager.stop()
+    log.info("shoal daemon running (node %s, %s)", info["node_id"], node.role)
+    stopper = asyncio.create_task(stop.wait())
+    while not stop.is_set():
+        waits = {stopper} | ({node.agent_task} if node.agent_task else set())
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED, timeout=None if node.agent_task else 1)
+        if node.agent_task in done:
+            exc = node.agent_task.exception() if not node.agent_task.cancelled() else None
+            log.error("agent stopped: %r", exc)
+            break
+    await node.stop()
     try:
         os.unlink(layout.pidfile)
     except FileNotFoundError:

@@ -33,6 +33,9 @@ BACKDATE = 3600  # certificates start an hour early: clocks of nodes differ
 TOKEN_PREFIX = "SHLTKN-1-"
 ROLE_MANAGER, ROLE_WORKER = "node-manager", "node-worker"
 SERVER_ROLE = "manager"  # OU of a manager's API (server) certificate
+# The name every manager API certificate carries (a DNS SAN), and the only name a client
+# accepts (checked in the handshake): a node certificate of the same CA does not carry it.
+MANAGER_NAME = "shoal-manager"
 NODE_ROLES = (ROLE_MANAGER, ROLE_WORKER)
 
 
@@ -205,11 +208,12 @@ def write_pair(pair: KeyPair, cert_path: str, key_path: str) -> None:
     """Both files replaced atomically (a renewal must never leave a key without its cert)."""
     os.makedirs(os.path.dirname(cert_path), exist_ok=True)
     os.makedirs(os.path.dirname(key_path), mode=0o700, exist_ok=True)
-    _write(key_path, pair.key_pem, 0o600)
-    _write(cert_path, pair.cert_pem, 0o644)
+    write_file(key_path, pair.key_pem, 0o600)
+    write_file(cert_path, pair.cert_pem, 0o644)
 
 
-def _write(path: str, data: bytes, mode: int) -> None:
+def write_file(path: str, data: bytes, mode: int) -> None:
+    """Replace `path` atomically (synced) with `data`."""
     tmp = path + ".tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "wb") as f:
@@ -238,12 +242,25 @@ def server_context(ca_path: str, cert_path: str, key_path: str, password: Option
 
 def client_context(ca_path: Optional[str], cert_path: Optional[str] = None, key_path: Optional[str] = None,
                    password: Optional[bytes] = None, ca_data: Optional[str] = None) -> ssl.SSLContext:
+    """Trusts the cluster CA, and only a peer whose certificate names MANAGER_NAME (connect with
+    server_hostname=MANAGER_NAME): managers are addressed by IP, and what matters is that
+    the peer is a manager of this cluster, not what its address is."""
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_path, cadata=ca_data)
     if cert_path and key_path:
         ctx.load_cert_chain(cert_path, key_path, password=password)
-    ctx.check_hostname = False  # managers are addressed by IP; the CA and the peer's role are checked
+    ctx.check_hostname = True
+    ctx.hostname_checks_common_name = False
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
+
+
+def has_manager_name(cert_pem: bytes) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return MANAGER_NAME in sans.get_values_for_type(x509.DNSName)
 
 
 def unverified_context() -> ssl.SSLContext:

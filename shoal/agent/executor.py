@@ -368,6 +368,14 @@ class Executor:
     def container_id(self, task_id: str) -> Optional[str]:
         return self._containers.get(task_id)
 
+    def containers(self) -> dict[str, str]:
+        """The containers this executor knows of: task id -> container id (a copy)."""
+        return dict(self._containers)
+
+    def forget(self, task_id: str) -> None:
+        """The task's container is gone (removed behind Shoal's back, or by `remove`)."""
+        self._containers.pop(task_id, None)
+
     async def ensure_image(self, image: str, report: Optional[Report] = None) -> None:
         """Pull ``image`` if the engine does not have it; TaskRejected with the engine's message."""
         try:

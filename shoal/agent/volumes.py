@@ -33,8 +33,8 @@ def summary(v: dict, node_id: str) -> dict:
     """What heartbeats report about one volume."""
     labels = v.get("Labels") or {}
     return {"name": v["Name"], "driver": v.get("Driver") or "local", "labels": labels,
-            "options": v.get("Options") or {}, "mountpoint": v.get("Mountpoint"),
-            "created_at": v.get("CreatedAt"), "stack": labels.get(L_STACK, ""), "node_id": node_id}
+            "options": v.get("Options") or {}, "mountpoint": v.get("Mountpoint") or "",
+            "created_at": v.get("CreatedAt") or "", "stack": labels.get(L_STACK, "")}
 
 
 def _matches(labels: dict, wanted: dict[str, str | None]) -> bool:

@@ -96,6 +96,20 @@ def update(obj: Ctx, label_add, label_rm, availability, nodes) -> None:
         click.echo(n)
 
 
+@node.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Remove a node that is not down (its tasks are moved).")
+@click.argument("nodes", nargs=-1, required=True)
+@click.pass_obj
+def rm(obj: Ctx, force: bool, nodes) -> None:
+    """Remove nodes from the cluster: their certificates are refused from then on."""
+    from shoal.cli.each import for_each
+
+    def remove(n: str) -> None:
+        obj.api.post(f"/v1/nodes/{n}/remove", {"force": force})
+        click.echo(n)
+    for_each(nodes, remove)
+
+
 @node.command("ps")
 @click.option("--no-trunc", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)

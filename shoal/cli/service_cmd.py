@@ -270,6 +270,28 @@ def rollback(obj: Ctx, wait: bool, timeout: float, service_ref: str) -> None:
             sys.exit(1)
 
 
+@service.command("rebalance")
+@click.option("--wait", is_flag=True, help="Wait until the moved replicas run.")
+@click.option("--timeout", default=300.0)
+@click.argument("service_ref")
+@click.pass_obj
+def rebalance(obj: Ctx, wait: bool, timeout: float, service_ref: str) -> None:
+    """Spread a service's replicas evenly over the nodes available now (following its update_config)."""
+    import time
+    since = time.time()
+    r = obj.api.post(f"/v1/services/{service_ref}/rebalance", {})
+    name = r["spec"]["name"]
+    if not r["moves"]:
+        click.echo(f"{name}: already spread as evenly as its placement allows; nothing to move")
+        return
+    click.echo(f"{name}: moving the replicas of slot(s) {', '.join(r['moves'])}")
+    if wait:
+        ok, why = _wait_plain(obj, r, timeout, since)
+        if not ok:
+            click.echo(f"Error: {why}", err=True)
+            sys.exit(1)
+
+
 @service.command("rm")
 @click.argument("services", nargs=-1, required=True)
 @click.pass_obj

@@ -22,7 +22,10 @@ def replicas_text(svc: dict) -> str:
     if mode.endswith("job"):
         return f"{svc['replicas_running']}/{svc['spec'].get('max_concurrent') or svc['replicas_desired']} " \
                f"({svc['completed']}/{svc['replicas_desired']} completed)"
-    return f"{svc['replicas_running']}/{svc['replicas_desired']}"
+    unknown = svc.get("replicas_unknown") or 0
+    # Tasks on a down node: replaced, but their containers may still run there (see docs/nodes.md).
+    extra = f" ({unknown} unknown)" if unknown else ""
+    return f"{svc['replicas_running']}/{svc['replicas_desired']}{extra}"
 
 
 def ports_text(svc: dict) -> str:

@@ -33,7 +33,7 @@ from shoal.core.restart import history_limit, restart_not_before, should_restart
 from shoal.core.slots import STOPPED_DESIRED, by_slot, dirty_checker, is_live, is_stopping
 from shoal.core.task_states import COMPLETE, NEW, ON_NODE, TERMINAL, UNKNOWN
 from shoal.model.objects import Node, Service, Task
-from shoal.scheduler.constraints import ConstraintError, node_matches, parse_constraints
+from shoal.core.constraints import ConstraintError, node_matches, parse_constraints
 
 JOB_MODES = frozenset({"replicated-job", "global-job"})
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from shoal.core.plan import IdFactory, Plan, make_task, new_id
-from shoal.core.slots import by_slot, dirty_checker, is_live
+from shoal.core.slots import by_slot, dirty_checker, is_live, slot_key
 from shoal.core.task_states import COMPLETE, FAILED, REJECTED, RUNNING
 from shoal.model.objects import Node, Service, Task, UpdateState, UpdateStatus
 
@@ -78,6 +78,13 @@ def update_step(service: Service, tasks: Sequence[Task], now: float, nodes: Opti
     if spec.mode not in ("replicated", "global"):
         return plan  # jobs re-run on a spec change (reconcile)
     dirty = dirty_checker(service)
+    current = service.update_state
+    if current is not None and current.moves and current.spec_version == service.spec_version:
+        # a rebalance: the tasks of these slots made before it began count as out of date
+        spec_dirty, moving, began = dirty, set(current.moves), current.started_at
+
+        def dirty(t: Task) -> bool:  # noqa: F811 - the rebalance's view of "out of date"
+            return spec_dirty(t) or (slot_key(t) in moving and t.created_at < began)
     unusable = set()
     if nodes is not None:
         present = {n.id: n for n in nodes}
@@ -226,5 +233,14 @@ def update_step(service: Service, tasks: Sequence[Task], now: float, nodes: Opti
 
 
 def _finished(status: UpdateStatus, rollback: bool, now: float) -> UpdateStatus:
+    what = "rollback" if rollback else ("rebalance" if status.message.startswith("rebalance") else "update")
     return UpdateStatus(state=ROLLBACK_COMPLETED if rollback else COMPLETED, started_at=status.started_at,
-                        completed_at=now, message="rollback completed" if rollback else "update completed")
+                        completed_at=now, message=f"{what} completed")
+
+
+def start_rebalance(service: Service, slots: list[str], now: float) -> Service:
+    """The service with a rebalance begun: `slots` are replaced as a rolling update."""
+    return service.model_copy(update={
+        "update_status": UpdateStatus(state=UPDATING, started_at=now, message="rebalance in progress"),
+        "update_state": UpdateState(spec_version=service.spec_version, started_at=now, total=len(slots),
+                                    moves=slots)})

@@ -32,14 +32,14 @@ class ActionFailed(ApiError):
 class ActionHub:
     def __init__(self) -> None:
         self._requests = NodeQueues()
-        self._waiting: dict[str, asyncio.Future] = {}
+        self._waiting: dict[str, tuple[asyncio.Future, str]] = {}  # request id -> (answer, node asked)
 
     async def call(self, node_id: str, kind: str, args: dict[str, Any] | None = None,
                    timeout: float = DEFAULT_TIMEOUT, node_name: str = "") -> Any:
         """Run action `kind` on `node_id`'s agent; its result, or ActionFailed / ActionTimeout."""
         req_id = uuid.uuid4().hex
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiting[req_id] = fut
+        self._waiting[req_id] = (fut, node_id)
         await self._requests.put(node_id, {"id": req_id, "kind": kind, "args": args or {}})
         try:
             answer = await asyncio.wait_for(fut, timeout)
@@ -59,10 +59,12 @@ class ActionHub:
         # Drop actions whose caller gave up meanwhile: nobody would read their answer.
         return [a for a in out if a["id"] in self._waiting]
 
-    def answer(self, req_id: str, answer: dict) -> bool:
-        """An agent's answer; False when nobody waits for it any more (timed out)."""
-        fut = self._waiting.get(req_id)
-        if fut is None or fut.done():
+    def answer(self, req_id: str, answer: dict, node_id: str) -> bool:
+        """An agent's answer; False when nobody waits for it any more (timed out), or when the
+        action was asked of another node (a node answers only for itself)."""
+        entry = self._waiting.get(req_id)
+        if entry is None or entry[1] != node_id or entry[0].done():
             return False
+        fut = entry[0]
         fut.set_result(answer if isinstance(answer, dict) else {"ok": False, "error": "malformed answer"})
         return True

@@ -51,7 +51,7 @@ class CertAuthority:
 
     def issue_server_cert(self, node_id: str, addresses: list[str], lifetime: float) -> None:
         """The certificate this manager serves its API with (OU `manager`: agents check it)."""
-        hosts = sorted(set(addresses + ["127.0.0.1", "localhost", socket.gethostname()]))
+        hosts = [pki.MANAGER_NAME] + sorted(set(addresses + ["127.0.0.1", "localhost", socket.gethostname()]))
         pair = pki.issue(self.pair(), node_id, pki.SERVER_ROLE, self.cluster_id, lifetime, hosts,
                          ca_password=self.password(), password=self.password())
         pki.write_pair(pair, self.layout.manager_cert, self.layout.manager_key)

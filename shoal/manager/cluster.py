@@ -15,7 +15,7 @@ from shoal.ids import new_id
 from shoal.manager import allocator
 from shoal.manager.errors import ApiError, Conflict, NotFound
 from shoal.manager.keyring import Keyring
-from shoal.model.objects import ConfigObj, NetworkObj, Node, SealedData, SecretObj, Service, UpdateStatus
+from shoal.model.objects import ConfigObj, NetworkObj, Node, NodeFacts, SealedData, SecretObj, Service, UpdateStatus
 from shoal.model.specs import FileObjectSpec, FileRef, NetworkSpec, ServiceSpec, StackSpec
 from shoal.store import Store
 
@@ -49,11 +49,10 @@ class Cluster:
         self.store = store
         self.keyring = keyring
         self.node_id = node_id
-        # Subnets each node's engine uses outside Shoal (reported by heartbeats): avoided.
-        self.foreign_subnets: dict[str, list[str]] = {}
-        # Ports other processes hold on each node (reported by heartbeats): a published port
-        # there would never answer, so deploy refuses it.
-        self.ports_in_use: dict[str, dict[str, str]] = {}
+
+    def _foreign_subnets(self) -> list[str]:
+        """Subnets nodes' engines use outside Shoal (their heartbeats' facts): avoided."""
+        return [s for f in self.store.all(NodeFacts) for s in f.engine_subnets]
 
     # ------------------------------------------------------------------ stacks
     def deploy_stack(self, stack: StackSpec, prune: bool = False) -> list[str]:
@@ -61,7 +60,7 @@ class Cluster:
         st = self.store
         out: list[str] = []
         self._check_stack_references(stack)
-        self._check_ports(stack)
+        out += self._check_ports(stack)
         with st.txn():
             for net in stack.networks:
                 if net.external:
@@ -126,13 +125,16 @@ class Cluster:
                 missing.append(f"secret {obj.name}: data is empty")
         if missing:
             raise ApiError("; ".join(missing))
-        from shoal.scheduler.constraints import validate_constraints
+        from shoal.core.constraints import validate_constraints
         for spec in stack.services:
             errors = validate_constraints(spec.placement.constraints)
             if errors:
                 raise ApiError(f"service {spec.name}: invalid placement constraint: {'; '.join(errors)}")
 
-    def _check_ports(self, stack: StackSpec) -> None:
+    def _check_ports(self, stack: StackSpec) -> list[str]:
+        """Refuse a published port another service holds; a port other processes hold on a node
+        (its heartbeat says so) would not answer there: refused when it is so on every ready
+        node, a warning naming the nodes otherwise (one node's claim never blocks the cluster)."""
         mine = {s.name for s in stack.services}
         held: dict[tuple[str, int], str] = {}
         for svc in self.store.all(Service):
@@ -143,26 +145,35 @@ class Cluster:
                 if pub:
                     held[(p.protocol, pub)] = svc.spec.name
         ours = {(p.protocol, p.published) for s in self.store.all(Service) for p in s.spec.ports if p.published}
+        ready = {n.id: n for n in self.store.all(Node) if n.state == "ready"}
+        facts = {f.id: f for f in self.store.all(NodeFacts) if f.id in ready}
         seen: dict[tuple[str, int], str] = {}
+        warnings: list[str] = []
         for spec in stack.services:
             for p in spec.ports:
                 if p.published is None:
                     continue
                 key = (p.protocol, p.published)
-                if key not in ours:
-                    for node_id, used in self.ports_in_use.items():
-                        msg = used.get(f"{p.protocol}/{p.published}")
-                        if msg:
-                            node = self.store.get(Node, node_id)
-                            where = node.description.hostname if node else node_id
-                            raise Conflict(f"port {p.published}/{p.protocol} of service {spec.name} cannot be "
-                                           f"published: on node {where}, {msg}")
                 if key in held:
                     raise Conflict(f"port {p.published}/{p.protocol} of service {spec.name} is already "
                                    f"published by service {held[key]}")
                 if key in seen and seen[key] != spec.name:
                     raise Conflict(f"port {p.published}/{p.protocol} is published by both {seen[key]} and {spec.name}")
                 seen[key] = spec.name
+                if key in ours:
+                    continue
+                users = {nid: f.ports_in_use[f"{p.protocol}/{p.published}"] for nid, f in facts.items()
+                         if f"{p.protocol}/{p.published}" in f.ports_in_use}
+                if not users:
+                    continue
+                where = "; ".join(f"on node {ready[nid].description.hostname or nid}, {msg}"
+                                  for nid, msg in sorted(users.items()))
+                if len(users) == len(ready):
+                    raise Conflict(f"port {p.published}/{p.protocol} of service {spec.name} cannot be "
+                                   f"published: {where}")
+                warnings.append(f"Warning: port {p.published}/{p.protocol} of service {spec.name} will not "
+                                f"answer where another process holds it: {where}")
+        return warnings
 
     def services_of_stack(self, stack: str) -> list[Service]:
         return [s for s in self.store.all(Service) if s.spec.stack == stack]
@@ -201,7 +212,7 @@ class Cluster:
     # ---------------------------------------------------------------- networks
     def _create_network(self, spec: NetworkSpec) -> NetworkObj:
         used = [n.subnet for n in self.store.all(NetworkObj)]
-        used += [s for subnets in self.foreign_subnets.values() for s in subnets]
+        used += self._foreign_subnets()
         try:
             subnet, gateway, _ = allocator.allocate_subnet(used, spec.subnets[0] if spec.subnets else None)
         except allocator.AllocationError as e:
@@ -217,7 +228,7 @@ class Cluster:
         rejected with the engine's message).
         """
         import ipaddress
-        foreign = [ipaddress.ip_network(s) for subnets in self.foreign_subnets.values() for s in subnets]
+        foreign = [ipaddress.ip_network(s) for s in self._foreign_subnets()]
         moved = []
         with self.store.txn():
             for net in self.store.all(NetworkObj):
@@ -325,6 +336,23 @@ class Cluster:
             raise ApiError(f"service {svc.spec.name}: there is no previous spec to roll back to")
         from shoal.core.update import start_rollback
         return self.store.put(start_rollback(svc, time.time()))
+
+    def rebalance(self, ref: str) -> tuple[Service, list[str]]:
+        """Spread a service's replicas evenly over the nodes now available (beyond Swarm), as a
+        rolling update of the replicas to move; (the service, the slots moved)."""
+        from shoal.core.rebalance import CannotRebalance, moves
+        from shoal.core.update import start_rebalance
+        svc = resolve(self.store, Service, ref, "service")
+        if svc.update_status is not None and svc.update_status.state in ("updating", "rollback_started"):
+            raise Conflict(f"service {svc.spec.name}: an update is in progress ({svc.update_status.message}); "
+                           "rebalance it once it is over")
+        try:
+            slots = moves(svc, self.store.tasks_of_service(svc.id), self.store.all(Node))
+        except CannotRebalance as e:
+            raise ApiError(str(e)) from None
+        if not slots:
+            return svc, []
+        return self.store.put(start_rebalance(svc, slots, time.time())), slots
 
     def _remove_service(self, svc: Service) -> None:
         st = self.store

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ipaddress
 import json
 import logging
 import time
@@ -20,10 +21,10 @@ from shoal.core import task_states as ts
 from shoal.manager.cluster import Cluster
 from shoal.manager.endpoint_log import EndpointLog
 from shoal.manager.errors import ApiError, Forbidden
-from shoal.model.objects import ConfigObj, NetworkObj, Node, NodeDescription, SecretObj, Service, Task, TaskStatus
+from shoal.model.objects import ConfigObj, NetworkObj, SecretObj, Service, Task, TaskStatus
 from shoal.store import Store
+from shoal.store.base import InvalidObject, check_object
 
-HEARTBEAT_PERIOD = 5.0
 ENDPOINTS_PER_SECOND = 50_000.0  # see Dispatcher.news
 ENDPOINTS_MAX_HOLD = 2.0
 # A task moving forward on its node (accepted … running) needs no orchestrator pass unless
@@ -88,23 +89,6 @@ class Dispatcher:
         self._others: tuple = ()
         self._woken_seq = 0
         self._reports: list[tuple[str, list[dict], asyncio.Future]] = []
-
-    def heartbeat(self, node_id: str, role: str, description: dict, addr: str) -> dict:
-        node = self.store.get(Node, node_id)
-        desc = NodeDescription.model_validate(description)
-        now = time.time()
-        if node is None:
-            node = Node(id=node_id, role="manager" if role == "manager" else "worker",
-                        description=desc, state="ready", addr=addr, last_heartbeat=now,
-                        leader=role == "manager")
-            self.store.put(node)
-        elif node.state != "ready" or node.description != desc or node.addr != addr:
-            self.store.put(node.model_copy(update={"description": desc, "state": "ready", "addr": addr,
-                                                   "last_heartbeat": now}))
-        else:
-            # Heartbeats are frequent: keep them in memory only; a restart re-learns them.
-            node.last_heartbeat = now
-        return {"heartbeat_period": HEARTBEAT_PERIOD}
 
     # -- assignments -----------------------------------------------------------------
     # An agent long-polls with the digest of its own part in the last answer it got (made
@@ -298,6 +282,8 @@ class Dispatcher:
         return await fut
 
     def _flush_reports(self) -> None:
+        """One transaction for the reports of many nodes; one node's bad report is refused
+        alone (each report is checked whole before any of it is written)."""
         batch, self._reports = self._reports, []
         results: list = []
         try:
@@ -306,9 +292,10 @@ class Dispatcher:
                 for node_id, updates, _fut in batch:
                     try:
                         results.append(self._apply_report(node_id, updates, watched))
-                    except (ApiError, Forbidden) as e:
-                        results.append(e)
+                    except (ApiError, InvalidObject) as e:
+                        results.append(e if isinstance(e, ApiError) else ApiError(str(e)))
         except Exception as e:  # noqa: BLE001 - the commit failed: every caller hears of it
+            log.exception("committing status reports failed")
             results = [e] * len(batch)
         for (_n, _u, fut), r in zip(batch, results):
             if fut.done():
@@ -334,6 +321,7 @@ class Dispatcher:
                 continue  # states only move forward; a late report is dropped
             if not ts.can_move(ts.AGENT, t.status.state, new_state):
                 raise ApiError(f"task {t.id}: agent may not move it from {t.status.state} to {new_state}")
+            addresses = self._addresses(t, u.get("addresses")) if u.get("addresses") else None
             status = TaskStatus(
                 state=new_state,
                 timestamp=u.get("timestamp") or time.time() if new_state != t.status.state else t.status.timestamp,
@@ -342,15 +330,35 @@ class Dispatcher:
                 container_id=u.get("container_id") or t.status.container_id,
                 exit_code=u.get("exit_code", t.status.exit_code),
                 health=u.get("health", t.status.health),
-                addresses=u.get("addresses") or t.status.addresses,
+                addresses=addresses or t.status.addresses,
             )
             if status != t.status:
                 quiet = (new_state in QUIET_STATES and status.health == t.status.health
                          and t.service_id not in watched)
-                writes.append((t.model_copy(update={"status": status}), quiet))
+                writes.append((check_object(t.model_copy(update={"status": status})), quiet))
         for t, quiet in writes:
             st.put(t, quiet=quiet)
         return len(writes)
+
+    def _addresses(self, t: Task, claimed: dict[str, str]) -> dict[str, str]:
+        """A task's container addresses, as far as they can be true: only networks the task is
+        on, only addresses inside that network's subnet (they become other nodes' DNAT targets
+        and DNS answers); anything else is dropped and logged."""
+        nets = {a.network for a in t.spec.networks}
+        out: dict[str, str] = {}
+        for net, ip in claimed.items():
+            obj = self.store.by_name(NetworkObj, net) if net in nets else None
+            try:
+                ok = obj is not None and bool(obj.subnet) and \
+                    ipaddress.ip_address(ip) in ipaddress.ip_network(obj.subnet)
+            except ValueError:
+                ok = False
+            if ok:
+                out[net] = ip
+            else:
+                log.warning("task %s: address %r on network %r refused (not on one of its networks' subnets)",
+                            t.id, ip, net)
+        return out
 
     def _watched_services(self) -> set[str]:
         """Services whose tasks' progress the orchestrator must see at once: mid-update (it

@@ -12,9 +12,7 @@ The judgement itself is pure (`core/liveness.py`); this loop applies it every ha
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import ipaddress
-import json
 import logging
 import time
 from typing import Callable, Optional
@@ -22,6 +20,7 @@ from typing import Callable, Optional
 from shoal.core.liveness import judge
 from shoal.limits import HEARTBEAT_GRACE
 from shoal.model.objects import ClusterObj, Node, NodeDescription, NodeFacts, VolumeFact
+from shoal.protocol import facts_digest
 from shoal.store import Store
 
 log = logging.getLogger("shoal.heartbeats")
@@ -30,12 +29,6 @@ FLUSH_EVERY = 1.0  # seconds between batched writes of heartbeat times
 # Subnets an engine may report as its own (Docker's address pools are private ranges).
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
 MIN_PREFIX = 12
-
-
-def facts_digest(subnets: list[str], ports: dict[str, str], volumes: list[dict]) -> str:
-    raw = json.dumps([sorted(subnets), sorted(ports.items()), sorted(volumes, key=lambda v: v.get("name", ""))],
-                     sort_keys=True)
-    return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
 
 def bounded_subnets(claimed: list[str]) -> tuple[list[str], list[str]]:

@@ -12,6 +12,7 @@ from typing import Optional
 
 from aiohttp import web
 
+from shoal.manager.errors import NotFound
 from shoal.manager.node_queues import NodeQueues
 from shoal.model.objects import Service
 from shoal.store import Store
@@ -22,14 +23,15 @@ class LogHub:
         self.store = store
         self._requests = NodeQueues()
         self._sinks: dict[str, asyncio.Queue] = {}
+        self._nodes: dict[str, str] = {}  # request id -> the node asked
 
     async def requests_for(self, node_id: str, wait: float) -> list[dict]:
         return await self._requests.take(node_id, wait)
 
-    async def receive(self, req_id: str, request: web.Request) -> None:
+    async def receive(self, req_id: str, request: web.Request, node_id: str) -> None:
         sink = self._sinks.get(req_id)
-        if sink is None:
-            raise web.HTTPNotFound(text="no such log request")
+        if sink is None or self._nodes.get(req_id) != node_id:  # a node answers only for itself
+            raise NotFound("no such log request")
         try:
             async for line in request.content:
                 await sink.put(line)
@@ -54,6 +56,7 @@ class LogHub:
             req_id = uuid.uuid4().hex
             ids.append(req_id)
             self._sinks[req_id] = sink
+            self._nodes[req_id] = node_id
             await self._requests.put(node_id, {"id": req_id, "containers": containers, "follow": follow,
                                                "tail": tail})
         open_streams = len(ids)
@@ -72,4 +75,5 @@ class LogHub:
         finally:
             for i in ids:
                 self._sinks.pop(i, None)
+                self._nodes.pop(i, None)
         return resp

@@ -1,7 +1,10 @@
-"""Wires the manager together: store, keyring, cluster ops, dispatcher, orchestrator, HTTP API.
+"""Wires the manager together: store, keyring, CA, membership, heartbeats, dispatcher,
+orchestrator and the HTTP API.
 
-It listens on TCP with mutual TLS (agents, remote admins) and on a root-only unix
-socket in the data dir (the local CLI).
+It listens on a root-only unix socket in the data dir (the local CLI) at once, and on
+TCP with TLS (agents, joining nodes) once the cluster key is available: with autolock,
+the manager's private keys are encrypted under it, so a locked manager serves only
+`info` and `unlock` on its socket until it is unlocked.
 """
 from __future__ import annotations
 
@@ -10,17 +13,27 @@ import asyncio.sslproto
 import gc
 import logging
 import os
-from typing import Optional
+import random
+import ssl
+import time
+from typing import Callable, Optional
 
 from aiohttp import web
 
 from shoal import pki
-from shoal.manager.api import ManagerApi
+from shoal.manager.actions import ActionHub
+from shoal.manager.ca import CertAuthority
 from shoal.manager.cluster import Cluster
+from shoal.manager.components import Components
 from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.heartbeats import Heartbeats
+from shoal.manager.http.app import ManagerApp
 from shoal.manager.keyring import Keyring, Locked
 from shoal.manager.logs import LogHub
+from shoal.manager.membership import Membership
 from shoal.manager.orchestrator import Orchestrator
+from shoal.manager.volumes import VolumeRegistry
+from shoal.model.objects import Node
 from shoal.paths import Layout
 from shoal.store.sqlite import SqliteStore
 
@@ -33,14 +46,17 @@ asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
 
 
 class ManagerServer:
-    def __init__(self, layout: Layout, cluster_info: dict, listen: str, port: int):
+    def __init__(self, layout: Layout, cluster_info: dict, listen: str, port: int,
+                 on_unlocked: Callable[[bytes], None] = lambda password: None):
         self.layout = layout
         self.info = cluster_info
         self.listen = listen
         self.port = port
+        self.on_unlocked = on_unlocked  # the daemon starts this node's agent then (its key is sealed too)
         self.runner: Optional[web.AppRunner] = None
-        self.orch_task: Optional[asyncio.Task] = None
-        self.dispatch_task: Optional[asyncio.Task] = None
+        self.tls: Optional[ssl.SSLContext] = None
+        self._tasks: list[asyncio.Task] = []
+        self._unlocked = False
 
     async def start(self) -> None:
         L = self.layout
@@ -55,39 +71,88 @@ class ManagerServer:
             self.keyring.load()
         except Locked:
             log.warning("the cluster is autolocked: waiting for `shoal unlock`")
-        self.cluster = Cluster(self.store, self.keyring, self.info["node_id"])
-        self.dispatcher = Dispatcher(self.store, self.cluster)
-        self.api = ManagerApi(self.store, self.cluster, self.dispatcher, self.keyring,
-                              {k: v for k, v in self.info.items() if k != "unlock_key"},
-                              on_unlock=self._start_orchestrator)
-        # Volume-aware placement: the scheduler sees where the agents' heartbeats found each volume.
-        self.orchestrator = Orchestrator(self.store, volume_nodes=self.api.volumes.volume_nodes)
-        self.api.log_hub = LogHub(self.store)
-        app = web.Application(middlewares=[self.api.middleware], client_max_size=64 * 1024 * 1024)
-        app.add_routes(self.api.routes())
+        cluster_id, node_id = self.info["cluster_id"], self.info["node_id"]
+        self.ca = CertAuthority(L, self.keyring.tls_password, cluster_id)
+        cluster = Cluster(self.store, self.keyring, node_id)
+        self.heartbeats = Heartbeats(self.store, on_subnets_changed=cluster.fix_subnet_conflicts)
+        volumes = VolumeRegistry(self.store)
+        self.components = Components(
+            store=self.store, keyring=self.keyring, cluster=cluster,
+            membership=Membership(self.store, self.ca, self.keyring, cluster_id), heartbeats=self.heartbeats,
+            dispatcher=Dispatcher(self.store, cluster), log_hub=LogHub(self.store), actions=ActionHub(),
+            volumes=volumes, info={k: v for k, v in self.info.items() if k != "unlock_key"},
+            on_unlock=self._unlocked_now)
+        self.orchestrator = Orchestrator(self.store, volume_nodes=volumes.volume_nodes)
+        app = ManagerApp(self.components).application()
         # Long polls (agents, logs) would hold shutdown for their whole wait: give them 1 s.
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
-        ctx = pki.server_context(L.ca_cert, L.manager_cert, L.manager_key)
-        await web.TCPSite(self.runner, self.listen, self.port, ssl_context=ctx, reuse_address=True).start()
         if os.path.exists(L.socket):
             os.unlink(L.socket)
         await web.UnixSite(self.runner, L.socket).start()
         os.chmod(L.socket, 0o600)
-        self.dispatch_task = asyncio.create_task(self.dispatcher.run())
         if self.keyring.unlocked:
-            self._start_orchestrator()
-        log.info("manager listening on %s:%d and %s", self.listen, self.port, L.socket)
+            await self._start_unlocked()
 
-    def _start_orchestrator(self) -> None:
-        if self.orch_task is None:
-            self.orch_task = asyncio.create_task(self.orchestrator.run())
+    def _unlocked_now(self) -> None:
+        asyncio.get_running_loop().create_task(self._start_unlocked())
+
+    async def _start_unlocked(self) -> None:
+        """What needs the cluster key: the manager's TLS keys, the CA, join secrets, the loop."""
+        if self._unlocked:
+            return
+        self._unlocked = True
+        c = self.components
+        c.membership.ensure(self.info.get("heartbeat_period"), self.info.get("cert_expiry"))
+        self._ensure_own_node()
+        password = self.keyring.tls_password()
+        L = self.layout
+        self.tls = pki.server_context(L.ca_cert, L.manager_cert, L.manager_key, password)
+        assert self.runner is not None
+        await web.TCPSite(self.runner, self.listen, self.port, ssl_context=self.tls, reuse_address=True).start()
+        self._tasks = [asyncio.create_task(t) for t in (
+            c.dispatcher.run(), self.heartbeats.run(), self.orchestrator.run(), self._renew_server_cert())]
+        log.info("manager listening on %s:%d and %s", self.listen, self.port, L.socket)
+        self.on_unlocked(password)
+
+    def _ensure_own_node(self) -> None:
+        """This manager as a node of the store (made at first start; its address kept current)."""
+        node_id, addr = self.info["node_id"], self.info.get("advertise_addr", "")
+        node = self.store.get(Node, node_id)
+        if node is None:
+            self.store.put(Node(id=node_id, role="manager", addr=addr, port=self.port, leader=True,
+                                message="waiting for its agent's first heartbeat"))
+        elif (node.addr, node.port, node.role, node.leader) != (addr or node.addr, self.port, "manager", True):
+            self.store.put(node.model_copy(update={"addr": addr or node.addr, "port": self.port, "role": "manager",
+                                                   "leader": True}))
+
+    async def _renew_server_cert(self) -> None:
+        """Renew the API's certificate at a random point in 50–80 % of its lifetime (as nodes do)."""
+        L = self.layout
+        while True:
+            try:
+                with open(L.manager_cert, "rb") as f:
+                    info = pki.cert_info(f.read())
+                due = pki.renew_at(info, random.Random(info.serial))  # one point per certificate
+                await asyncio.sleep(max(1.0, min(due - time.time(), 3600.0)))
+                if time.time() < due:
+                    continue
+                addr = self.info.get("advertise_addr", "")
+                self.ca.issue_server_cert(self.info["node_id"], [addr] if addr else [],
+                                          self.components.membership.settings().cert_expiry)
+                assert self.tls is not None
+                self.tls.load_cert_chain(L.manager_cert, L.manager_key, password=self.keyring.tls_password())
+                log.info("renewed the manager API's certificate")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - retried; the current certificate still serves
+                log.exception("renewing the manager API's certificate failed")
+                await asyncio.sleep(60)
 
     async def stop(self) -> None:
-        for task in (self.orch_task, self.dispatch_task):
-            if task:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.runner:
             await self.runner.cleanup()
         self.store.close()

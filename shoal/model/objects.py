@@ -49,6 +49,9 @@ class UpdateState(BaseModel):
     batch_done_at: Optional[float] = None  # when the last batch finished (for update delay)
     running_since: dict[str, float] = Field(default_factory=dict)  # new task id -> first seen running
     failures: list[str] = Field(default_factory=list)  # new task ids counted as failed
+    # A rebalance (shoal.core.rebalance): slots whose task is replaced although its spec is
+    # current (created before started_at); empty for a spec update.
+    moves: list[str] = Field(default_factory=list)
 
 
 class Service(Obj):
@@ -145,6 +148,7 @@ class VolumeFact(BaseModel):
     options: Annotated[dict[ShortStr, ShortStr], Field(max_length=64)] = Field(default_factory=dict)
     mountpoint: ShortStr = ""
     created_at: ShortStr = ""
+    stack: ShortStr = ""
 
 
 class NodeFacts(Obj):

@@ -1,5 +1,5 @@
 """Shoal's scheduler: Swarm-style filters + spread strategy, as pure functions."""
-from shoal.scheduler.constraints import (Constraint, ConstraintError, node_matches, parse_constraint,
+from shoal.core.constraints import (Constraint, ConstraintError, node_matches, parse_constraint,
                                          parse_constraints, validate_constraints)
 from shoal.scheduler.pipeline import SchedulingResult, schedule
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from shoal.model.objects import Task
-from shoal.scheduler.constraints import Constraint, parse_constraints, ConstraintError
+from shoal.core.constraints import Constraint, parse_constraints, ConstraintError
 from shoal.scheduler.nodeinfo import NodeInfo, host_ports
 
 

@@ -250,7 +250,7 @@ services:
 
 def test_init_twice_and_stack_config(cluster, stack, fixtures_dir):
     p = cluster.run("init", check=False)
-    assert p.returncode == 1 and "already part of a swarm" in p.stderr
+    assert p.returncode == 1 and "already part of a cluster" in p.stderr
     files = [str(fixtures_dir / "diamol-ch14/numbers" / f) for f in ("docker-compose.yml", "prod.yml")]
     out = cluster.out("stack", "config", "-c", files[0], "-c", files[1])
     assert "numbers-api" in out and "replicas: 6" in out

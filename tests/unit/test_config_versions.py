@@ -9,7 +9,7 @@ from shoal.agent import files
 from shoal.core import task_states as ts
 from shoal.core.file_versions import live_task_pins, pin_spec, spec_pins, unused_versions
 from shoal.core.plan import make_task
-from shoal.manager.api import ManagerApi as Api
+from shoal.manager.http.views import config_view, secret_view
 from shoal.manager.cluster import Cluster
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.errors import ApiError
@@ -284,7 +284,7 @@ def test_secret_versions_stay_ciphertext_only(cl, tmp_path):
     assert obj.versions == [1, 2] and cl.secret_bytes("s_sec", 1) == SECRET_V1
     assert cl.secret_bytes("s_sec", 2) == cl.secret_bytes("s_sec") == SECRET_V2
     assert cl.secret_bytes("s_sec", 9) is None
-    view = json.dumps(Api.secret_view(obj))
+    view = json.dumps(secret_view(obj))
     assert json.loads(view)["versions"] == [1, 2]
     blobs = [obj.model_dump_json().encode(), view.encode()]
     for f in (tmp_path / "store.db", tmp_path / "store.db-wal"):
@@ -298,6 +298,6 @@ def test_secret_versions_stay_ciphertext_only(cl, tmp_path):
 def test_config_inspect_lists_versions_not_old_data(cl):
     cl.deploy_stack(stack(b"c1", b"s1"))
     cl.update_config_data("s_conf", b"c2")
-    view = Api.config_view(conf(cl))
+    view = config_view(conf(cl))
     assert view["data_version"] == 2 and view["versions"] == [1, 2] and "older_versions" not in view
     assert base64.b64decode(view["data"]) == b"c2"

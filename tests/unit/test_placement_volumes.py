@@ -74,15 +74,24 @@ def test_volume_conflicts_with_constraint_explained():
 # ---- volume registry -------------------------------------------------------------------
 
 def test_registry_persists_and_feeds_scheduler(tmp_path):
+    from shoal.manager.heartbeats import Heartbeats
+    from shoal.model.objects import Node, NodeDescription, VolumeFact
     store = Store(str(tmp_path / "s.db"))
-    reg = VolumeRegistry(store, known_nodes=lambda: ["n1", "n2"])
-    reg.report("n1", [{"name": "app_db", "driver": "local"}, {"name": "share", "driver": "local",
-                                                            "options": {"type": "nfs"}}])
-    reg.report("n2", [{"name": "app_db", "driver": "local"}, {"name": "plug", "driver": "rexray"}])
-    reg.report("gone", [{"name": "old", "driver": "local"}])
+    for n in ("n1", "n2", "gone"):
+        store.put(Node(id=n, addr="10.0.0.1"))
+    hb = Heartbeats(store)
+    vol = lambda name, **kw: VolumeFact(name=name, **kw)  # noqa: E731
+    hb.beat("n1", NodeDescription(), "", "10.0.0.1",
+            ([], {}, [vol("app_db"), vol("share", options={"type": "nfs"})]))
+    hb.beat("n2", NodeDescription(), "", "10.0.0.1", ([], {}, [vol("app_db"), vol("plug", driver="rexray")]))
+    hb.beat("gone", NodeDescription(), "", "10.0.0.1", ([], {}, [vol("old")]))
+    store.delete(Node, "gone")
+    reg = VolumeRegistry(store)
     assert reg.volume_nodes() == {"app_db": {"n1", "n2"}}
     reg.forget("n2", ["app_db"])
-    again = VolumeRegistry(store, known_nodes=lambda: ["n1", "n2"])
+    store.close()
+    store = Store(str(tmp_path / "s.db"))
+    again = VolumeRegistry(store)
     assert again.volume_nodes() == {"app_db": {"n1"}}
     assert again.nodes_of("plug") == ["n2"] and again.nodes_of("old") == []
     store.close()
@@ -96,7 +105,8 @@ async def test_action_hub_round_trip_failure_and_timeout():
     async def agent(answer):
         reqs = await hub.requests_for("n1", 5)
         assert [r["kind"] for r in reqs] == ["volume.rm"]
-        assert hub.answer(reqs[0]["id"], answer)
+        assert not hub.answer(reqs[0]["id"], {"ok": True, "result": "forged"}, node_id="n2")  # not n2's to answer
+        assert hub.answer(reqs[0]["id"], answer, node_id="n1")
 
     task = asyncio.create_task(agent({"ok": True, "result": {"removed": "v"}}))
     assert await hub.call("n1", "volume.rm", {"name": "v"}, timeout=5) == {"removed": "v"}
@@ -109,7 +119,7 @@ async def test_action_hub_round_trip_failure_and_timeout():
     with pytest.raises(ActionTimeout):
         await hub.call("n2", "volume.rm", {"name": "v"}, timeout=0.05)
     assert await hub.requests_for("n2", 0.05) == []  # the caller gave up: not handed out
-    assert not hub.answer("nope", {"ok": True})
+    assert not hub.answer("nope", {"ok": True}, node_id="n1")
 
 
 # ---- agent volume actions on a fake engine ----------------------------------------------

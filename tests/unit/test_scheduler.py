@@ -170,7 +170,7 @@ node_st = st.builds(
                                    st.sampled_from([[], ["node.labels.zone"]]), st.integers(0, 3)),
                          min_size=1, max_size=4))
 def test_property_no_constraint_or_reservation_violated(nodes, services):
-    from shoal.scheduler.constraints import node_matches, parse_constraints
+    from shoal.core.constraints import node_matches, parse_constraints
     all_pending, specs = [], {}
     for k, (n, cpu, mem, cons, prefs, maxr) in enumerate(services):
         spec = make_spec(f"s{k}", resources=ResourceRequirements(

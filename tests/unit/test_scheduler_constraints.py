@@ -1,6 +1,6 @@
 import pytest
 
-from shoal.scheduler.constraints import ConstraintError, node_matches, parse_constraint, parse_constraints, \
+from shoal.core.constraints import ConstraintError, node_matches, parse_constraint, parse_constraints, \
     validate_constraints
 from test_reconcile_support import make_node
 

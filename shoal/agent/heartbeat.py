@@ -1,0 +1,105 @@
+"""The agent's heartbeat: tells the manager the node lives, and what it is.
+
+Each beat carries the node's description (from its engine) and, when they changed since
+the manager last acknowledged them, its facts: engine subnets, ports other processes hold,
+volumes. The answer sets the period, names the managers (the agent fails over between
+them) and the certificate lifetime. The agent remembers when it last reached a manager:
+cut off for longer than the down judgement, it knows it has been replaced elsewhere.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import platform
+import socket
+import time
+from typing import Any, Callable, Optional
+
+from shoal.agent.client import ManagerClient, ManagerUnavailable
+from shoal.agent.datapath.ports import ports_in_use
+from shoal.agent.engine import Engine, EngineError
+from shoal.agent.networks import NetworkKeeper
+from shoal.agent.volumes import VolumeActions
+from shoal.limits import DEFAULT_HEARTBEAT, HEARTBEAT_GRACE
+from shoal.protocol import facts_digest
+
+log = logging.getLogger("shoal.agent")
+
+
+class Heartbeater:
+    def __init__(self, client: ManagerClient, engine: Engine, networks: NetworkKeeper, volumes: VolumeActions,
+                 addr: str, quiet: Callable[[str, Optional[str]], None]):
+        self.client = client
+        self.engine = engine
+        self.networks = networks
+        self.volumes = volumes
+        self.addr = addr
+        self.quiet = quiet
+        self.hostname = ""
+        self.period = DEFAULT_HEARTBEAT
+        self.down_after = DEFAULT_HEARTBEAT * HEARTBEAT_GRACE
+        self.cert_expiry: Optional[float] = None
+        self.last_contact = time.monotonic()  # when a manager last answered a heartbeat
+        self.registered = asyncio.Event()  # set by the first heartbeat a manager accepted
+        self._acked = ""  # the facts digest the manager last answered with
+
+    async def describe(self) -> dict:
+        info = await self.engine.info()
+        labels = {}
+        for item in info.get("Labels") or []:
+            k, _, v = item.partition("=")
+            labels[k] = v
+        return {
+            "hostname": info.get("Name") or socket.gethostname(),
+            "os": info.get("OSType") or "linux",
+            "arch": info.get("Architecture") or platform.machine(),
+            "nano_cpus": int(info.get("NCPU") or os.cpu_count() or 1) * 1_000_000_000,
+            "memory_bytes": int(info.get("MemTotal") or 0),
+            "engine_version": info.get("ServerVersion") or "",
+            "engine_labels": labels,
+        }
+
+    async def facts(self) -> dict:
+        try:
+            vols = await self.volumes.list()
+        except EngineError:
+            vols = []
+        return {"engine_subnets": await self.networks.foreign_subnets(),
+                "ports_in_use": await asyncio.to_thread(ports_in_use), "volumes": vols}
+
+    def cut_off_for(self) -> float:
+        """Seconds since a manager last answered."""
+        return time.monotonic() - self.last_contact
+
+    async def beat(self, desc: dict) -> dict:
+        facts = await self.facts()
+        body: dict[str, Any] = {"description": desc, "addr": self.addr}
+        if facts_digest(facts["engine_subnets"], facts["ports_in_use"], facts["volumes"]) != self._acked:
+            body["facts"] = facts
+        resp = await self.client.call("POST", "/v1/agent/heartbeat", json=body, timeout=max(5.0, self.period * 2))
+        self._acked = resp.get("facts_digest", "")
+        self.period = float(resp.get("heartbeat_period") or DEFAULT_HEARTBEAT)
+        self.down_after = float(resp.get("down_after") or self.period * HEARTBEAT_GRACE)
+        self.cert_expiry = resp.get("cert_expiry")
+        if resp.get("managers"):
+            self.client.managers.update(list(resp["managers"]))
+        self.last_contact = time.monotonic()
+        self.registered.set()
+        return resp
+
+    async def run(self) -> None:
+        desc = None
+        while True:
+            try:
+                if desc is None:
+                    desc = await self.describe()
+                    self.hostname = desc["hostname"]
+                    log.info("node %s: heartbeats to %s", self.hostname, self.client.managers.current())
+                await self.beat(desc)
+                self.quiet("heartbeat", None)
+                delay = self.period
+            except (ManagerUnavailable, EngineError, OSError) as e:
+                self.quiet("heartbeat", f"heartbeat failed: {e}")
+                delay = min(self.period, 1.0)  # come back quickly: a blip must not cost the node
+            await asyncio.sleep(delay)

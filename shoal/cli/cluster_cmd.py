@@ -1,0 +1,265 @@
+"""`shoal init|join|join-token|leave|start|stop|daemon|unlock|unlock-key|update|info`:
+the cluster and this node's place in it (Docker's `swarm` commands)."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import click
+
+from shoal.cli.api_client import ApiFailure
+from shoal.cli.main import Ctx, cli
+from shoal.paths import DEFAULT_PORT
+from shoal.units import parse_duration
+
+
+def _fail(msg: str) -> None:
+    click.echo(f"Error: {msg}", err=True)
+    sys.exit(1)
+
+
+def _duration(value: str | None, what: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise click.BadParameter(f"{what}: {e}") from None
+
+
+def _human(seconds: float) -> str:
+    for unit, n in (("h", 3600), ("m", 60)):
+        if seconds >= n and seconds % n == 0:
+            return f"{int(seconds // n)}{unit}"
+    return f"{seconds:g}s"
+
+
+@cli.command()
+@click.option("--advertise-addr", default=None,
+              help="Address other nodes reach this manager on (default: the default route's interface).")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int, help="Manager API port (TLS).")
+@click.option("--autolock", is_flag=True, help="Keep the cluster key encrypted; `shoal unlock` after each restart.")
+@click.option("--cert-expiry", default=None, help="Validity of node certificates (default 2160h = 90 days).")
+@click.option("--dispatcher-heartbeat", default=None, help="Period of node heartbeats (default 2s).")
+@click.pass_obj
+def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_expiry: str | None,
+         dispatcher_heartbeat: str | None) -> None:
+    """Create a cluster with this node as its manager, and start the daemon."""
+    from shoal.bootstrap import AlreadyInCluster, create_cluster, leave_node, start_daemon
+    try:
+        info = create_cluster(obj.layout, advertise_addr, port, autolock,
+                              cert_expiry=_duration(cert_expiry, "--cert-expiry"),
+                              heartbeat_period=_duration(dispatcher_heartbeat, "--dispatcher-heartbeat"))
+    except AlreadyInCluster as e:
+        _fail(str(e))
+    try:
+        start_daemon(obj.layout)
+        if info.get("unlock_key"):
+            # The new daemon found the cluster key sealed; the key is never stored, so hand it over
+            # once (as Swarm's `init --autolock` leaves the manager unlocked until its next restart).
+            obj.api.post("/v1/unlock", {"key": info["unlock_key"]})
+        _wait_for_node(obj)
+    except (RuntimeError, ApiFailure) as e:
+        # A cluster that did not come up is not left half made: the daemon stopped, the files gone
+        # (a later init starts afresh instead of failing on "address already in use").
+        leave_node(obj.layout, info["node_id"])
+        _fail(f"{getattr(e, 'message', e)} (the cluster was not created)")
+    click.echo(f"Shoal cluster initialized: current node ({info['node_id']}) is now a manager.")
+    click.echo(f"Advertise address: {info['advertise_addr']} ({info['advertise_addr_chosen']}); "
+               f"manager API on port {port} (TLS); data dir {obj.layout.root}")
+    click.echo("\nTo add a worker to this cluster, run the following command:\n")
+    token = obj.api.post("/v1/join-tokens/worker", {})["token"]
+    click.echo(f"    shoal join --token {token} {info['advertise_addr']}:{port}\n")
+    if info.get("unlock_key"):
+        click.echo("To unlock a manager after it restarts, run the `shoal unlock`\n"
+                   "command and provide the following key:\n")
+        click.echo(f"    {info['unlock_key']}\n")
+        click.echo("Please remember to store this key in a password manager, since without it you\n"
+                   "will not be able to restart the manager.")
+
+
+def _wait_for_node(obj: Ctx, timeout: float = 30.0) -> None:
+    """`init` returns once this node's agent has registered: every command works from then on."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(n["state"] == "ready" for n in obj.api.get("/v1/nodes")):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the node's agent did not register within {timeout:.0f}s; its log ({obj.layout.log}) "
+                       "says what it was waiting for")
+
+
+@cli.command()
+@click.option("--token", required=True, help="The join token (`shoal join-token worker` on a manager).")
+@click.option("--advertise-addr", default=None,
+              help="Address other nodes reach this node on (default: the one it reaches the manager from).")
+@click.option("--availability", type=click.Choice(["active", "pause", "drain"]), default="active",
+              show_default=True)
+@click.argument("manager")
+@click.pass_obj
+def join(obj: Ctx, token: str, advertise_addr: str | None, availability: str, manager: str) -> None:
+    """Join a cluster as a worker, through one of its managers (ADDR[:PORT])."""
+    from shoal.bootstrap import AlreadyInCluster, JoinError, join_cluster, leave_node, start_daemon
+    try:
+        info = join_cluster(obj.layout, token, manager, advertise_addr, availability)
+    except (AlreadyInCluster, JoinError) as e:
+        _fail(str(e))
+    try:
+        start_daemon(obj.layout)
+        deadline = time.monotonic() + 30
+        while not obj.api.get("/v1/info").get("registered"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the node's agent did not reach a manager within 30s; see {obj.layout.log}")
+            time.sleep(0.02)
+    except (RuntimeError, ApiFailure) as e:
+        leave_node(obj.layout, info["node_id"])
+        _fail(f"{getattr(e, 'message', e)} (the node did not join)")
+    click.echo("This node joined a cluster as a worker.")
+
+
+@cli.command("join-token")
+@click.option("-q", "--quiet", is_flag=True, help="Only the token.")
+@click.option("--rotate", is_flag=True, help="A new token: the old one stops working (joined nodes are not affected).")
+@click.argument("role", type=click.Choice(["worker", "manager"]))
+@click.pass_obj
+def join_token(obj: Ctx, quiet: bool, rotate: bool, role: str) -> None:
+    """Print the command a new node runs to join (as `docker swarm join-token`)."""
+    r = obj.api.post(f"/v1/join-tokens/{role}", {"rotate": rotate})
+    if not r.get("usable", True):
+        _fail(r["message"])
+    if quiet:
+        click.echo(r["token"])
+        return
+    if rotate:
+        click.echo(f"Successfully rotated {role} join token.\n")
+    info = obj.api.get("/v1/info")
+    managers = r.get("managers") or [f"{info.get('advertise_addr')}:{info.get('port')}"]
+    click.echo(f"To add a {role} to this cluster, run the following command:\n")
+    click.echo(f"    shoal join --token {r['token']} {managers[0]}\n")
+
+
+@cli.command()
+@click.pass_obj
+def start(obj: Ctx) -> None:
+    """Start the daemon of an existing cluster in the background (after a reboot or `stop`)."""
+    from shoal.bootstrap import read_cluster, start_daemon
+    if read_cluster(obj.layout) is None:
+        _fail(f"no cluster in {obj.layout.root}; run `shoal init` or `shoal join`")
+    try:
+        pid = start_daemon(obj.layout)
+    except RuntimeError as e:
+        _fail(str(e))
+    click.echo(f"shoal daemon running (pid {pid})")
+
+
+@cli.command()
+@click.pass_obj
+def stop(obj: Ctx) -> None:
+    """Stop the daemon; containers keep running and are adopted by the next start."""
+    from shoal.bootstrap import stop_daemon
+    click.echo("stopped" if stop_daemon(obj.layout) else "not running")
+
+
+@cli.command()
+@click.option("--listen", default="0.0.0.0", show_default=True)
+@click.pass_obj
+def daemon(obj: Ctx, listen: str) -> None:
+    """Run this node's daemon in the foreground (for systemd)."""
+    from shoal.daemon import main as daemon_main
+    os.environ.setdefault("SHOAL_DATA_DIR", obj.layout.root)
+    daemon_main(obj.layout.root)
+
+
+@cli.command()
+@click.option("--force", "-f", is_flag=True, help="Required on a manager: the cluster state goes with it.")
+@click.pass_obj
+def leave(obj: Ctx, force: bool) -> None:
+    """Leave the cluster: stop the daemon and every container Shoal runs on this node."""
+    from shoal.bootstrap import leave_node, read_cluster
+    info = read_cluster(obj.layout)
+    if info is None:
+        _fail("This node is not part of a cluster")
+    if info.get("role", "manager") == "manager" and not force:
+        _fail("You are attempting to leave the cluster on a node that is participating as a manager. "
+              "Removing the last manager erases all current state of the cluster. Use `--force` to ignore "
+              "this message.")
+    if info.get("role") == "worker":
+        try:
+            obj.api.post("/v1/local/leave", {})  # the managers move its tasks at once
+        except ApiFailure as e:
+            click.echo(f"Warning: {e.message}; the managers will see the node down after its heartbeats stop",
+                       err=True)
+    leave_node(obj.layout, info["node_id"])
+    click.echo("Node left the cluster.")
+
+
+@cli.command()
+@click.pass_obj
+def unlock(obj: Ctx) -> None:
+    """Give the unlock key to an autolocked manager after a restart."""
+    key = os.environ.get("SHOAL_UNLOCK_KEY")
+    if key is None:
+        if sys.stdin.isatty():
+            key = click.prompt("Please enter unlock key", hide_input=True)
+        else:
+            key = sys.stdin.readline().strip()
+    obj.api.post("/v1/unlock", {"key": key})
+
+
+@cli.command("unlock-key")
+@click.option("--rotate", is_flag=True, help="Make a new unlock key.")
+@click.option("-q", "--quiet", is_flag=True)
+@click.pass_obj
+def unlock_key(obj: Ctx, rotate: bool, quiet: bool) -> None:
+    """Rotate the unlock key of an autolocked cluster (the key itself is never stored)."""
+    r = obj.api.post("/v1/unlock-key", {"rotate": rotate})
+    if quiet:
+        click.echo(r["unlock_key"])
+    else:
+        click.echo("Successfully rotated manager unlock key.\n\nTo unlock a manager after it restarts, "
+                   "run the `shoal unlock`\ncommand and provide the following key:\n")
+        click.echo(f"    {r['unlock_key']}\n")
+
+
+@cli.command()
+@click.option("--autolock", type=bool, default=None, help="Turn autolock on (true) or off (false).")
+@click.option("--dispatcher-heartbeat", default=None, help="Period of node heartbeats, e.g. 5s.")
+@click.option("--cert-expiry", default=None, help="Validity of node certificates, e.g. 2160h (renewed "
+                                                  "at 50-80% of it).")
+@click.pass_obj
+def update(obj: Ctx, autolock: bool | None, dispatcher_heartbeat: str | None, cert_expiry: str | None) -> None:
+    """Change cluster settings (autolock, heartbeat period, certificate lifetime)."""
+    body = {"autolock": autolock, "dispatcher_heartbeat": _duration(dispatcher_heartbeat, "--dispatcher-heartbeat"),
+            "cert_expiry": _duration(cert_expiry, "--cert-expiry")}
+    body = {k: v for k, v in body.items() if v is not None}
+    if not body:
+        _fail("nothing to update: give --autolock, --dispatcher-heartbeat or --cert-expiry")
+    r = obj.api.post("/v1/cluster/update", body)
+    click.echo("Cluster updated.")
+    if r.get("unlock_key"):
+        click.echo("To unlock a manager after it restarts, run the `shoal unlock`\n"
+                   "command and provide the following key:\n")
+        click.echo(f"    {r['unlock_key']}\n")
+
+
+@cli.command()
+@click.pass_obj
+def info(obj: Ctx) -> None:
+    """The cluster as this node sees it."""
+    i = obj.api.get("/v1/info")
+    keys = ["cluster_id", "node_id", "role", "advertise_addr", "managers"]
+    if i.get("role") == "worker":
+        keys += ["registered", "seconds_since_manager"]
+    else:
+        keys += ["version", "locked", "autolock", "nodes", "services", "tasks"]
+    for k in keys:
+        v = i.get(k)
+        click.echo(f"{k.replace('_', ' ').capitalize()}: {', '.join(v) if isinstance(v, list) else v}")
+    if i.get("role") != "worker":
+        if i.get("heartbeat_period") is not None:
+            click.echo(f"Dispatcher heartbeat: {_human(i['heartbeat_period'])}")
+        if i.get("cert_expiry") is not None:
+            click.echo(f"Certificate expiry: {_human(i['cert_expiry'])}")
+        if i.get("quarantined"):
+            click.echo(f"Quarantined store rows: {i['quarantined']} (set aside at load: see the manager's log)")

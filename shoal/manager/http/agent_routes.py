@@ -1,0 +1,159 @@
+"""Routes for node agents: each for the calling node only (the certificate's CN)."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from shoal.manager.components import Components
+from shoal.manager.errors import Forbidden
+from shoal.manager.http.bodies import (KiB, MiB, ActionAnswerBody, HeartbeatBody, LeaveBody, RenewBody, StatusBody,
+                                       query_float, query_int, query_str)
+from shoal.manager.http.reply import reply
+from shoal.manager.http.route import Route
+
+# Assignment answers above this are streamed in pieces of this size, BIG_ANSWERS_AT_ONCE at a
+# time (each write waits for the connection to drain): a thousand nodes being sent endpoint
+# deltas at once would otherwise each hold a plain and an encrypted copy in memory.
+BIG_ANSWER = 64 * 1024
+BIG_ANSWERS_AT_ONCE = 8
+MAX_WAIT = 60.0
+
+
+class AgentRoutes:
+    def __init__(self, c: Components):
+        self.c = c
+        self._big_answers = asyncio.Semaphore(BIG_ANSWERS_AT_ONCE)
+
+    def routes(self) -> list[Route]:
+        wait = ("wait", "number", f"seconds to hold the request when nothing is new (0 to {MAX_WAIT:g})")
+        return [
+            Route("POST", "/v1/agent/heartbeat", self.heartbeat, "agent", HeartbeatBody, 4 * MiB),
+            Route("GET", "/v1/agent/assignments", self.assignments, "agent", query=(
+                ("digest", "string", "digest of the node's own part in the last answer the agent has "
+                 "(then only changed tasks are sent, with every task id: `delta: true`)"),
+                ("ep", "string", "the agent's position in the endpoint log, `epoch:seq` (empty: the whole table)"),
+                wait, ("rev", "integer", "-1 to answer at once"))),
+            Route("POST", "/v1/agent/status", self.status, "agent", StatusBody, 8 * MiB),
+            Route("POST", "/v1/agent/renew", self.renew, "agent", RenewBody, 32 * KiB),
+            Route("POST", "/v1/agent/leave", self.leave, "agent", LeaveBody),
+            Route("GET", "/v1/agent/logs", self.log_requests, "agent", query=(wait,)),
+            # the body is a stream of log lines: LogHub reads it with its own bounds
+            Route("POST", "/v1/agent/logs/{req}", self.log_data, "agent"),
+            Route("GET", "/v1/agent/actions", self.action_requests, "agent", query=(wait,)),
+            Route("POST", "/v1/agent/actions/{req}", self.action_answer, "agent", ActionAnswerBody, 8 * MiB),
+        ]
+
+    @staticmethod
+    def _node(request: web.Request) -> str:
+        return request["caller"].node_id
+
+    async def heartbeat(self, request: web.Request) -> web.Response:
+        body: HeartbeatBody = request["body"]
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        facts = None
+        if body.facts is not None:
+            facts = (body.facts.engine_subnets, body.facts.ports_in_use, body.facts.volumes)
+        elif body.volumes is not None or body.engine_subnets is not None or body.ports_in_use is not None:
+            facts = (body.engine_subnets or [], body.ports_in_use or {}, body.volumes or [])
+        try:
+            answer = self.c.heartbeats.beat(self._node(request), body.description, body.addr,
+                                            peer[0] if isinstance(peer, tuple) else "", facts)
+        except KeyError:
+            raise Forbidden("this node is not a member of the cluster") from None
+        return reply(answer)
+
+    async def assignments(self, request: web.Request) -> web.StreamResponse:
+        """Long poll: answer as soon as the node's own part changed, or (held back a little,
+        see Dispatcher.news) when endpoints it has not seen exist; else after `wait` seconds."""
+        node_id = self._node(request)
+        since = query_int(request, "rev", -1, -1, 2**62)
+        wait = query_float(request, "wait", 30.0, 0.0, MAX_WAIT)
+        known = query_str(request, "digest", 128)
+        ep = query_str(request, "ep", 128) or ""
+        deadline = time.monotonic() + wait
+        d = self.c.dispatcher
+        ev = d.waiter(node_id)
+        while True:
+            ev.clear()
+            view = d.view(node_id)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or since < 0:
+                break
+            hold = d.news(node_id, view, known, ep)
+            if hold == 0:
+                break
+            if hold > 0:  # news, held back: the answer goes out then, whatever comes meanwhile
+                await asyncio.sleep(min(hold, remaining))
+                continue
+            try:
+                await asyncio.wait_for(ev.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        parts = d.answer_parts(node_id, view, ep, known)
+        size = sum(len(p) for p in parts)
+        if size < BIG_ANSWER:
+            return web.Response(body=b"".join(parts), content_type="application/json")
+        # Big answers (a full endpoint table, at scale) are streamed from the shared pieces,
+        # a few at a time, so memory does not grow with nodes x answer size.
+        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp.content_length = size
+        async with self._big_answers:
+            await resp.prepare(request)
+            for piece in _coalesce(parts, BIG_ANSWER):
+                await resp.write(piece)
+            await resp.write_eof()
+        return resp
+
+    async def status(self, request: web.Request) -> web.Response:
+        body: StatusBody = request["body"]
+        updates = [u.model_dump(exclude_none=True) for u in body.updates]
+        return reply({"applied": await self.c.dispatcher.report_batched(self._node(request), updates)})
+
+    async def renew(self, request: web.Request) -> web.Response:
+        body: RenewBody = request["body"]
+        caller = request["caller"]
+        return reply(self.c.membership.renew(caller.node_id, caller.role, body.csr))
+
+    async def leave(self, request: web.Request) -> web.Response:
+        self.c.membership.left(self._node(request))
+        self.c.heartbeats.forget(self._node(request))
+        return reply({"left": True})
+
+    async def log_requests(self, request: web.Request) -> web.Response:
+        wait = query_float(request, "wait", 30.0, 0.0, MAX_WAIT)
+        return reply(await self.c.log_hub.requests_for(self._node(request), wait))
+
+    async def log_data(self, request: web.Request) -> web.Response:
+        await self.c.log_hub.receive(request.match_info["req"], request, node_id=self._node(request))
+        return reply({})
+
+    async def action_requests(self, request: web.Request) -> web.Response:
+        wait = query_float(request, "wait", 30.0, 0.0, MAX_WAIT)
+        return reply(await self.c.actions.requests_for(self._node(request), wait))
+
+    async def action_answer(self, request: web.Request) -> web.Response:
+        body: ActionAnswerBody = request["body"]
+        taken = self.c.actions.answer(request.match_info["req"], body.model_dump(), node_id=self._node(request))
+        return reply({"taken": taken})
+
+
+def _coalesce(parts: list[bytes], size: int):
+    """The parts as writes of about `size` bytes: small pieces joined, big ones cut."""
+    buf = bytearray()
+    for p in parts:
+        if len(p) >= size:
+            if buf:
+                yield bytes(buf)
+                buf.clear()
+            view = memoryview(p)
+            for i in range(0, len(view), size):
+                yield view[i:i + size]
+            continue
+        buf += p
+        if len(buf) >= size:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)

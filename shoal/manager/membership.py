@@ -1,0 +1,198 @@
+"""Who belongs to the cluster: join tokens, joining, certificate renewal, removal, leaving.
+
+A node joins with a token (`SHLTKN-1-<CA digest>-<secret>`): the manager checks the
+secret (constant time) to learn the role, creates the node, and signs the node's CSR
+with the node's id as CN, its role as OU and the cluster id as O. A node renews its
+certificate with its current one. A removed node's id is refused from then on (until
+its last certificate would have expired anyway).
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from typing import Optional
+
+from shoal import pki
+from shoal.core import task_states as ts
+from shoal.ids import new_id
+from shoal.manager.ca import CertAuthority
+from shoal.manager.errors import ApiError, Conflict, Forbidden
+from shoal.manager.keyring import Keyring
+from shoal.model.objects import ClusterObj, Node, NodeDescription, NodeFacts, SealedData, Task, TaskStatus
+from shoal.store import Store
+
+log = logging.getLogger("shoal.membership")
+
+CLUSTER = "cluster"
+MANAGER_JOIN_LATER = ("joining as a manager needs several managers on a replicated store (etcd), which "
+                      "Shoal does not have yet: only workers can join for now (`shoal join-token worker`)")
+
+
+class Membership:
+    def __init__(self, store: Store, ca: CertAuthority, keyring: Keyring, cluster_id: str):
+        self.store = store
+        self.ca = ca
+        self.keyring = keyring
+        self.cluster_id = cluster_id
+
+    # -- the cluster object ------------------------------------------------------------
+    def settings(self) -> ClusterObj:
+        obj = self.store.get(ClusterObj, CLUSTER)
+        return obj if obj is not None else ClusterObj(id=CLUSTER)
+
+    def ensure(self, heartbeat_period: Optional[float] = None, cert_expiry: Optional[float] = None) -> ClusterObj:
+        """The cluster object, made on first start: the CA certificate and both join secrets."""
+        obj = self.store.get(ClusterObj, CLUSTER)
+        if obj is not None and obj.worker_token is not None and obj.ca_cert:
+            return obj
+        base = obj or ClusterObj(id=CLUSTER)
+        update: dict = {"ca_cert": self.ca.ca_pem.decode(), "worker_token": self._seal(pki.new_token_secret()),
+                        "manager_token": self._seal(pki.new_token_secret())}
+        if heartbeat_period:
+            update["heartbeat_period"] = heartbeat_period
+        if cert_expiry:
+            update["cert_expiry"] = cert_expiry
+        return self.store.put(base.model_copy(update=update))
+
+    def update_settings(self, heartbeat_period: Optional[float], cert_expiry: Optional[float]) -> ClusterObj:
+        obj = self.settings()
+        update: dict = {}
+        if heartbeat_period is not None:
+            update["heartbeat_period"] = heartbeat_period
+        if cert_expiry is not None:
+            update["cert_expiry"] = cert_expiry
+        return self.store.put(obj.model_copy(update=update)) if update else obj
+
+    def _seal(self, secret: str) -> SealedData:
+        ct, wk = self.keyring.seal(secret.encode())
+        return SealedData(ciphertext=ct, wrapped_key=wk, digest=self.keyring.digest(secret.encode()))
+
+    def _secret(self, sealed: Optional[SealedData]) -> str:
+        if sealed is None:
+            raise ApiError("the cluster has no join token yet", 503)
+        return self.keyring.open(sealed.ciphertext, sealed.wrapped_key).decode()
+
+    # -- tokens ------------------------------------------------------------------------
+    def token(self, role: str, rotate: bool = False) -> str:
+        if role not in ("worker", "manager"):
+            raise ApiError(f"unknown role {role!r}: use worker or manager")
+        obj = self.settings()
+        field = f"{role}_token"
+        if rotate:
+            obj = self.store.put(obj.model_copy(update={field: self._seal(pki.new_token_secret())}))
+            log.info("the %s join token was rotated", role)
+        return pki.make_token(self.ca.ca_pem, self._secret(getattr(obj, field)))
+
+    def _role_of(self, token: str) -> str:
+        try:
+            digest, secret = pki.parse_token(token)
+        except pki.PkiError as e:
+            raise Forbidden(str(e)) from None
+        if not pki.same_secret(digest, pki.ca_digest(self.ca.ca_pem)):
+            raise Forbidden("the join token is for another cluster (its CA digest differs)")
+        obj = self.settings()
+        # Both compared, in constant time, whatever the first gives.
+        is_worker = pki.same_secret(secret, self._secret(obj.worker_token))
+        is_manager = pki.same_secret(secret, self._secret(obj.manager_token))
+        if is_worker:
+            return "worker"
+        if is_manager:
+            return "manager"
+        raise Forbidden("invalid join token")
+
+    # -- joining -----------------------------------------------------------------------
+    def join(self, token: str, csr: str, hostname: str, advertise_addr: str, availability: str,
+             peer: str) -> dict:
+        role = self._role_of(token)
+        if role == "manager":
+            raise ApiError(MANAGER_JOIN_LATER, 501)
+        addr = advertise_addr or peer
+        try:
+            addr = str(ipaddress.ip_address(addr))
+        except ValueError:
+            raise ApiError(f"advertise address {advertise_addr!r} is not an IP address") from None
+        node_id = new_id()
+        obj = self.settings()
+        try:
+            cert = self.ca.sign_node(csr.encode(), node_id, pki.ROLE_WORKER, obj.cert_expiry)
+        except pki.PkiError as e:
+            raise ApiError(str(e)) from None
+        self.store.put(Node(id=node_id, role="worker", availability=availability, state="unknown",
+                            message="joined; waiting for its first heartbeat", addr=addr,
+                            description=NodeDescription(hostname=hostname)))
+        log.info("node %s (%s, %s) joined as a worker", node_id, hostname or "?", addr)
+        return {"node_id": node_id, "cluster_id": self.cluster_id, "role": "worker", "cert": cert.decode(),
+                "ca": self.ca.ca_pem.decode(), "managers": self.managers(),
+                "heartbeat_period": obj.heartbeat_period}
+
+    def managers(self) -> list[str]:
+        return sorted(f"{n.addr}:{n.port}" for n in self.store.all(Node) if n.role == "manager" and n.addr and n.port)
+
+    def renew(self, node_id: str, role: str, csr: str) -> dict:
+        """A new certificate for a member's new key, authenticated by its current certificate."""
+        node = self.store.get(Node, node_id)
+        if node is None:
+            raise Forbidden(f"node {node_id} is not a member of this cluster")
+        want = pki.ROLE_MANAGER if node.role == "manager" else pki.ROLE_WORKER
+        try:
+            cert = self.ca.sign_node(csr.encode(), node_id, want, self.settings().cert_expiry)
+        except pki.PkiError as e:
+            raise ApiError(str(e)) from None
+        log.info("renewed the certificate of node %s (%s)", node.description.hostname, node_id)
+        return {"cert": cert.decode(), "ca": self.ca.ca_pem.decode()}
+
+    # -- who is a member ---------------------------------------------------------------
+    def refusal(self, node_id: str, org: str) -> Optional[str]:
+        """Why a node certificate is refused (None: it is a member's)."""
+        if org and org != self.cluster_id:
+            return "the certificate is for another cluster"
+        obj = self.store.get(ClusterObj, CLUSTER)
+        if obj is not None and node_id in obj.removed_nodes:
+            return f"node {node_id} was removed from the cluster"
+        if self.store.get(Node, node_id) is None:
+            return f"node {node_id} is not a member of this cluster"
+        return None
+
+    # -- leaving -----------------------------------------------------------------------
+    def remove(self, node: Node, force: bool, self_id: str) -> None:
+        """`node rm`: the node's certificate is refused from now on; its tasks are orphaned
+        (replaced elsewhere by the next pass)."""
+        if node.id == self_id or node.role == "manager":
+            raise Conflict(f"node {node.description.hostname or node.id} is a manager: it cannot be removed "
+                           "(a one-manager cluster ends with `shoal leave --force` on it)")
+        if node.state == "ready" and not force:
+            raise Conflict(f"node {node.description.hostname or node.id} is not down and can't be removed "
+                           "(use --force to remove it anyway: its tasks are moved, its certificate refused)")
+        st = self.store
+        now = time.time()
+        obj = self.settings()
+        until = now + obj.cert_expiry + pki.BACKDATE
+        removed = {k: v for k, v in obj.removed_nodes.items() if v > now}  # forget expired entries
+        removed[node.id] = until
+        with st.txn():
+            st.put(obj.model_copy(update={"removed_nodes": removed}))
+            for t in st.tasks_of_node(node.id):
+                if not ts.is_terminal(t.status.state) and t.status.state not in (ts.NEW, ts.PENDING):
+                    st.put(t.model_copy(update={"desired_state": ts.SHUTDOWN, "status": TaskStatus(
+                        state=ts.ORPHANED, timestamp=now, message="node removed from the cluster",
+                        err="node removed from the cluster")}))
+            if st.get(NodeFacts, node.id) is not None:
+                st.delete(NodeFacts, node.id)
+            st.delete(Node, node.id)
+        log.info("node %s (%s) removed", node.description.hostname, node.id)
+
+    def left(self, node_id: str) -> None:
+        """A worker said it leaves (`shoal leave`; it stops its containers itself): down at once,
+        its tasks orphaned and replaced. It stays listed, as in Swarm, until `node rm`."""
+        st = self.store
+        node = st.get(Node, node_id)
+        if node is None:
+            return
+        now = time.time()
+        with st.txn():
+            st.put(node.model_copy(update={"state": "down", "message": "left the cluster"}))
+            for t in st.tasks_of_node(node_id):
+                if t.status.state in ts.ON_NODE:
+                    st.put(t.model_copy(update={"desired_state": ts.SHUTDOWN, "status": TaskStatus(
+                        state=ts.ORPHANED, timestamp=now, message="node left the cluster")}))
