@@ -43,7 +43,7 @@ import aiohttp
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from shoal import pki  # noqa: E402
-from shoal.agent.endpoint_table import EndpointTable  # noqa: E402
+from shoal.protocol.endpoint_table import EndpointTable  # noqa: E402
 
 try:  # faster decoding of big assignment answers, when available (the driver only)
     import orjson

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from shoal.agent import files
 from shoal.agent.certs import CertKeeper
 from shoal.agent.client import ManagerClient, ManagerUnavailable
-from shoal.agent.endpoint_table import EndpointTable
+from shoal.protocol.endpoint_table import EndpointTable
 from shoal.agent.engine import Engine, EngineError, NotFound
 from shoal.agent.executor import Executor
 from shoal.agent.heartbeat import Heartbeater

@@ -237,7 +237,7 @@ class EndpointLog:
 
     def table(self) -> list[dict]:
         """The table as an agent rebuilds it from the whole log (for tests and debugging)."""
-        from shoal.agent.endpoint_table import EndpointTable
+        from shoal.protocol.endpoint_table import EndpointTable
         table = EndpointTable()
         table.apply(json.loads(b"".join(self.since("", 0).parts())))
         return table.entries()

@@ -579,7 +579,8 @@ def test_rotation_versions_roll_rollback_and_prune(cluster, tmp_path):
 
 # --------------------------------------------------------------------------- mutual TLS
 def _tls_get(port: int, path: str, ctx: ssl.SSLContext) -> tuple[int, bytes]:
-    c = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=30)
+    from shoal.bootstrap import _ManagerConnection
+    c = _ManagerConnection("127.0.0.1", port, ctx, 30)
     try:
         c.request("GET", path)
         r = c.getresponse()
@@ -589,35 +590,42 @@ def _tls_get(port: int, path: str, ctx: ssl.SSLContext) -> tuple[int, bytes]:
 
 
 def test_mutual_tls(cluster, tmp_path):
+    """Over TLS, a caller without a certificate may only join; a certificate of another CA is
+    refused in the handshake; a node certificate gets the agent routes only; the user API is
+    on the unix socket only (there is no admin certificate any more)."""
     from shoal import pki
+    from shoal.manager.keyring import Keyring
     d = Path(cluster.data_dir)
     port = json.loads((d / "cluster.json").read_text())["port"]
     certs = d / "certs"
+    assert not (certs / "admin.crt").exists() and not (certs / "admin.key").exists()
 
-    # no client certificate: the handshake is refused
-    ctx = ssl.create_default_context(cafile=str(certs / "ca.crt"))
-    ctx.check_hostname = False
-    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
-        status, _ = _tls_get(port, "/v1/services", ctx)
-        raise AssertionError(f"answered {status} without a client certificate") if status else OSError()
+    # no client certificate: the join routes only
+    anon = pki.client_context(str(certs / "ca.crt"))
+    for path in ("/v1/services", "/v1/secrets", "/v1/nodes", "/v1/agent/assignments?rev=-1"):
+        status, body = _tls_get(port, path, anon)
+        assert status == 403, (path, status, body[:200])
+    status, ca = _tls_get(port, "/v1/join/ca", anon)
+    assert status == 200 and ca == (certs / "ca.crt").read_bytes()
 
-    # a certificate from another CA: refused
+    # a certificate from another CA: refused in the handshake
     other = pki.make_ca("other")
-    fake = pki.issue(other, "admin", "admin")
+    fake = pki.issue(other, "x" * 25, pki.ROLE_MANAGER, "", 3600)
     pki.write_pair(fake, str(tmp_path / "f.crt"), str(tmp_path / "f.key"))
     ctx = pki.client_context(str(certs / "ca.crt"), str(tmp_path / "f.crt"), str(tmp_path / "f.key"))
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         status, _ = _tls_get(port, "/v1/services", ctx)
         raise AssertionError(f"answered {status} to a foreign certificate") if status else OSError()
 
-    # a node certificate: agent routes yes, user API no
-    node = pki.client_context(str(certs / "ca.crt"), str(certs / "node.crt"), str(certs / "node.key"))
+    # the manager node's own certificate (its key is encrypted under the cluster key on disk):
+    # agent routes yes, user API no
+    assert b"ENCRYPTED" in (certs / "node.key").read_bytes()
+    keyring = Keyring(str(d / "manager" / "cluster.key"))
+    keyring.load()
+    node = pki.client_context(str(certs / "ca.crt"), str(certs / "node.crt"), str(certs / "node.key"),
+                              keyring.tls_password())
     for path in ("/v1/services", "/v1/secrets", "/v1/configs", "/v1/nodes", "/v1/tasks"):
         status, body = _tls_get(port, path, node)
         assert status == 403, (path, status, body[:200])
     status, body = _tls_get(port, "/v1/agent/assignments?rev=-1", node)
     assert status == 200
-    # the admin certificate: user API yes, agent routes no
-    admin = pki.client_context(str(certs / "ca.crt"), str(certs / "admin.crt"), str(certs / "admin.key"))
-    assert _tls_get(port, "/v1/services", admin)[0] == 200
-    assert _tls_get(port, "/v1/agent/assignments?rev=-1", admin)[0] == 403

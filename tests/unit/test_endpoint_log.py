@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from shoal.agent.endpoint_table import EndpointTable
+from shoal.protocol.endpoint_table import EndpointTable
 from shoal.manager import endpoint_log
 from shoal.manager.cluster import Cluster
 from shoal.manager.dispatcher import Dispatcher

@@ -1,4 +1,5 @@
-"""What agents and managers must compute alike (neither side imports the other)."""
+"""What agents and managers must compute alike (neither side imports the other): the digest of
+a node's facts, and the endpoint table an agent replays from the manager's endpoint log."""
 from __future__ import annotations
 
 import hashlib
