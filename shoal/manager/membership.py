@@ -19,7 +19,7 @@ from shoal.ids import new_id
 from shoal.manager.ca import CertAuthority
 from shoal.manager.errors import ApiError, Conflict, Forbidden
 from shoal.manager.keyring import Keyring
-from shoal.model.objects import ClusterObj, Node, NodeDescription, NodeFacts, SealedData, Task, TaskStatus
+from shoal.model.objects import ClusterObj, Node, NodeDescription, NodeFacts, SealedData, TaskStatus
 from shoal.store import Store
 
 log = logging.getLogger("shoal.membership")

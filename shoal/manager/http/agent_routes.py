@@ -11,7 +11,7 @@ from shoal.manager.errors import Forbidden
 from shoal.manager.http.bodies import (KiB, MiB, ActionAnswerBody, HeartbeatBody, LeaveBody, RenewBody, StatusBody,
                                        query_float, query_int, query_str)
 from shoal.manager.http.reply import reply
-from shoal.manager.http.route import Route
+from shoal.manager.http.route import BODY, CALLER, Route
 
 # Assignment answers above this are streamed in pieces of this size, BIG_ANSWERS_AT_ONCE at a
 # time (each write waits for the connection to drain): a thousand nodes being sent endpoint
@@ -47,10 +47,10 @@ class AgentRoutes:
 
     @staticmethod
     def _node(request: web.Request) -> str:
-        return request["caller"].node_id
+        return request[CALLER].node_id
 
     async def heartbeat(self, request: web.Request) -> web.Response:
-        body: HeartbeatBody = request["body"]
+        body: HeartbeatBody = request[BODY]
         peer = request.transport.get_extra_info("peername") if request.transport else None
         facts = None
         if body.facts is not None:
@@ -107,13 +107,13 @@ class AgentRoutes:
         return resp
 
     async def status(self, request: web.Request) -> web.Response:
-        body: StatusBody = request["body"]
+        body: StatusBody = request[BODY]
         updates = [u.model_dump(exclude_none=True) for u in body.updates]
         return reply({"applied": await self.c.dispatcher.report_batched(self._node(request), updates)})
 
     async def renew(self, request: web.Request) -> web.Response:
-        body: RenewBody = request["body"]
-        caller = request["caller"]
+        body: RenewBody = request[BODY]
+        caller = request[CALLER]
         return reply(self.c.membership.renew(caller.node_id, caller.role, body.csr))
 
     async def leave(self, request: web.Request) -> web.Response:
@@ -134,7 +134,7 @@ class AgentRoutes:
         return reply(await self.c.actions.requests_for(self._node(request), wait))
 
     async def action_answer(self, request: web.Request) -> web.Response:
-        body: ActionAnswerBody = request["body"]
+        body: ActionAnswerBody = request[BODY]
         taken = self.c.actions.answer(request.match_info["req"], body.model_dump(), node_id=self._node(request))
         return reply({"taken": taken})
 

@@ -22,7 +22,7 @@ from shoal.manager.http.join_routes import JoinRoutes
 from shoal.manager.http.object_routes import ObjectRoutes
 from shoal.manager.http.openapi import document
 from shoal.manager.http.reply import reply
-from shoal.manager.http.route import Route
+from shoal.manager.http.route import BODY, CALLER, Route
 from shoal.manager.http.service_routes import ServiceRoutes
 
 log = logging.getLogger("shoal.api")
@@ -56,10 +56,10 @@ class ManagerApp:
             if route is None:
                 return await handler(request)  # aiohttp's 404 / 405
             caller = identify(request)
-            request["caller"] = caller
+            request[CALLER] = caller
             self.policy.check(caller, route.audience)
             if route.body is not None:
-                request["body"] = parse(route.body, await read_json(request, route.limit))
+                request[BODY] = parse(route.body, await read_json(request, route.limit))
             return await handler(request)
         except ApiError as e:
             return reply({"message": str(e)}, status=e.status)

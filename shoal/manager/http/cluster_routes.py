@@ -9,7 +9,7 @@ from shoal.manager.errors import ApiError
 from shoal.manager.http.bodies import (ClusterUpdateBody, JoinTokenBody, NodeRemoveBody, NodeUpdateBody, UnlockBody,
                                        UnlockKeyBody)
 from shoal.manager.http.reply import reply
-from shoal.manager.http.route import Route
+from shoal.manager.http.route import BODY, Route
 from shoal.manager.http.views import node_view
 from shoal.manager.keyring import BadUnlockKey
 from shoal.model.objects import ClusterObj, Node, NodeFacts, Service, Task
@@ -47,7 +47,7 @@ class ClusterRoutes:
                       "quarantined": len(st.quarantined())})
 
     async def unlock(self, request: web.Request) -> web.Response:
-        body: UnlockBody = request["body"]
+        body: UnlockBody = request[BODY]
         if self.c.keyring.unlocked:
             raise ApiError("the cluster is not locked", 409)
         try:
@@ -58,7 +58,7 @@ class ClusterRoutes:
         return reply({"unlocked": True})
 
     async def unlock_key(self, request: web.Request) -> web.Response:
-        body: UnlockKeyBody = request["body"]
+        body: UnlockKeyBody = request[BODY]
         k = self.c.keyring
         if body.autolock is not None:
             key = k.set_autolock(body.autolock)
@@ -77,7 +77,7 @@ class ClusterRoutes:
                       "removed_nodes": sorted(s.removed_nodes)})
 
     async def cluster_update(self, request: web.Request) -> web.Response:
-        body: ClusterUpdateBody = request["body"]
+        body: ClusterUpdateBody = request[BODY]
         out: dict = {}
         if body.dispatcher_heartbeat is not None or body.cert_expiry is not None:
             try:
@@ -90,7 +90,7 @@ class ClusterRoutes:
         return reply(out)
 
     async def join_token(self, request: web.Request) -> web.Response:
-        body: JoinTokenBody = request["body"]
+        body: JoinTokenBody = request[BODY]
         role = request.match_info["role"]
         token = self.c.membership.token(role, rotate=body.rotate)
         if role == "manager":
@@ -113,12 +113,12 @@ class ClusterRoutes:
         return reply(self._view(self._node(request.match_info["ref"])))
 
     async def node_update(self, request: web.Request) -> web.Response:
-        body: NodeUpdateBody = request["body"]
+        body: NodeUpdateBody = request[BODY]
         node = self._node(request.match_info["ref"])
         return reply(self._view(self.c.cluster.update_node(node.id, body.label_add, body.label_rm, body.availability)))
 
     async def node_rm(self, request: web.Request) -> web.Response:
-        body: NodeRemoveBody = request["body"]
+        body: NodeRemoveBody = request[BODY]
         node = self._node(request.match_info["ref"])
         self.c.membership.remove(node, body.force, self.c.node_id)
         self.c.heartbeats.forget(node.id)

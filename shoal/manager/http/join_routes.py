@@ -13,7 +13,7 @@ from aiohttp import web
 from shoal.manager.components import Components
 from shoal.manager.http.bodies import JoinBody
 from shoal.manager.http.reply import reply
-from shoal.manager.http.route import Route
+from shoal.manager.http.route import BODY, Route
 
 
 class JoinRoutes:
@@ -30,7 +30,7 @@ class JoinRoutes:
         return web.Response(body=self.c.membership.ca.ca_pem, content_type="application/x-pem-file")
 
     async def join(self, request: web.Request) -> web.Response:
-        body: JoinBody = request["body"]
+        body: JoinBody = request[BODY]
         peer = request.transport.get_extra_info("peername") if request.transport else None
         return reply(self.c.membership.join(body.token, body.csr, body.hostname, body.advertise_addr,
                                             body.availability, peer[0] if isinstance(peer, tuple) else ""))

@@ -10,7 +10,7 @@ from shoal.manager.components import Components
 from shoal.manager.errors import ApiError, NotFound
 from shoal.manager.http.bodies import MiB, FileObjectBody, NetworkCreateBody, VolumePruneBody, query_str
 from shoal.manager.http.reply import reply
-from shoal.manager.http.route import Route
+from shoal.manager.http.route import BODY, Route
 from shoal.manager.http.views import config_view, secret_view
 from shoal.model.objects import ConfigObj, NetworkObj, Node, SecretObj, Service
 
@@ -47,7 +47,7 @@ class ObjectRoutes:
         return reply([config_view(c) for c in sorted(self.c.store.all(ConfigObj), key=lambda c: c.name)])
 
     async def config_create(self, request: web.Request) -> web.Response:
-        body: FileObjectBody = request["body"]
+        body: FileObjectBody = request[BODY]
         if not body.name:
             raise ApiError("a config needs a name")
         return reply(config_view(self.c.cluster.create_config(body.name, body.raw(), body.labels)), 201)
@@ -56,7 +56,7 @@ class ObjectRoutes:
         return reply(config_view(resolve(self.c.store, ConfigObj, request.match_info["ref"], "config")))
 
     async def config_update(self, request: web.Request) -> web.Response:
-        body: FileObjectBody = request["body"]
+        body: FileObjectBody = request[BODY]
         obj, msgs = self.c.cluster.update_config_data(request.match_info["ref"], body.raw())
         return reply({**config_view(obj), "messages": msgs})
 
@@ -67,7 +67,7 @@ class ObjectRoutes:
         return reply([secret_view(s) for s in sorted(self.c.store.all(SecretObj), key=lambda s: s.name)])
 
     async def secret_create(self, request: web.Request) -> web.Response:
-        body: FileObjectBody = request["body"]
+        body: FileObjectBody = request[BODY]
         if not body.name:
             raise ApiError("a secret needs a name")
         return reply(secret_view(self.c.cluster.create_secret(body.name, body.raw(), body.labels)), 201)
@@ -76,7 +76,7 @@ class ObjectRoutes:
         return reply(secret_view(resolve(self.c.store, SecretObj, request.match_info["ref"], "secret")))
 
     async def secret_update(self, request: web.Request) -> web.Response:
-        body: FileObjectBody = request["body"]
+        body: FileObjectBody = request[BODY]
         obj, msgs = self.c.cluster.update_secret_data(request.match_info["ref"], body.raw())
         return reply({**secret_view(obj), "messages": msgs})
 
@@ -88,7 +88,7 @@ class ObjectRoutes:
         return reply([n.model_dump(mode="json") for n in sorted(self.c.store.all(NetworkObj), key=lambda n: n.spec.name)])
 
     async def network_create(self, request: web.Request) -> web.Response:
-        return reply(self.c.cluster.create_network(request["body"]).model_dump(mode="json"), 201)
+        return reply(self.c.cluster.create_network(request[BODY]).model_dump(mode="json"), 201)
 
     async def network_inspect(self, request: web.Request) -> web.Response:
         return reply(resolve(self.c.store, NetworkObj, request.match_info["ref"], "network").model_dump(mode="json"))
@@ -172,7 +172,7 @@ class ObjectRoutes:
         return reply({"removed": name, "nodes": removed})
 
     async def volume_prune(self, request: web.Request) -> web.Response:
-        body: VolumePruneBody = request["body"]
+        body: VolumePruneBody = request[BODY]
         keep = sorted({m.source for s in self.c.store.all(Service) for m in s.spec.container.mounts
                        if m.type == "volume" and m.source})
         nodes = [n for n in self.c.store.all(Node) if n.state == "ready"]

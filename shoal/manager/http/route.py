@@ -11,6 +11,11 @@ from shoal.manager.http.authz import Audience
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+# Where the middleware leaves the caller and the validated body for the handler.
+_key = getattr(web, "RequestKey", None)
+CALLER = _key("caller", object) if _key else "caller"
+BODY = _key("body", object) if _key else "body"
+
 DEFAULT_LIMIT = 64 * 1024
 
 
@@ -20,6 +25,6 @@ class Route:
     path: str
     handler: Handler
     audience: Audience
-    body: Optional[type[BaseModel]] = None  # validated before the handler runs: request["body"]
+    body: Optional[type[BaseModel]] = None  # validated before the handler runs: request[BODY]
     limit: int = DEFAULT_LIMIT  # largest body accepted (bytes)
     query: tuple[tuple[str, str, str], ...] = ()  # (name, type, description) for the OpenAPI document

@@ -8,7 +8,7 @@ from shoal.manager.components import Components
 from shoal.manager.errors import ApiError, NotFound
 from shoal.manager.http.bodies import MiB, RebalanceBody, ScaleBody, ServiceUpdateBody, StackDeployBody, query_str
 from shoal.manager.http.reply import reply
-from shoal.manager.http.route import Route
+from shoal.manager.http.route import BODY, Route
 from shoal.manager.http.views import ServiceViews
 from shoal.model.objects import Node, Service, Task
 
@@ -45,7 +45,7 @@ class ServiceRoutes:
         return reply(self.c.cluster.stacks())
 
     async def stack_deploy(self, request: web.Request) -> web.Response:
-        body: StackDeployBody = request["body"]
+        body: StackDeployBody = request[BODY]
         if body.stack.name != request.match_info["name"]:
             raise ApiError("stack name in the path and the body differ")
         return reply({"messages": self.c.cluster.deploy_stack(body.stack, prune=body.prune)})
@@ -65,12 +65,12 @@ class ServiceRoutes:
         return reply(self.views.view(resolve(self.c.store, Service, request.match_info["ref"], "service")))
 
     async def service_update(self, request: web.Request) -> web.Response:
-        body: ServiceUpdateBody = request["body"]
+        body: ServiceUpdateBody = request[BODY]
         svc = self.c.cluster.update_service(request.match_info["ref"], body.spec, body.version)
         return reply(self.views.view(svc))
 
     async def service_scale(self, request: web.Request) -> web.Response:
-        body: ScaleBody = request["body"]
+        body: ScaleBody = request[BODY]
         return reply(self.views.view(self.c.cluster.scale(request.match_info["ref"], body.replicas)))
 
     async def service_rollback(self, request: web.Request) -> web.Response:
