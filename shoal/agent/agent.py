@@ -159,8 +159,10 @@ class Agent:
                            files.decode_file_data(data.get("secrets", {})), set(data.get("history", [])))
         await self.networks.prune(needed={n.spec.name for n in nets})
         if self.datapath is not None:
+            local = {(t.service_name, net, ip) for t in assigned.values() if t.status.state == ts.RUNNING
+                     for net, ip in t.status.addresses.items()}
             try:
-                await self.datapath.update(self.endpoints.entries(), self.networks, nets)
+                await self.datapath.update(self.endpoints.entries(), self.networks, nets, local)
             except Exception:
                 log.exception("datapath update failed")
         self._assignment_seen.set()

@@ -21,6 +21,25 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.agent.netplane")
 
 
+def local_only(endpoints: list[dict], local: set[tuple[str, str, str]]) -> list[dict]:
+    """The endpoints with only the replicas running on this node.
+
+    Until the overlay network exists, a Shoal network is a bridge per node with the same
+    subnet everywhere: another node's replica is unreachable from here, and its address may
+    even be a different container's on this node. So this node's mesh, VIPs and DNS answer
+    with its own replicas only (`local`: (service, network, address) of its running tasks)."""
+    out = []
+    for ep in endpoints:
+        name = ep["name"]
+        backends = []
+        for b in ep["backends"]:
+            addrs = {net: ip for net, ip in (b.get("addresses") or {}).items() if (name, net, ip) in local}
+            if addrs:
+                backends.append({**b, "addresses": addrs})
+        out.append({**ep, "backends": backends})
+    return out
+
+
 def build_views(endpoints: list[dict], keeper: "NetworkKeeper") -> tuple[DatapathView, DnsView]:
     ingress: list[IngressPort] = []
     vips: list[Vip] = []
@@ -66,8 +85,10 @@ class NetPlane:
         self._last: str | None = None
         self._view: DatapathView | None = None
 
-    async def update(self, endpoints: list[dict], keeper: "NetworkKeeper", nets: list[NetworkObj]) -> None:
-        dp, dns = build_views(endpoints, keeper)
+    async def update(self, endpoints: list[dict], keeper: "NetworkKeeper", nets: list[NetworkObj],
+                     local: set[tuple[str, str, str]] | None = None) -> None:
+        """`local`: this node's running replicas (see local_only); None: every replica is reachable."""
+        dp, dns = build_views(endpoints if local is None else local_only(endpoints, local), keeper)
         key = dp.model_dump_json()
         if key != self._last:
             await apply_async(dp)

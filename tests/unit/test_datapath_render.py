@@ -111,3 +111,15 @@ def test_script_passes_nft_check():
         p = subprocess.run(["nft", "-c", "-f", "-"], input=render_ruleset(v),
                            capture_output=True, text=True)
         assert p.returncode == 0, p.stderr
+
+
+def test_a_node_routes_only_to_its_own_replicas_until_the_overlay_exists():
+    """Another node's replica is unreachable through this node's bridge, and its address may be
+    a different container's here: the mesh, VIPs and DNS use local replicas only."""
+    from shoal.agent.netplane import local_only
+    eps = [{"name": "s_web", "backends": [{"addresses": {"s_default": "10.210.0.5"}},  # on this node
+                                           {"addresses": {"s_default": "10.210.0.6"}}]},  # elsewhere
+           {"name": "s_db", "backends": [{"addresses": {"s_default": "10.210.0.6"}}]}]  # 0.6 here is db's
+    local = {("s_web", "s_default", "10.210.0.5"), ("s_db", "s_default", "10.210.0.6")}
+    out = {e["name"]: [b["addresses"] for b in e["backends"]] for e in local_only(eps, local)}
+    assert out == {"s_web": [{"s_default": "10.210.0.5"}], "s_db": [{"s_default": "10.210.0.6"}]}
