@@ -259,15 +259,28 @@ def start_daemon(layout: Layout, wait: float = 30.0) -> int:
     proc = subprocess.Popen([sys.executable, "-m", "shoal", "--data-dir", layout.root, "daemon"],
                             stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True, env=env, close_fds=True)
+    start = logf.tell()
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the Shoal daemon exited with {proc.returncode}; see {layout.log}")
+            raise RuntimeError(f"the Shoal daemon exited with {proc.returncode}: {_last_error(layout.log, start)}; "
+                               f"see {layout.log}")
         if os.path.exists(layout.socket) and _answers(layout.socket):
             return proc.pid
         time.sleep(0.05)
     _stop_pid(proc.pid, 10.0)
     raise RuntimeError(f"the Shoal daemon did not answer within {wait:.0f}s (stopped it again); see {layout.log}")
+
+
+def _last_error(log_path: str, since: int) -> str:
+    """The last line of what the daemon wrote since it started (its error, usually)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(since)
+            lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip()[:300] if lines else "nothing in its log"
 
 
 def _answers(sock_path: str) -> bool:

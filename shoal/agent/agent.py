@@ -65,7 +65,14 @@ class Agent:
     async def run(self) -> None:
         log.info("agent of node %s starting: adopting the containers it finds, then heartbeats to %s",
                  self.node_id, ", ".join(self.client.managers.addresses))
-        await self.executor.list_managed()  # adopt what runs already: containers are not restarted
+        while True:  # adopt what runs already: containers are not restarted
+            try:
+                await asyncio.wait_for(self.executor.list_managed(), 30)
+                break
+            except (EngineError, OSError, asyncio.TimeoutError) as e:
+                self._quiet("engine", f"waiting for the Docker Engine ({e or 'no answer in 30s'})")
+                await asyncio.sleep(1)
+        self._quiet("engine", None)
         loops = [self.heartbeat.run(), self._assignment_loop(), self.runner.event_loop(), self._resync_loop(),
                  self.reporter.run(), self._logs_loop(), self._actions_loop()]
         if self.certs is not None:

@@ -66,7 +66,20 @@ def restart(cli: ShoalCli) -> None:
     cli.out("start")
 
 
+def tls_port_open(cli: ShoalCli) -> bool:
+    import json
+    import socket
+    port = json.loads((Path(cli.data_dir) / "cluster.json").read_text())["port"]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def assert_locked(cli: ShoalCli) -> None:
+    # the manager's private keys are sealed with the cluster key: no TLS until it is unlocked
+    assert not tls_port_open(cli)
     for args in (("service", "ls"), ("secret", "ls"), ("stack", "ls"), ("config", "create", "x", "-"),
                  ("unlock-key", "--rotate")):
         p = cli.run(*args, check=False, input="x")
@@ -139,12 +152,19 @@ def test_init_autolock(locked_cluster, tmp_path):
     # the key file alone does not open the secrets: the cluster key is sealed under the unlock key
     blob = (Path(cli.data_dir) / "manager" / "cluster.key").read_bytes()
     assert blob.startswith(b"locked:") and SECRET not in blob
+    # and no private key lies in clear in the data dir (CA, node, manager API): a stolen disk
+    # gives no TLS identity either
+    for path in ("manager/ca.key", "certs/node.key", "certs/manager.key"):
+        pem = (Path(cli.data_dir) / path).read_bytes()
+        assert pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----"), path
+    assert not list(Path(cli.data_dir).rglob("admin.*"))
     restart(cli)
     assert_locked(cli)
     p = cli.run("unlock", input="SWMKEY-1-AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n", check=False)
     assert p.returncode == 1 and "invalid" in p.stderr.lower(), p.stderr
     assert still_running(cid)
     cli.run("unlock", env={"SHOAL_UNLOCK_KEY": key})
+    assert tls_port_open(cli)
     cli.wait_for(lambda: cli.running("lk_app") == 1, timeout=60, what="lk_app running after unlock")
     assert containers(**{"shoal.service.name": "lk_app"}) == [cid]
     # redeploy still works after unlock (the stack's secret re-sealed under the same cluster key)
