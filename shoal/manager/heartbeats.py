@@ -153,7 +153,9 @@ class Heartbeats:
         s = self.settings()
         verdicts = judge(self.store.all(Node), self.last_seen, now, self.started, s.heartbeat_period,
                          HEARTBEAT_GRACE, self.stalled(now))
-        marked = []
+        marked: list[str] = []
+        if not verdicts:
+            return marked
         with self.store.txn():
             for node_id, why in verdicts:
                 n = self.store.get(Node, node_id)

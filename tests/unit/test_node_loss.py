@@ -1,0 +1,116 @@
+"""Node liveness and loss on the manager's side (issue #13), without an engine: the pure
+judgement, then an in-process manager whose nodes stop sending heartbeats."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from manager_inproc import Manager
+from shoal.core.liveness import HEARTBEAT_FAILURE, NEVER_HEARD, judge
+from shoal.model.objects import Node, Service, Task
+
+from test_reconcile_support import make_node
+
+
+def test_judge_down_after_grace_periods_and_a_longer_grace_after_a_start():
+    nodes = [make_node("a"), make_node("b"), make_node("c"), make_node("d", state="down")]
+    seen = {"a": 100.0, "b": 95.0}
+    # period 2 s x 3: b (silent 7 s) is down; a is not; c never heard from: 2 x 6 s after the start
+    assert judge(nodes, seen, 102.0, started_at=90.0, period=2, grace=3) == [("b", HEARTBEAT_FAILURE)]
+    assert judge(nodes, seen, 102.0, started_at=95.0, period=2, grace=3) == [("b", HEARTBEAT_FAILURE)]
+    assert ("c", NEVER_HEARD) in judge(nodes, seen, 108.0, started_at=95.0, period=2, grace=3)
+    # time the manager's loop was stuck does not count against the nodes
+    assert judge(nodes, seen, 102.0, started_at=90.0, period=2, grace=3, stalled=2.0) == []
+
+
+@pytest.fixture
+async def mgr(tmp_path):
+    m = Manager(tmp_path)
+    await m.start()
+    yield m
+    await m.stop()
+
+
+async def _until(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+async def test_a_silent_node_goes_down_its_tasks_become_unknown_and_are_replaced(mgr):
+    st = mgr.server.store
+    assert (await mgr.call("POST", "/v1/cluster/update", {"dispatcher_heartbeat": 0.2}))[0] == 200
+    a_id, a = await mgr.join()
+    b_id, b = await mgr.join()
+
+    async def beat(ctx, host):
+        return await mgr.node_call(ctx, "POST", "/v1/agent/heartbeat", {"description": {"hostname": host}})
+
+    await beat(a, "a")
+    await beat(b, "b")
+    stack = {"name": "s", "services": [{"name": "s_web", "stack": "s", "container": {"image": "busybox"},
+                                        "replicas": 4}]}
+    assert (await mgr.call("POST", "/v1/stacks/s", {"stack": stack}))[0] == 200
+    svc = st.by_name(Service, "s_web")
+    await _until(lambda: len([t for t in st.tasks_of_service(svc.id) if t.node_id]) == 4)
+    on_b = [t.id for t in st.tasks_of_service(svc.id) if t.node_id == b_id]
+    assert len(on_b) == 2  # spread 2/2 (the manager's own node has no agent here: not ready)
+    for ctx, node in ((a, a_id), (b, b_id)):
+        ups = [{"task_id": t.id, "state": "running"} for t in st.tasks_of_node(node)]
+        assert (await mgr.node_call(ctx, "POST", "/v1/agent/status", {"updates": ups}))[0] == 200
+
+    # a keeps beating, b falls silent: down after 3 periods (0.6 s), not before
+    t0 = time.monotonic()
+    keep = True
+
+    async def keep_a():
+        while keep:
+            await beat(a, "a")
+            await asyncio.sleep(0.1)
+    beating = asyncio.create_task(keep_a())
+    try:
+        await _until(lambda: st.get(Node, b_id).state == "down")
+        assert time.monotonic() - t0 >= 0.5 and st.get(Node, a_id).state == "ready"
+        assert st.get(Node, b_id).message == "heartbeat failure"
+        # b's tasks: unknown (may still run there), desired shutdown; replaced on a
+        await _until(lambda: all(st.get(Task, t).status.state == "unknown" for t in on_b))
+        assert all(st.get(Task, t).desired_state == "shutdown" for t in on_b)
+        await _until(lambda: len([t for t in st.tasks_of_service(svc.id)
+                                  if t.node_id == a_id and t.desired_state == "running"]) == 4)
+        _, view = await mgr.call("GET", "/v1/services/s_web")
+        assert view["replicas_unknown"] == 2
+        # b comes back: its agent stops the unknown tasks and says so; nothing else changes
+        await beat(b, "b")
+        assert st.get(Node, b_id).state == "ready"
+        ups = [{"task_id": t, "state": "running"} for t in on_b]  # a late report: dropped
+        ups += [{"task_id": t, "state": "shutdown", "message": "shutdown"} for t in on_b]
+        assert (await mgr.node_call(b, "POST", "/v1/agent/status", {"updates": ups}))[0] == 200
+        assert all(st.get(Task, t).status.state == "shutdown" for t in on_b)
+        _, view = await mgr.call("GET", "/v1/services/s_web")
+        assert view["replicas_unknown"] == 0
+    finally:
+        keep = False
+        await beating
+
+
+async def test_a_manager_restart_gives_nodes_time_to_report_back(mgr):
+    st = mgr.server.store
+    assert (await mgr.call("POST", "/v1/cluster/update", {"dispatcher_heartbeat": 0.2}))[0] == 200
+    a_id, a = await mgr.join()
+    await mgr.node_call(a, "POST", "/v1/agent/heartbeat", {"description": {"hostname": "a"}})
+    assert st.get(Node, a_id).state == "ready"
+    await mgr.stop()
+    await mgr.start()
+    st = mgr.server.store
+    # not heard since the start: judged only after twice the usual grace (1.2 s here)
+    await asyncio.sleep(0.8)
+    assert st.get(Node, a_id).state == "ready"
+    await mgr.node_call(a, "POST", "/v1/agent/heartbeat", {"description": {"hostname": "a"}})
+    await asyncio.sleep(0.5)
+    assert st.get(Node, a_id).state == "ready"
