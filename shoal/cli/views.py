@@ -57,7 +57,8 @@ def print_services(services: list[dict], quiet: bool, fmt: str | None) -> None:
 
 
 def _slot_key(t: dict) -> Any:
-    return (t["service_name"], t["slot"] or 0, t.get("node_id") or "")
+    """A replicated slot's tasks go together whatever node each ran on; a global task's slot is its node."""
+    return (t["service_name"], t["slot"] or 0, "" if t["slot"] else t.get("node_id") or "")
 
 
 def task_rows(tasks: list[dict], nodes: dict[str, str], no_trunc: bool) -> list[dict]:
