@@ -16,7 +16,8 @@
 #   scripts/lab.sh down            remove every trace (idempotent)
 #
 # Layout: bridge `shoallab0` 10.77.0.1/24 (this machine's side); labK is 10.77.0.(10+K) on
-# its `eth0`, no default route (an engine would wait on registry lookups). State lives in
+# its `eth0`, no default route (an engine would wait on registry lookups); its engine has the
+# label lab.host=labK (for `engine.labels.*` constraints). State lives in
 # /run/shoal-lab/labK (engine sockets and exec roots, the hostname namespace) and
 # /var/lib/shoal-lab/labK (engine data, Shoal data). Shoal knows nothing of the lab: the
 # same commands work across real machines. See docs/lab.md.
@@ -66,11 +67,13 @@ EOF
 start_engine() {
     local h=$1 d="$DATA/$1/docker" x="$RUN/$1"
     mkdir -p "$d" "$x/exec"
-    rm -f "$x/docker.pid" "$(sock "$h")"
+    # what a killed engine left: its pid files and sockets (a stale containerd pid file makes the
+    # new dockerd wait for a containerd that is gone)
+    rm -f "$x/docker.pid" "$(sock "$h")" "$x"/exec/containerd/containerd.pid "$x"/exec/containerd/containerd.sock*
     # nsenter, not `ip netns exec` (which remounts /sys and hides the cgroup mounts)
     setsid nsenter --net="/var/run/netns/$h" --uts="$x/uts" -- \
         dockerd --data-root "$d" --exec-root "$x/exec" --pidfile "$x/docker.pid" -H "unix://$(sock "$h")" \
-        --cgroup-parent "/$h" --log-level warn >"$x/dockerd.log" 2>&1 </dev/null &
+        --cgroup-parent "/$h" --label "lab.host=$h" --log-level warn >"$x/dockerd.log" 2>&1 </dev/null &
 }
 
 wait_engine() {

@@ -203,3 +203,19 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, str]:
             return r.status, r.read().decode(errors="replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def lab3(engine, busybox):
+    """Three lab hosts (scripts/lab.sh up 3), one lab at a time on this machine."""
+    import fcntl
+    from lab import LAB_LOCK, Lab
+    lock = open(LAB_LOCK, "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    lab = Lab(3)
+    try:
+        lab.up()
+        yield lab
+    finally:
+        lab.down()
+        lock.close()
