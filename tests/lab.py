@@ -85,7 +85,7 @@ class Lab:
         return {n["Hostname"]: n for n in self.json_lines(host, "node", "ls")}
 
     def tasks(self, service: str, host: str = "lab1") -> list[dict]:
-        return self.json_lines(host, "service", "ps", service)
+        return self.json_lines(host, "service", "ps", "--no-trunc", service)
 
     def running_on(self, service: str, host: str = "lab1") -> dict[str, int]:
         """node hostname -> tasks of `service` desired and currently running there."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 
 from shoal.core import task_states as ts
+from shoal.core.reconcile import node_eligible
 from shoal.model.objects import ConfigObj, Node, NodeFacts, SecretObj, Service
 from shoal.store import Store
 
@@ -33,7 +34,8 @@ class ServiceViews:
         """Replicas running counts tasks running on a ready node (and healthy, when the service
         has a health check); tasks on a down node are counted apart, as unknown."""
         tasks = self.store.tasks_of_service(svc.id)
-        ready = {n.id for n in self.store.all(Node) if n.state == "ready"}
+        nodes = self.store.all(Node)
+        ready = {n.id for n in nodes if n.state == "ready"}
         hc = svc.spec.container.healthcheck
         has_health = bool(hc and not hc.disable and hc.test != ["NONE"])
         running = completed = unknown = 0
@@ -47,7 +49,10 @@ class ServiceViews:
             if state == ts.COMPLETE:
                 completed += 1
         if svc.spec.mode == "global":
-            desired = len({t.node_id for t in tasks if t.desired_state == ts.RUNNING})
+            # one per eligible node (before the loop made their tasks too), and one per node that
+            # runs one still (a paused node keeps its task)
+            desired = len({n.id for n in nodes if node_eligible(svc, n)}
+                          | {t.node_id for t in tasks if t.desired_state == ts.RUNNING and t.node_id in ready})
         else:
             desired = svc.spec.replicas
         d = svc.model_dump(mode="json")
