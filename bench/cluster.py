@@ -226,7 +226,7 @@ def run_deploy(o) -> dict[str, float]:
     t0 = mono()
     o.deploy(DEPLOY_STACK, "d")
     t1 = until(lambda: containers_running(hosts) >= 30, 300, "30 containers")
-    return {"deploy": t1 - t0}
+    return {"deploy: 30 tasks over 3 nodes": t1 - t0}
 
 
 def run_nodeloss(o) -> dict[str, float]:
@@ -251,7 +251,7 @@ def run_blip(o) -> dict[str, float]:
     time.sleep(3)
     lab("heal", "lab3")
     time.sleep(15)
-    return {"blip_rescheduled": float(len(o.task_ids("bl") - before))}
+    return {"blip: tasks rescheduled": float(len(o.task_ids("bl") - before))}
 
 
 WORKLOADS = {"join": run_join, "deploy": run_deploy, "nodeloss": run_nodeloss, "blip": run_blip}
@@ -295,7 +295,8 @@ def main() -> None:
         ratio = f"{statistics.median(a) / statistics.median(b):.2f}x" if a and b and statistics.median(b) else "-"
         ref = REFERENCE.get(key)
         label = ref[0] if ref else key
-        lines.append(f"| {label} (s) | {fmt(a)} | {fmt(b)} | {ratio} | {ref[1] if ref else '-'} |")
+        unit = "" if key.endswith("rescheduled") else " (s)"
+        lines.append(f"| {label}{unit} | {fmt(a)} | {fmt(b)} | {ratio} | {ref[1] if ref else '-'} |")
     table = "\n".join(lines)
     print()
     print(table)
@@ -305,7 +306,7 @@ def main() -> None:
         with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
             f.write(f"\n## Cluster on three lab hosts — {time.strftime('%Y-%m-%d')}\n\n"
                     f"`{cmd}` (2-core machine, load average {load:.2f} at start; {args.reps} repetitions, "
-                    "Shoal and Swarm alternating, a fresh lab per repetition)\n\n{table}\n")
+                    f"Shoal and Swarm alternating, a fresh lab per repetition)\n\n{table}\n")
 
 
 if __name__ == "__main__":
