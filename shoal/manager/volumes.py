@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from shoal.model.objects import Node, NodeFacts
+from shoal.model.objects import Node, NodeFacts, Service
 from shoal.store import Store
 
 NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb", "smb3"})
@@ -48,10 +48,29 @@ class VolumeRegistry:
         return [n for n, vols in self.by_node().items() if any(v["name"] == name for v in vols)]
 
     def volume_nodes(self) -> dict[str, set[str]]:
-        """Scheduler input: node-local volume name -> ids of the nodes that hold it."""
+        """Scheduler input: node-local volume name -> ids of the nodes that hold it.
+
+        From the heartbeats' facts, and from the tasks themselves: a task that got a container
+        on a node made its local named volumes there (the engine creates them at first mount),
+        which the manager knows at once — a heartbeat says so only later (facts are sent when
+        they change, up to a period after), and an update right after a deploy must not miss it.
+        A volume is only removed (`volume rm`) when no service mounts it."""
         out: dict[str, set[str]] = {}
         for node_id, vols in self.by_node().items():
             for v in vols:
                 if is_node_local(v):
                     out.setdefault(v["name"], set()).add(node_id)
+        nodes = {n.id for n in self.store.all(Node)}
+        for svc in self.store.all(Service):
+            if svc.spec.mode in ("global", "global-job"):
+                continue
+            local = [m.source for m in svc.spec.container.mounts
+                     if m.type == "volume" and m.source and (m.volume_driver or "local") == "local"
+                     and (m.volume_driver_opts.get("type") or "").lower() not in NETWORK_FS]
+            if not local:
+                continue
+            for t in self.store.tasks_of_service(svc.id):
+                if t.node_id in nodes and t.status.container_id:
+                    for name in local:
+                        out.setdefault(name, set()).add(t.node_id)
         return out

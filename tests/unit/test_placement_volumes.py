@@ -177,3 +177,16 @@ async def test_agent_volume_actions():
     r = await va.handle("volume.inspect", {"name": "s_db"})
     assert r["ok"] and r["result"]["Node"] == "n1" and r["result"]["UsedBy"] == ["s_db.1.abc (running)"]
     assert (await va.handle("volume.format", {}))["status"] == 501
+
+
+def test_a_task_that_ran_tells_where_its_volume_is_before_any_heartbeat(tmp_path):
+    from shoal.model.objects import Node, Service, Task, TaskStatus
+    store = Store(str(tmp_path / "s.db"))
+    for n in ("n1", "n2"):
+        store.put(Node(id=n))
+    spec = with_mount(make_spec(), source="app_db")
+    store.put(Service(id="svc", spec=spec))
+    store.put(Task(id="t1", service_id="svc", service_name=spec.name, slot=1, node_id="n2", spec=spec,
+                   status=TaskStatus(state="running", container_id="c1")))
+    assert VolumeRegistry(store).volume_nodes() == {"app_db": {"n2"}}
+    store.close()
