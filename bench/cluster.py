@@ -10,7 +10,9 @@ of the medians) with Swarm's reference figures measured on this kind of machine
 manager's unix socket, polled every 20 ms, and the engines' containers.
 
 - join: from the join command's start to the node `Ready` on the manager (Shoal's `join`
-  returns once a manager accepted its first heartbeat; Swarm's is polled).
+  returns once a manager accepted its first heartbeat; Swarm's is polled). The node's daemon
+  runs before, on both sides: Swarm's is the engine; Shoal's is started with `shoal start`
+  and waits for a cluster.
 - deploy: a stack of 10 services x 3 busybox replicas over 3 nodes, from the command's start
   to 30 containers running on the engines.
 - nodeloss: 6 replicas spread 2/2/2, kill -9 of lab3 (engine, containerd, shims, containers,
@@ -119,6 +121,8 @@ class ShoalLab:
 
     def join(self, host: str) -> float:
         token = lab("exec", "lab1", "shoal", "join-token", "-q", "worker").strip()
+        # the node's daemon runs before the join, as Swarm's engine does (`shoal start`)
+        lab("exec", host, "shoal", "start")
         t0 = mono()
         lab("exec", host, "shoal", "join", "--token", token, f"{addr('lab1')}:4343")
         t1 = until(lambda: self.node_state(host) == "ready", 30, f"{host} ready")

@@ -5,6 +5,9 @@
   another machine does). With autolock, the agent starts once the manager is unlocked:
   its key is sealed under the cluster key too.
 - a worker runs its agent and a local socket for the CLI (`agent/local_api.py`).
+- a node not in a cluster yet (`shoal start` before any `init` or `join`) waits on that
+  socket, as dockerd waits for `docker swarm join`: a `shoal join` then takes effect in the
+  running process (no start-up left to pay once the token is given).
 
 Stopping the daemon leaves containers running; the next start adopts them.
 """
@@ -22,7 +25,7 @@ from shoal.agent.agent import Agent
 from shoal.agent.certs import CertKeeper
 from shoal.agent.client import ManagerClient, ManagerList
 from shoal.agent.local_api import LocalApi
-from shoal.bootstrap import read_cluster, write_cluster
+from shoal.bootstrap import AlreadyInCluster, read_cluster, write_cluster
 from shoal.paths import Layout
 
 log = logging.getLogger("shoal.daemon")
@@ -31,11 +34,11 @@ log = logging.getLogger("shoal.daemon")
 class Node:
     """The components of this node's daemon."""
 
-    def __init__(self, layout: Layout, info: dict, listen: str):
+    def __init__(self, layout: Layout, info: Optional[dict], listen: str):
         self.layout = layout
-        self.info = info
+        self.info = info or {}
         self.listen = listen
-        self.role = info.get("role", "manager")
+        self.role = info.get("role", "manager") if info else "none"
         self.agent: Optional[Agent] = None
         self.agent_task: Optional[asyncio.Task] = None
         self.manager = None
@@ -48,9 +51,24 @@ class Node:
                                          on_unlocked=self.start_agent)
             await self.manager.start()
         else:
-            self.local_api = LocalApi(self.layout.socket, self.local_info, self.leave)
+            self.local_api = LocalApi(self.layout.socket, self.local_info, self.leave, join=self.join)
             await self.local_api.start()
-            self.start_agent(None)
+            if self.role == "worker":
+                self.start_agent(None)
+
+    async def join(self, token: str, manager: str, advertise_addr: Optional[str], availability: str) -> dict:
+        """`shoal join` on a node whose daemon already runs (not in a cluster yet)."""
+        from shoal.bootstrap import join_cluster
+        if self.role != "none":
+            raise AlreadyInCluster("This node is already part of a cluster. Use \"shoal leave\" to leave it "
+                                   "and join another one.")
+        self.info = await asyncio.to_thread(join_cluster, self.layout, token, manager, advertise_addr, availability)
+        self.role = "worker"
+        self.start_agent(None)
+        assert self.agent is not None
+        await asyncio.wait_for(self.agent.heartbeat.registered.wait(), 30)
+        log.info("joined the cluster %s as node %s", self.info["cluster_id"], self.info["node_id"])
+        return self.local_info()
 
     def start_agent(self, password: Optional[bytes]) -> None:
         if self.agent is not None:
@@ -85,6 +103,8 @@ class Node:
 
     def local_info(self) -> dict:
         a = self.agent
+        if self.role == "none":
+            return {"role": "none", "hostname": socket.gethostname(), "managers": []}
         return {"role": self.role, "node_id": self.info["node_id"], "cluster_id": self.info.get("cluster_id"),
                 "advertise_addr": self.info.get("advertise_addr"), "hostname": socket.gethostname(),
                 "managers": a.client.managers.addresses if a else self.info.get("managers", []),
@@ -106,8 +126,7 @@ class Node:
 
 async def run_daemon(layout: Layout, listen: str = "0.0.0.0") -> None:
     info = read_cluster(layout)
-    if info is None:
-        raise SystemExit(f"no cluster in {layout.root}: run `shoal init` or `shoal join` first")
+    os.makedirs(layout.root, exist_ok=True)
     with open(layout.pidfile, "w") as f:
         f.write(str(os.getpid()))
     node = Node(layout, info, listen)
@@ -116,7 +135,10 @@ async def run_daemon(layout: Layout, listen: str = "0.0.0.0") -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("shoal daemon running (node %s, %s)", info["node_id"], node.role)
+    if info is None:
+        log.info("shoal daemon running, not in a cluster yet: waiting for `shoal join` (or stop it, then `shoal init`)")
+    else:
+        log.info("shoal daemon running (node %s, %s)", info["node_id"], node.role)
     stopper = asyncio.create_task(stop.wait())
     while not stop.is_set():
         waits = {stopper} | ({node.agent_task} if node.agent_task else set())

@@ -2,7 +2,8 @@
 
 A worker holds no cluster state, so every cluster command answers with the managers to
 ask instead (as Docker's "This node is not a swarm manager"); `info` tells what the node
-knows of itself, and `leave` tells the managers the node is going.
+knows of itself, and `leave` tells the managers the node is going. On a node not in a
+cluster yet, `join` makes it join from the running daemon.
 """
 from __future__ import annotations
 
@@ -25,16 +26,18 @@ def not_a_manager(managers: list[str]) -> str:
 
 
 class LocalApi:
-    def __init__(self, socket_path: str, info: Callable[[], dict], leave: Callable[[], Any]):
+    def __init__(self, socket_path: str, info: Callable[[], dict], leave: Callable[[], Any],
+                 join: Optional[Callable[..., Any]] = None):
         self.socket_path = socket_path
         self.info = info
         self.leave = leave
+        self.join = join
         self.runner: Optional[web.AppRunner] = None
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024)
         app.add_routes([web.get("/v1/info", self._info), web.post("/v1/local/leave", self._leave),
-                        web.route("*", "/{tail:.*}", self._elsewhere)])
+                        web.post("/v1/local/join", self._join), web.route("*", "/{tail:.*}", self._elsewhere)])
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         if os.path.exists(self.socket_path):
@@ -60,5 +63,26 @@ class LocalApi:
             return self._reply({"message": f"the managers could not be told: {e}"}, 503)
         return self._reply({"left": True})
 
+    async def _join(self, request: web.Request) -> web.Response:
+        if self.join is None:
+            return self._reply({"message": "this daemon cannot join"}, 409)
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("token"), str) \
+                    or not isinstance(body.get("manager"), str):
+                raise ValueError("token and manager are required")
+        except ValueError as e:
+            return self._reply({"message": f"invalid request: {e}"}, 400)
+        try:
+            info = await self.join(body["token"], body["manager"], body.get("advertise_addr"),
+                                   body.get("availability") or "active")
+        except Exception as e:  # noqa: BLE001 - the CLI shows why (JoinError, AlreadyInCluster, a timeout…)
+            status = 409 if type(e).__name__ == "AlreadyInCluster" else 400
+            return self._reply({"message": str(e) or type(e).__name__}, status)
+        return self._reply(info)
+
     async def _elsewhere(self, request: web.Request) -> web.Response:
+        if self.info().get("role") == "none":
+            return self._reply({"message": "This node is not part of a cluster: `shoal init` makes one, "
+                                           "`shoal join` joins one."}, 503)
         return self._reply({"message": not_a_manager(self.info().get("managers", []))}, 503)

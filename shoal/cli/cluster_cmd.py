@@ -46,7 +46,10 @@ def _human(seconds: float) -> str:
 def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_expiry: str | None,
          dispatcher_heartbeat: str | None) -> None:
     """Create a cluster with this node as its manager, and start the daemon."""
-    from shoal.bootstrap import AlreadyInCluster, create_cluster, leave_node, start_daemon
+    from shoal.bootstrap import AlreadyInCluster, create_cluster, daemon_pid, leave_node, read_cluster, \
+        start_daemon, stop_daemon
+    if read_cluster(obj.layout) is None and daemon_pid(obj.layout):
+        stop_daemon(obj.layout)  # a daemon waiting for a cluster: this one is made here
     try:
         info = create_cluster(obj.layout, advertise_addr, port, autolock,
                               cert_expiry=_duration(cert_expiry, "--cert-expiry"),
@@ -100,7 +103,14 @@ def _wait_for_node(obj: Ctx, timeout: float = 30.0) -> None:
 @click.pass_obj
 def join(obj: Ctx, token: str, advertise_addr: str | None, availability: str, manager: str) -> None:
     """Join a cluster as a worker, through one of its managers (ADDR[:PORT])."""
-    from shoal.bootstrap import AlreadyInCluster, JoinError, join_cluster, leave_node, start_daemon
+    from shoal.bootstrap import AlreadyInCluster, JoinError, daemon_pid, join_cluster, leave_node, read_cluster, \
+        start_daemon
+    if read_cluster(obj.layout) is None and daemon_pid(obj.layout):
+        # the daemon runs already (`shoal start`), waiting for a cluster: it joins itself
+        obj.api.post("/v1/local/join", {"token": token, "manager": manager, "advertise_addr": advertise_addr,
+                                        "availability": availability})
+        click.echo("This node joined a cluster as a worker.")
+        return
     try:
         info = join_cluster(obj.layout, token, manager, advertise_addr, availability)
     except (AlreadyInCluster, JoinError) as e:
@@ -142,15 +152,18 @@ def join_token(obj: Ctx, quiet: bool, rotate: bool, role: str) -> None:
 @cli.command()
 @click.pass_obj
 def start(obj: Ctx) -> None:
-    """Start the daemon of an existing cluster in the background (after a reboot or `stop`)."""
+    """Start the daemon in the background (after a reboot or `stop`). On a node not in a
+    cluster yet, the daemon waits for `shoal join` (as dockerd waits for `swarm join`)."""
     from shoal.bootstrap import read_cluster, start_daemon
-    if read_cluster(obj.layout) is None:
-        _fail(f"no cluster in {obj.layout.root}; run `shoal init` or `shoal join`")
     try:
         pid = start_daemon(obj.layout)
     except RuntimeError as e:
         _fail(str(e))
-    click.echo(f"shoal daemon running (pid {pid})")
+    if read_cluster(obj.layout) is None:
+        click.echo(f"shoal daemon running (pid {pid}), not in a cluster yet: `shoal join` joins one, "
+                   "`shoal init` makes one")
+    else:
+        click.echo(f"shoal daemon running (pid {pid})")
 
 
 @cli.command()
@@ -176,9 +189,10 @@ def daemon(obj: Ctx, listen: str) -> None:
 @click.pass_obj
 def leave(obj: Ctx, force: bool) -> None:
     """Leave the cluster: stop the daemon and every container Shoal runs on this node."""
-    from shoal.bootstrap import leave_node, read_cluster
+    from shoal.bootstrap import leave_node, read_cluster, stop_daemon
     info = read_cluster(obj.layout)
     if info is None:
+        stop_daemon(obj.layout)  # a daemon waiting for a cluster, if any
         _fail("This node is not part of a cluster")
     if info.get("role", "manager") == "manager" and not force:
         _fail("You are attempting to leave the cluster on a node that is participating as a manager. "

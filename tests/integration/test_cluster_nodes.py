@@ -70,7 +70,12 @@ def test_rotated_token_refuses_new_joins_only(cl):
     p = lab.exec("lab3", "shoal", "join", "--token", fake, lab.addr("lab1"), check=False)
     assert p.returncode == 1 and "not the one the token is for" in p.stderr
     assert lab.nodes()["lab2"]["Status"] == "Ready"  # joined nodes are not affected
+    # lab3's daemon runs before it joins (as an engine before `swarm join`): the join happens in it
+    assert "not in a cluster yet" in lab.shoal("lab3", "start")
+    p = lab.exec("lab3", "shoal", "service", "ls", check=False)
+    assert p.returncode == 1 and "not part of a cluster" in p.stderr
     lab.shoal("lab3", "join", "--token", new, lab.addr("lab1"))
+    assert "Role: worker" in lab.shoal("lab3", "info")
     until("lab3 ready", lambda: lab.nodes().get("lab3", {}).get("Status") == "Ready", timeout=20)
 
 
