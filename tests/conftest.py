@@ -18,7 +18,8 @@ from typing import Callable, Optional
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = (ROOT.parent / "shared" / "fixtures").resolve()
+# The book's stack files (CC BY-SA 4.0, see tests/fixtures/book/README.md), copied into the repository.
+FIXTURES = ROOT / "tests" / "fixtures" / "book"
 ARTIFACTS = ROOT / "artifacts"
 
 

@@ -1,6 +1,6 @@
 """The book's chapter 13 (to-do list on a swarm), run on Shoal as a reader would run it.
 
-The unchanged stack files v1.yml … v6.yml from ../shared/fixtures/diamol-ch13/todo-list are
+The unchanged stack files v1.yml … v6.yml from tests/fixtures/book/diamol-ch13/todo-list are
 deployed one after the other as stack `todo` on a one-node cluster; each step checks what
 the reader sees: the app on http://localhost:8080 (through Shoal's routing mesh), its
 replicas, the CPU and memory limits in the containers' cgroups, the error page while the

@@ -258,7 +258,7 @@ def test_todo_postgres_items_survive_db_replacement(dk, tmp_path):
     vol = dk.volume("todo-db-data")
     db = start_db(dk, net, vol, "11.5")
     # the book's own config + secret files, bind-mounted as Shoal mounts them
-    fixtures = ROOT.parent / "shared" / "fixtures" / "diamol-ch13" / "todo-list"
+    fixtures = ROOT / "tests" / "fixtures" / "book" / "diamol-ch13" / "todo-list"
     if not (fixtures / "configs" / "config.json").exists():
         fixtures = ROOT / "examples" / "todo"
     web = dk.run(

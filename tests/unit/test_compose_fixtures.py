@@ -5,7 +5,7 @@ import pytest
 
 from shoal.compose import load_merged, load_stack
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "book"  # CC BY-SA 4.0: see its README.md
 TODO = FIXTURES / "diamol-ch13" / "todo-list"
 NUMBERS = FIXTURES / "diamol-ch14" / "numbers"
 PROD = [NUMBERS / f for f in ("docker-compose.yml", "prod.yml", "prod-healthcheck.yml",

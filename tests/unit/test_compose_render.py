@@ -5,7 +5,7 @@ from ruamel.yaml import YAML
 
 from shoal.compose import load_merged, load_stack, render_config
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "book"  # CC BY-SA 4.0: see its README.md
 NUMBERS = FIXTURES / "diamol-ch14" / "numbers"
 FILES = [NUMBERS / f for f in ("docker-compose.yml", "prod.yml", "prod-healthcheck.yml",
                                "prod-update-config.yml", "prod-rollback-config.yml", "v3.yml")]
