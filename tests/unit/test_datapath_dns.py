@@ -167,3 +167,87 @@ def test_server_udp_tcp_forwarding_and_update():
             await srv.stop()
             up_t.close()
     asyncio.run(go())
+
+
+def test_a_flood_from_one_container_is_bounded_and_others_are_still_answered():
+    """3,000 questions from one source toward an upstream that never answers them: the process
+    holds a bounded number of sockets and tasks, answers SERVFAIL beyond its bounds, and another
+    source still gets both its service names and its forwarded names."""
+    import os
+    from shoal.agent.datapath import dns as dnsmod
+    port = _free_port()
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def go():
+        loop = asyncio.get_running_loop()
+
+        class Up(asyncio.DatagramProtocol):  # answers ok.example only; the flood is never answered
+            def connection_made(self, t):
+                self.t = t
+
+            def datagram_received(self, d, a):
+                q = w.parse_message(d)
+                if q.questions[0].name == "ok.example":
+                    self.t.sendto(w.build_response(q, 0, [w.a_record("ok.example", "192.0.2.99", 5)]), a)
+        up_t, _ = await loop.create_datagram_endpoint(Up, local_addr=("127.0.0.3", 53))
+        v = DnsView(networks=[DnsNetwork(name="n", gateway="127.0.0.1", services=[
+            DnsService(name="web", vip="10.211.1.2")])])
+        srv = DnsServer(v, port=port, upstreams=["127.0.0.3"], forward_timeout=2.0)
+        await srv.start()
+        answers: dict[str, list] = {"a": [], "b": []}
+
+        class C(asyncio.DatagramProtocol):
+            def __init__(self, key):
+                self.key = key
+
+            def datagram_received(self, d, a):
+                answers[self.key].append(w.parse_answer_ips(d))
+        try:
+            before = fds()
+            a_t, _ = await loop.create_datagram_endpoint(lambda: C("a"), local_addr=("127.0.0.5", 0),
+                                                         remote_addr=("127.0.0.1", port))
+            b_t, _ = await loop.create_datagram_endpoint(lambda: C("b"), local_addr=("127.0.0.6", 0),
+                                                         remote_addr=("127.0.0.1", port))
+            peak_fds = peak_tasks = 0
+            for i in range(3000):
+                a_t.sendto(w.build_query(f"flood-{i}.example", mid=i % 65536))
+                if i % 100 == 0:
+                    await asyncio.sleep(0.002)
+                    peak_fds = max(peak_fds, fds())
+                    peak_tasks = max(peak_tasks, len(srv._tasks))
+            b_t.sendto(w.build_query("ok.example", mid=1))
+            b_t.sendto(w.build_query("web", mid=2))
+            await asyncio.sleep(0.5)
+            peak_fds = max(peak_fds, fds())
+            assert peak_fds - before <= 6, (before, peak_fds)  # 2 clients, 1 upstream socket
+            assert peak_tasks <= dnsmod.MAX_FORWARDS_PER_SOURCE + 2
+            assert srv.refused >= 3000 - dnsmod.MAX_FORWARDS_PER_SOURCE - 100
+            assert (0, ["192.0.2.99"]) in answers["b"] and (0, ["10.211.1.2"]) in answers["b"]
+            refused = [a for a in answers["a"] if a[0] == w.RCODE_SERVFAIL]
+            assert len(refused) >= 2800  # answered at once, not left hanging
+            await asyncio.sleep(2.2)  # the forwards in flight time out: everything is released
+            assert srv._inflight == 0 and not srv._inflight_by_source
+            a_t.close()
+            b_t.close()
+        finally:
+            await srv.stop()
+            up_t.close()
+    asyncio.run(go())
+
+
+def test_a_name_that_is_no_dns_name_gets_an_error_not_an_exception():
+    """A service name over 63 characters (refused at deploy since, but a view could hold one)
+    makes the PTR answer impossible: SERVFAIL, and the server goes on."""
+    long = "s" * 70
+    v = DnsView(networks=[DnsNetwork(name="n", gateway="10.210.1.1", services=[
+        DnsService(name=long, vip="10.211.1.9"), DnsService(name="web", vip="10.211.1.2")])])
+    srv = DnsServer(v, upstreams=[])
+    resp, q = srv.respond(w.build_query("9.1.211.10.in-addr.arpa", qtype=w.TYPE_PTR), "10.210.1.1", None)
+    assert q is None and resp[3] & 0xF == w.RCODE_SERVFAIL
+    resp, _ = srv.respond(w.build_query("web"), "10.210.1.1", None)
+    assert w.parse_answer_ips(resp) == (0, ["10.211.1.2"])
+    for junk in (b"", b"\x00", b"\x12\x34" + b"\xff" * 40, w.build_query("web")[:-3]):
+        resp, q = srv.respond(junk, "10.210.1.1", None)
+        assert q is None  # answered (FORMERR) or ignored, never raised

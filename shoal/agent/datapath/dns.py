@@ -19,6 +19,13 @@ known container, that container's other networks, in order):
 * everything else is forwarded to the host's resolvers (``/etc/resolv.conf``).
 
 Answers use a TTL of 1 s (configurable) so names follow replicas as they come and go.
+
+Nothing a container sends can exhaust the process (which is the node's agent): questions
+Shoal answers are answered at once, without a task; forwarded ones go through one UDP
+socket per upstream (question ids remapped), at most MAX_FORWARDS in flight in all and
+MAX_FORWARDS_PER_SOURCE per client address — beyond, the answer is SERVFAIL at once; at
+most MAX_TCP_CLIENTS TCP connections are served at a time. A normal container resolving
+names never comes near these bounds (its resolver sends a few questions at a time).
 """
 from __future__ import annotations
 
@@ -38,6 +45,9 @@ from shoal.agent.datapath.view import CONTAINER_SUPERNET, VIP_SUPERNET
 log = logging.getLogger(__name__)
 
 IP_FREEBIND = 15  # linux/in.h: bind to an address the node does not carry (yet)
+MAX_FORWARDS = 256  # forwarded questions in flight, in all
+MAX_FORWARDS_PER_SOURCE = 32  # ... from one client address
+MAX_TCP_CLIENTS = 64
 
 
 class DnsService(BaseModel):
@@ -172,12 +182,64 @@ class _Udp(asyncio.DatagramProtocol):
         self.transport = transport
 
     def datagram_received(self, data, peer):
-        self.server._spawn(self._answer(data, peer))
+        resp, q = self.server.respond(data, self.addr, peer[0], tcp=False)
+        if q is not None:
+            if self.server.admit(peer[0]):
+                self.server._spawn(self._forward(data, q, peer))
+                return
+            resp = w.build_response(q, w.RCODE_SERVFAIL, authoritative=False)
+        self._send(resp, peer)
 
-    async def _answer(self, data, peer):
-        resp = await self.server.handle(data, self.addr, peer[0], tcp=False)
+    async def _forward(self, data, q, peer):
+        try:
+            resp = await self.server.forward(data, q, tcp=False)
+        finally:
+            self.server.release(peer[0])
+        self._send(resp, peer)
+
+    def _send(self, resp, peer):
         if resp and self.transport is not None and not self.transport.is_closing():
             self.transport.sendto(resp, peer)
+
+
+class _UpstreamProtocol(asyncio.DatagramProtocol):
+    """One UDP socket to one upstream resolver, shared by every forwarded question: each is
+    sent with an id of its own (the client's id restored in the answer)."""
+
+    def __init__(self) -> None:
+        self.transport: Optional[asyncio.DatagramTransport] = None
+        self.pending: dict[int, asyncio.Future] = {}
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def datagram_received(self, data, addr):
+        fut = self.pending.pop(w.header_id(data), None)
+        if fut is not None and not fut.done():
+            fut.set_result(data)
+
+    def error_received(self, exc):
+        pass  # an ICMP error: the question times out
+
+    def connection_lost(self, exc):
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(ConnectionError("upstream socket closed"))
+        self.pending.clear()
+
+    async def ask(self, data: bytes, timeout: float) -> bytes:
+        assert self.transport is not None
+        mid = random.randrange(65536)
+        while mid in self.pending:
+            mid = random.randrange(65536)
+        fut = asyncio.get_running_loop().create_future()
+        self.pending[mid] = fut
+        try:
+            self.transport.sendto(struct.pack(">H", mid) + data[2:])
+            resp = await asyncio.wait_for(fut, timeout)
+        finally:
+            self.pending.pop(mid, None)
+        return data[:2] + resp[2:]
 
 
 class DnsServer:
@@ -203,6 +265,13 @@ class DnsServer:
         self._tcp: dict[str, asyncio.base_events.Server] = {}
         self._tasks: set[asyncio.Task] = set()
         self._lock = asyncio.Lock()
+        self._inflight = 0
+        self._inflight_by_source: dict[str, int] = {}
+        self._upstream: dict[str, _UpstreamProtocol] = {}
+        self._upstream_lock = asyncio.Lock()
+        self.upstream_port = 53
+        self._tcp_clients = 0
+        self.refused = 0  # questions answered SERVFAIL because the bounds were reached
 
     # -- data ---------------------------------------------------------------------------
     @property
@@ -235,6 +304,10 @@ class DnsServer:
         async with self._lock:
             for addr in list(self._udp):
                 await self._close(addr)
+        for up in self._upstream.values():
+            if up.transport is not None:
+                up.transport.close()
+        self._upstream.clear()
         for t in list(self._tasks):
             t.cancel()
         if self._tasks:
@@ -296,6 +369,11 @@ class DnsServer:
     async def _tcp_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                           addr: str) -> None:
         peer = (writer.get_extra_info("peername") or ("", 0))[0]
+        if self._tcp_clients >= MAX_TCP_CLIENTS:
+            self.refused += 1
+            writer.close()
+            return
+        self._tcp_clients += 1
         try:
             while True:
                 head = await asyncio.wait_for(reader.readexactly(2), timeout=10)
@@ -308,47 +386,86 @@ class DnsServer:
         except (asyncio.IncompleteReadError, asyncio.TimeoutError, ConnectionError):
             pass
         finally:
+            self._tcp_clients -= 1
             writer.close()
+
+    # -- bounds on forwarding -------------------------------------------------------------
+    def admit(self, source: Optional[str]) -> bool:
+        """May a question from `source` be forwarded now? (Then `release` it when answered.)"""
+        src = source or ""
+        if self._inflight >= MAX_FORWARDS or self._inflight_by_source.get(src, 0) >= MAX_FORWARDS_PER_SOURCE:
+            self.refused += 1
+            return False
+        self._inflight += 1
+        self._inflight_by_source[src] = self._inflight_by_source.get(src, 0) + 1
+        return True
+
+    def release(self, source: Optional[str]) -> None:
+        src = source or ""
+        self._inflight -= 1
+        left = self._inflight_by_source.get(src, 1) - 1
+        if left > 0:
+            self._inflight_by_source[src] = left
+        else:
+            self._inflight_by_source.pop(src, None)
 
     # -- answering ----------------------------------------------------------------------
     async def handle(self, data: bytes, local: str, client: Optional[str],
                      tcp: bool = False) -> bytes:
         """The response bytes for query ``data`` that reached ``local`` from ``client``."""
+        resp, q = self.respond(data, local, client, tcp)
+        if q is None:
+            return resp
+        if not self.admit(client):
+            return w.build_response(q, w.RCODE_SERVFAIL, authoritative=False)
+        try:
+            return await self.forward(data, q, tcp)
+        finally:
+            self.release(client)
+
+    def respond(self, data: bytes, local: str, client: Optional[str],
+                tcp: bool = False) -> tuple[bytes, Optional[w.Message]]:
+        """(the answer, None) for a question answered here, or (b"", the question) for one to
+        forward. Never raises: a question it cannot answer gets an error code."""
         try:
             q = w.parse_message(data)
-        except w.DnsFormatError:
-            return w.error_response(data, w.RCODE_FORMERR)
+        except (w.DnsFormatError, ValueError, IndexError, struct.error):
+            return w.error_response(data, w.RCODE_FORMERR), None
         if q.is_response:
-            return b""
+            return b"", None
         if q.opcode != w.OPCODE_QUERY:
-            return w.build_response(q, w.RCODE_NOTIMP)
+            return w.build_response(q, w.RCODE_NOTIMP), None
         if len(q.questions) != 1:
-            return w.build_response(q, w.RCODE_FORMERR)
+            return w.build_response(q, w.RCODE_FORMERR), None
         question = q.questions[0]
         try:
             ans = resolve(self.view, local, client, question.name, question.qtype)
         except Exception:  # a broken view must not kill the server
             log.exception("DNS: lookup of %s failed", question.name)
-            return w.build_response(q, w.RCODE_SERVFAIL)
+            return w.build_response(q, w.RCODE_SERVFAIL), None
         if ans is None:
-            return await self.forward(data, q, tcp)
+            return b"", q
         if question.qclass not in (w.CLASS_IN, w.TYPE_ANY):
-            return w.build_response(q, w.RCODE_REFUSED)
-        records = []
-        if ans.ptr and question.qtype in (w.TYPE_PTR, w.TYPE_ANY):
-            records.append(w.ptr_record(question.name, ans.ptr, self.ttl))
-        if question.qtype in (w.TYPE_A, w.TYPE_ANY):
-            ips = list(ans.ips)
-            random.shuffle(ips)  # spread clients that take the first address
-            records += [w.a_record(question.name, ip, self.ttl) for ip in ips]
-        resp = w.build_response(q, ans.rcode, records)
-        if not tcp and len(resp) > 512:
-            # too many replicas for classic UDP: truncate, the client retries over TCP
-            per = len(w.encode_name(question.name)) + 10 + 4
-            fit = max(0, (512 - 12 - len(q.question_bytes)) // per)
-            resp = w.build_response(q, ans.rcode, records[:fit])
-            resp = resp[:2] + bytes([resp[2] | 0x02]) + resp[3:]
-        return resp
+            return w.build_response(q, w.RCODE_REFUSED), None
+        try:
+            records = []
+            if ans.ptr and question.qtype in (w.TYPE_PTR, w.TYPE_ANY):
+                records.append(w.ptr_record(question.name, ans.ptr, self.ttl))
+            if question.qtype in (w.TYPE_A, w.TYPE_ANY):
+                ips = list(ans.ips)
+                random.shuffle(ips)  # spread clients that take the first address
+                records += [w.a_record(question.name, ip, self.ttl) for ip in ips]
+            resp = w.build_response(q, ans.rcode, records)
+            if not tcp and len(resp) > 512:
+                # too many replicas for classic UDP: truncate, the client retries over TCP
+                per = len(w.encode_name(question.name)) + 10 + 4
+                fit = max(0, (512 - 12 - len(q.question_bytes)) // per)
+                resp = w.build_response(q, ans.rcode, records[:fit])
+                resp = resp[:2] + bytes([resp[2] | 0x02]) + resp[3:]
+        except ValueError as e:  # a name that is no DNS name (a label over 63 bytes…)
+            log.warning("DNS: cannot answer %s: %s", question.name, e)
+            return w.build_response(q, w.RCODE_SERVFAIL), None
+        return resp, None
 
     async def forward(self, data: bytes, q: w.Message, tcp: bool) -> bytes:
         for up in self.upstreams():
@@ -356,32 +473,22 @@ class DnsServer:
                 if tcp:
                     resp = await asyncio.wait_for(self._forward_tcp(data, up), self.forward_timeout)
                 else:
-                    resp = await asyncio.wait_for(self._forward_udp(data, up), self.forward_timeout)
+                    resp = await (await self._upstream_of(up)).ask(data, self.forward_timeout)
                 if resp and w.header_id(resp) == q.id:
                     return resp
             except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
                 log.debug("DNS: upstream %s failed: %s", up, e)
         return w.build_response(q, w.RCODE_SERVFAIL, authoritative=False)
 
-    async def _forward_udp(self, data: bytes, upstream: str) -> bytes:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future = loop.create_future()
-
-        class P(asyncio.DatagramProtocol):
-            def datagram_received(self, d, a):
-                if not fut.done() and w.header_id(d) == w.header_id(data):
-                    fut.set_result(d)
-
-            def error_received(self, exc):
-                if not fut.done():
-                    fut.set_exception(exc)
-
-        transport, _ = await loop.create_datagram_endpoint(P, remote_addr=(upstream, 53))
-        try:
-            transport.sendto(data)
-            return await fut
-        finally:
-            transport.close()
+    async def _upstream_of(self, upstream: str) -> _UpstreamProtocol:
+        async with self._upstream_lock:  # one socket per upstream, however many ask at once
+            proto = self._upstream.get(upstream)
+            if proto is None or proto.transport is None or proto.transport.is_closing():
+                proto = _UpstreamProtocol()
+                await asyncio.get_running_loop().create_datagram_endpoint(lambda: proto,
+                                                                          remote_addr=(upstream, self.upstream_port))
+                self._upstream[upstream] = proto
+            return proto
 
     async def _forward_tcp(self, data: bytes, upstream: str) -> bytes:
         reader, writer = await asyncio.open_connection(upstream, 53)
