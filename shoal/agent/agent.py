@@ -52,6 +52,7 @@ class Agent:
         self._stop = asyncio.Event()
         self._bg: list[asyncio.Task] = []
         self._problems: dict[str, str] = {}
+        self._log_uploads = asyncio.Semaphore(32)  # `service logs` uploads at a time
 
     @property
     def hostname(self) -> str:
@@ -214,6 +215,8 @@ class Agent:
                 asyncio.create_task(self._send_logs(r))
 
     async def _send_logs(self, req: dict) -> None:
+        """Upload one request's lines; it ends when the containers' logs end or, following, when
+        the manager ends the upload (its client went away): the logs are then no longer read."""
         async def lines():
             for c in req["containers"]:
                 prefix = f"{c['name']}@{self.hostname or self.node_id[:12]}    | "
@@ -228,10 +231,14 @@ class Agent:
                         yield (prefix + line.rstrip("\n") + "\n").encode()
                 except (EngineError, NotFound):
                     continue
-        try:
-            await self.client.post_stream(f"/v1/agent/logs/{req['id']}", lines())
-        except ManagerUnavailable as e:
-            log.warning("sending logs: %s", e)
+        body = lines()
+        async with self._log_uploads:
+            try:
+                await self.client.post_stream(f"/v1/agent/logs/{req['id']}", body)
+            except ManagerUnavailable as e:
+                log.info("log upload %s ended: %s", req.get("id"), e)
+            finally:
+                await body.aclose()  # stop following the containers' logs
 
     # ----------------------------------------------------------------- actions
     async def _actions_loop(self) -> None:

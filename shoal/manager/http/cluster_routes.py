@@ -44,7 +44,7 @@ class ClusterRoutes:
                       "managers": self.c.heartbeats.managers(),
                       "heartbeat_period": s.heartbeat_period if s else None,
                       "cert_expiry": s.cert_expiry if s else None,
-                      "quarantined": len(st.quarantined())})
+                      "quarantined": len(st.quarantined()), **self.c.log_hub.stats()})
 
     async def unlock(self, request: web.Request) -> web.Response:
         body: UnlockBody = request[BODY]
