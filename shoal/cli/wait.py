@@ -1,8 +1,10 @@
 """`--wait`: follow services until they converge, with progress, and say why not.
 
 Converged means: no update running, every desired replica running (and healthy when
-the service has a health check), and one-shot or job services finished. A paused or
-rolled-back update, or the timeout, is a failure with the reason.
+the service has a health check), no replaced task's container still stopping (after a
+start-first update, the old version keeps answering until its stop grace period ends:
+only the new version runs when --wait returns), and one-shot or job services finished.
+A paused or rolled-back update, or the timeout, is a failure with the reason.
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ FAILED_UPDATE = {"paused": "update paused", "rollback_completed": "update rolled
 
 
 CLOCK_SLACK = 5.0  # seconds: the manager's clock may differ a little from ours
+# A task in these states may have a container that still runs (a task on a down node,
+# "unknown", cannot be waited for: it is counted apart by `service ls`).
+STOPPING = frozenset({"assigned", "accepted", "preparing", "ready", "starting", "running"})
 
 
 def update_failure(svc: dict, since: Optional[float] = None, rollback_requested: bool = False) -> Optional[str]:
@@ -71,6 +76,9 @@ def service_state(svc: dict, tasks: list[dict], since: Optional[float] = None,
         return ok and state not in ("updating", "rollback_started"), None, f"{running} running, {len(done)} completed/{desired}"
     if state in ("updating", "rollback_started"):
         return False, None, f"{running}/{desired} running, {state.replace('_', ' ')}"
+    stopping = [t for t in tasks if t["desired_state"] in ("shutdown", "remove") and t["status"]["state"] in STOPPING]
+    if stopping:
+        return False, None, f"{running}/{desired} running, {len(stopping)} replaced task(s) stopping"
     pending = [t for t in current if t["status"]["state"] in ("new", "pending") and t["status"].get("err")]
     text = f"{running}/{desired} running"
     if pending:

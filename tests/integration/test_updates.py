@@ -266,3 +266,38 @@ def test_ch14_bad_update_is_rolled_back(cluster, numbers):
     assert "dockerexec: unhealthy container" in ps
     cluster.wait_for(lambda: cluster.running(API) == 6 and len(containers(**{"shoal.service.name": API})) == 6,
                      timeout=120, what="6 good replicas after the rollback")
+
+
+SLOW_STOP = """
+services:
+  slowstop:
+    image: shoal/busybox:latest
+    # no init: httpd as PID 1 ignores SIGTERM, so the old version answers for its whole grace period
+    command: ["sh", "-c", "mkdir -p /w && echo {v} > /w/index.html && exec httpd -f -p 80 -h /w"]
+    stop_grace_period: 8s
+    deploy:
+      replicas: 1
+      update_config:
+        order: start-first
+        monitor: 1s
+    ports:
+      - "8087:80"
+"""
+
+
+def test_wait_returns_when_only_the_new_version_runs(cluster, tmp_path):
+    """After a start-first update, `stack deploy --wait` returns once the old version's container
+    is gone (it kept answering for its grace period), not as soon as the new one runs."""
+    f = tmp_path / "slow.yml"
+    f.write_text(SLOW_STOP.format(v="old-version"))
+    cluster.out("stack", "deploy", "-c", str(f), "--wait", "--timeout", "60", "ss")
+    old = containers(**{"shoal.service.name": "ss_slowstop"})
+    assert len(old) == 1
+    f.write_text(SLOW_STOP.format(v="new-version"))
+    out = cluster.out("stack", "deploy", "-c", str(f), "--wait", "--timeout", "90", "ss")
+    assert "converged" in out
+    running = containers(**{"shoal.service.name": "ss_slowstop"})
+    assert len(running) == 1 and running != old, (old, running)
+    for _ in range(10):  # every answer is the new version's
+        assert http_get("http://127.0.0.1:8087/")[1].strip() == "new-version"
+    cluster.out("stack", "rm", "ss")
