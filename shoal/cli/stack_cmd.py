@@ -35,7 +35,8 @@ def _load(files: tuple[str, ...], name: str):
 
 
 @stack.command("deploy")
-@click.option("-c", "--compose-file", "files", multiple=True, required=True, help="Compose file (repeatable).")
+@click.option("-c", "--compose-file", "files", multiple=True, required=True,
+              help="Compose file (repeatable; - reads standard input).")
 @click.option("--prune", is_flag=True, help="Remove services no longer in the file.")
 @click.option("--wait/--detach", "wait", default=False, help="Wait until every service converged, with progress.")
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits at most.")
@@ -62,19 +63,20 @@ def deploy(obj: Ctx, files, prune: bool, wait: bool, timeout: float, resolve_ima
 
 
 @stack.command("config")
-@click.option("-c", "--compose-file", "files", multiple=True, required=True)
-@click.option("--skip-interpolation", is_flag=True)
+@click.option("-c", "--compose-file", "files", multiple=True, required=True,
+              help="Compose file (repeatable; - reads standard input).")
+@click.option("--skip-interpolation", is_flag=True, help="Print variables as written, not their values.")
 def config(files, skip_interpolation: bool) -> None:
-    """Print the merged, interpolated compose file."""
-    from shoal.compose import ComposeError, load_merged, render_config
+    """Print the merged, interpolated compose file, once it passed every check `stack deploy` makes."""
+    from shoal.compose import ComposeError, check_config, render_config
     try:
-        merged = load_merged(list(files)) if not skip_interpolation else load_merged(list(files), interpolate=False)
-    except TypeError:
-        merged = load_merged(list(files))
+        tree, warnings = check_config(list(files), interpolate=not skip_interpolation)
     except ComposeError as e:
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
-    click.echo(render_config(merged), nl=False)
+    for w in warnings:
+        click.echo(w, err=True)
+    click.echo(render_config(tree, escape=not skip_interpolation), nl=False)
 
 
 @stack.command("ls")

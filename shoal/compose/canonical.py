@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 
 from shoal.compose.schema import REFUSED_SERVICE_KEYS, SERVICE_KEYS, TOP_LEVEL_KEYS
 from shoal.compose.shortsyntax import is_host_path, parse_port_spec, parse_volume_spec
-from shoal.compose.tree import LDict, LList, Loc, Node
+from shoal.compose.tree import LDict, LList, Loc, Node, go_number
 
 _LIST_KEYS = ("dns", "dns_search", "dns_opt", "tmpfs", "cap_add", "cap_drop")
 _SECTIONS = ("networks", "volumes", "configs", "secrets")
@@ -127,7 +127,7 @@ def _scalar_text(node: Node) -> Optional[str]:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (str, int, float)):
-        return value if isinstance(value, str) else str(value)
+        return value if isinstance(value, str) else go_number(value)
     node.expect("a string, number or boolean")
 
 

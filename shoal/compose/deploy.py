@@ -6,6 +6,7 @@ from typing import Any, Optional
 from shoal.compose.schema import (DEPLOY_KEYS, PLACEMENT_KEYS, RESOURCE_KEYS, RESTART_POLICY_KEYS,
                                   UPDATE_CONFIG_KEYS)
 from shoal.compose.tree import Node
+from shoal.limits import MAX_REPLICAS
 from shoal.model.specs import Placement, ResourceRequirements, Resources, RestartPolicy, UpdateConfig
 from shoal.units import parse_bytes, parse_duration, parse_nano_cpus
 
@@ -27,8 +28,9 @@ def duration(node: Node) -> float:
     return seconds
 
 
-def convert_deploy(deploy: Optional[Node], restart: Optional[Node]) -> dict[str, Any]:
-    """Keyword arguments for ServiceSpec from ``deploy:`` (plus ``restart:`` when no restart_policy)."""
+def convert_deploy(deploy: Optional[Node], restart: Optional[Node], ignored: list[str]) -> dict[str, Any]:
+    """Keyword arguments for ServiceSpec from ``deploy:`` (plus ``restart:`` when no restart_policy);
+    options accepted but not applied are added to ``ignored`` by key path."""
     out: dict[str, Any] = {}
     policy = deploy.get("restart_policy") if deploy is not None else None
     if policy is not None:
@@ -43,15 +45,15 @@ def convert_deploy(deploy: Optional[Node], restart: Optional[Node]) -> dict[str,
     if (replicas := deploy.get("replicas")) is not None:
         if mode in ("global", "global-job"):
             replicas.fail(f"replicas can only be used with replicated or replicated-job mode, not {mode}")
-        out["replicas"] = replicas.int(minimum=0)
+        out["replicas"] = replicas.int(minimum=0, maximum=MAX_REPLICAS)
     if (concurrent := deploy.get("max_concurrent")) is not None:
         if not mode.endswith("-job"):
             concurrent.fail("max_concurrent can only be used with replicated-job or global-job mode")
-        out["max_concurrent"] = concurrent.int(minimum=0)
+        out["max_concurrent"] = concurrent.int(minimum=0, maximum=MAX_REPLICAS)
     if (labels := deploy.get("labels")) is not None:
         out["labels"] = {k: "" if v is None else str(v) for k, v in labels.mapping().items()}
     if (resources := deploy.get("resources")) is not None:
-        out["resources"] = _resources(resources)
+        out["resources"] = _resources(resources, ignored)
     if (placement := deploy.get("placement")) is not None:
         out["placement"] = _placement(placement)
     if (update := deploy.get("update_config")) is not None:
@@ -63,7 +65,7 @@ def convert_deploy(deploy: Optional[Node], restart: Optional[Node]) -> dict[str,
     return out
 
 
-def _resources(node: Node) -> ResourceRequirements:
+def _resources(node: Node, ignored: list[str]) -> ResourceRequirements:
     node.check_keys({"limits", "reservations"}, "resources option")
     result = ResourceRequirements()
     for which in ("limits", "reservations"):
@@ -71,6 +73,9 @@ def _resources(node: Node) -> ResourceRequirements:
         if section is None:
             continue
         section.check_keys(RESOURCE_KEYS, f"{which} option")
+        for key in ("generic_resources", "devices"):
+            if section.get(key) is not None:
+                ignored.append(f"{section.path}.{key}")
         res = Resources()
         if (cpus := section.get("cpus")) is not None:
             res.nano_cpus = cpus.convert(parse_nano_cpus, "CPU count")
@@ -125,7 +130,7 @@ def _placement(node: Node) -> Placement:
                 pref.fail("placement preference needs 'spread'")
             placement.preferences.append(spread.str())
     if (per_node := node.get("max_replicas_per_node")) is not None:
-        placement.max_replicas_per_node = per_node.int(minimum=0)
+        placement.max_replicas_per_node = per_node.int(minimum=0, maximum=MAX_REPLICAS)
     return placement
 
 
@@ -133,7 +138,7 @@ def _update_config(node: Node, rollback: bool) -> UpdateConfig:
     node.check_keys(UPDATE_CONFIG_KEYS, "rollback_config option" if rollback else "update_config option")
     config = UpdateConfig()
     if (parallelism := node.get("parallelism")) is not None:
-        config.parallelism = parallelism.int(minimum=0)
+        config.parallelism = parallelism.int(minimum=0, maximum=MAX_REPLICAS)
     if (delay := node.get("delay")) is not None:
         config.delay = duration(delay)
     if (monitor := node.get("monitor")) is not None:

@@ -5,6 +5,10 @@ and secrets are lists keyed by what makes them unique (so an override replaces t
 matching entry), ``command``, ``entrypoint`` and ``healthcheck.test`` are replaced
 whole, and other lists (dns, cap_add, constraints, ...) are appended without duplicates.
 Outside services, lists are replaced. Locations travel with the values.
+
+The compose merge tags work at any depth: a value tagged `!reset` removes its key from
+the result (whatever the earlier files said), one tagged `!override` replaces the earlier
+value whole instead of merging with it.
 """
 from __future__ import annotations
 
@@ -36,23 +40,62 @@ def merge_files(trees: list[LDict]) -> LDict:
     result = trees[0]
     for tree in trees[1:]:
         result = _merge_top(result, tree)
+    return _drop_resets(result)
+
+
+def merge_documents(docs: list[LDict]) -> LDict:
+    """The documents of one file, as compose merges them (the later win, mappings merged)."""
+    result = docs[0]
+    for doc in docs[1:]:
+        result = _merge_plain(result, doc)
     return result
+
+
+def _drop_resets(value: Any) -> Any:
+    """What is still tagged `!reset` (in the first file, or under a merged key) is dropped."""
+    if isinstance(value, LDict):
+        for key in [k for k, tag in value.tags.items() if tag == "reset"]:
+            value.drop(key)
+        for key in list(value):
+            _drop_resets(value[key])
+    elif isinstance(value, list):
+        for item in value:
+            _drop_resets(item)
+    return value
 
 
 def _copy(mapping: LDict) -> LDict:
     out = LDict(mapping.loc)
     for key, value in mapping.items():
         out.put(key, value, mapping.loc_of(key))
+    out.tags = dict(mapping.tags)
     return out
+
+
+def _tagged(out: LDict, over: LDict, key: str) -> bool:
+    """Apply `over`'s merge tag on `key` to `out`; True when it decided the key."""
+    tag = over.tags.get(key)
+    if tag == "reset":
+        out.drop(key)
+        return True
+    if tag == "override":
+        out.put(key, over[key], over.loc_of(key))
+        out.tags.pop(key, None)
+        return True
+    return False
 
 
 def _merge_top(base: LDict, over: LDict) -> LDict:
     out = _copy(base)
     for key, value in over.items():
+        if _tagged(out, over, key):
+            continue
         old = out.get(key)
         if key == "services" and isinstance(old, dict) and isinstance(value, dict):
             services = _copy(old)
             for name, service in value.items():
+                if _tagged(services, value, name):
+                    continue
                 current = services.get(name)
                 if isinstance(current, dict) and isinstance(service, dict):
                     service = _merge_service(current, service, ())
@@ -70,7 +113,8 @@ def _merge_plain(base: Any, over: Any) -> Any:
     if isinstance(base, dict) and isinstance(over, dict):
         out = _copy(base)
         for key, value in over.items():
-            out.put(key, _merge_plain(out.get(key), value), over.loc_of(key))
+            if not _tagged(out, over, key):
+                out.put(key, _merge_plain(out.get(key), value), over.loc_of(key))
         return out
     return over
 
@@ -78,6 +122,8 @@ def _merge_plain(base: Any, over: Any) -> Any:
 def _merge_service(base: LDict, over: LDict, path: tuple[str, ...]) -> LDict:
     out = _copy(base)
     for key, value in over.items():
+        if _tagged(out, over, key):
+            continue
         sub = path + (key,)
         old = out.get(key)
         loc = over.loc_of(key)

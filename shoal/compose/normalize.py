@@ -79,28 +79,35 @@ def _option_warnings(services: list[tuple[str, Node]]) -> list[str]:
 
 
 def _check_cycles(services: list[tuple[str, Node]]) -> None:
-    """depends_on must be acyclic; a cycle is reported at the first service in it."""
+    """depends_on must be acyclic; a cycle is reported at the first service in it. Iterative: a
+    chain of thousands of services is walked without recursion."""
     graph: dict[str, list[str]] = {}
     nodes = dict(services)
     for key, node in services:
         deps = node.get("depends_on")
-        graph[key] = list(deps.mapping()) if deps is not None else []
+        graph[key] = [d for d in deps.mapping() if d in nodes] if deps is not None else []
     state: dict[str, int] = {}  # 1 = on the current path, 2 = done
-    path: list[str] = []
-
-    def visit(name: str) -> None:
-        state[name] = 1
-        path.append(name)
-        for dep in graph.get(name, []):
+    for root, _ in services:
+        if state.get(root):
+            continue
+        path: list[str] = [root]
+        state[root] = 1
+        stack: list[tuple[str, int]] = [(root, 0)]
+        while stack:
+            name, i = stack[-1]
+            deps = graph.get(name, [])
+            if i >= len(deps):
+                stack.pop()
+                path.pop()
+                state[name] = 2
+                continue
+            stack[-1] = (name, i + 1)
+            dep = deps[i]
             if state.get(dep) == 1:
                 cycle = path[path.index(dep):] + [dep]
-                start = nodes[dep].child("depends_on")
-                start.fail(f"dependency cycle between services: {' -> '.join(cycle)}")
-            if state.get(dep) is None and dep in graph:
-                visit(dep)
-        path.pop()
-        state[name] = 2
-
-    for key, _ in services:
-        if state.get(key) is None:
-            visit(key)
+                shown = " -> ".join(cycle if len(cycle) <= 12 else cycle[:5] + ["…"] + cycle[-5:])
+                nodes[dep].child("depends_on").fail(f"dependency cycle between services: {shown}")
+            if state.get(dep) is None:
+                state[dep] = 1
+                path.append(dep)
+                stack.append((dep, 0))

@@ -145,6 +145,8 @@ def _file_object(stack: str, key: str, node: Node, kind: str, keys: frozenset[st
                 spec.data = Path(path).read_bytes()
             except OSError as exc:
                 file_node.fail(f"cannot read {singular} file {path}: {exc.strerror}")
+            except ValueError as exc:  # a NUL in the path
+                file_node.fail(f"invalid {singular} file path {path!r}: {exc}")
     elif (env_node := node.get("environment")) is not None:
         var = env_node.str()
         value = env.get(var)

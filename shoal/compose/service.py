@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 from typing import Mapping, Optional
 
+from pydantic import ValidationError
+
 from shoal.compose.deploy import choice, convert_deploy, duration
 from shoal.compose.envfile import read_env_file
 from shoal.compose.objects import NAMESPACE_LABEL, Catalog
@@ -11,8 +13,9 @@ from shoal.compose.schema import (DEPENDS_ON_KEYS, FILE_REF_KEYS, HEALTHCHECK_KE
                                   SERVICE_NETWORK_KEYS, VOLUME_MOUNT_KEYS)
 from shoal.compose.shortsyntax import PROTOCOLS, is_abs_target
 from shoal.compose.tree import Node
-from shoal.model.specs import (ContainerSpec, Dependency, FileRef, HealthCheck, Mount, NetworkAttachment,
-                               PortConfig, ServiceSpec, Ulimit)
+from shoal.model.specs import (SERVICE_NAME, ContainerSpec, Dependency, FileRef, HealthCheck, Mount,
+                               NetworkAttachment, PortConfig, ServiceSpec, Ulimit)
+from shoal.model.validation import describe_errors
 from shoal.units import parse_bytes
 
 IMAGE_LABEL = "com.docker.stack.image"
@@ -31,13 +34,27 @@ def convert_service(key: str, node: Node, cat: Catalog, env: Mapping[str, Option
     container.mounts = _mounts(node, cat)
     container.configs = [_file_ref(r, cat, "configs") for r in _elements(node, "configs")]
     container.secrets = [_file_ref(r, cat, "secrets") for r in _elements(node, "secrets")]
-    spec = ServiceSpec(name=f"{stack}_{key}", stack=stack, container=container,
-                       **convert_deploy(node.get("deploy"), node.get("restart")))
+    name = f"{stack}_{key}"
+    if not SERVICE_NAME.match(name) or len(name) > 63:
+        node.fail(f"invalid service name {name!r}: a service name must be valid as a DNS name component "
+                  "(letters, digits, '-' and '_' inside) and 63 characters or fewer")
+    ignored: list[str] = []
+    spec = ServiceSpec(name=name, stack=stack, container=container,
+                       **convert_deploy(node.get("deploy"), node.get("restart"), ignored))
     spec.labels = {**spec.labels, NAMESPACE_LABEL: stack, IMAGE_LABEL: image}
     spec.ports = [_port(port, key, warnings) for port in _elements(node, "ports")]
     spec.networks = _networks(node, key, cat)
-    spec.depends_on = _depends_on(node, stack, services)
-    return spec
+    spec.depends_on = _depends_on(node, stack, services, warnings)
+    if (hc := node.get("healthcheck")) is not None and hc.get("start_interval") is not None:
+        ignored.append(f"{hc.path}.start_interval")
+    if ignored:
+        warnings.append(f"Ignoring unsupported options: {', '.join(ignored)} (not supported by the engine's API 1.41)"
+                        if all(i.endswith("start_interval") for i in ignored) else
+                        f"Ignoring unsupported options: {', '.join(ignored)}")
+    try:  # what each conversion left unchecked (assignments are not validated): one last look
+        return ServiceSpec.model_validate(spec.model_dump(warnings=False))
+    except ValidationError as e:
+        node.fail(describe_errors(e))
 
 
 def _elements(node: Node, key: str) -> list[Node]:
@@ -99,17 +116,22 @@ def _environment(node: Node, env: Mapping[str, Optional[str]]) -> dict[str, Opti
             if (req := item.get("required")) is not None:
                 required = req.bool()
         path = path_node.str()
+        if "\x00" in path:
+            path_node.fail(f"invalid env file path {path!r}")
         if not os.path.isfile(path):
             if required:
                 path_node.fail(f"env file {path} not found")
             continue
-        values = read_env_file(path)
+        try:
+            values = read_env_file(path)
+        except (OSError, UnicodeDecodeError) as exc:
+            path_node.fail(f"cannot read env file {path}: {exc}")
         result.update({k: env.get(k) if v is None else v for k, v in values.items()})
     if (environment := node.get("environment")) is not None:
         for key, value in environment.items():
             if isinstance(value.value, (dict, list)):
                 value.expect("a string, number or boolean")
-            result[key] = None if value.value is None else str(value.value)
+            result[key] = None if value.value is None else value.str()
     return result
 
 
@@ -266,15 +288,23 @@ def _networks(node: Node, key: str, cat: Catalog) -> list[NetworkAttachment]:
     return result
 
 
-def _depends_on(node: Node, stack: str, services: set[str]) -> list[Dependency]:
+def _depends_on(node: Node, stack: str, services: set[str], warnings: list[str]) -> list[Dependency]:
     deps = node.get("depends_on")
     result = []
     for name, dep in (deps.items() if deps is not None else []):
-        if name not in services:
-            dep.fail(f"depends on undefined service {name!r}")
-        condition = "service_started"
+        required = True
         if dep.value is not None:
             dep.check_keys(DEPENDS_ON_KEYS, "depends_on option")
+            if (req := dep.get("required")) is not None:
+                required = req.bool()
+        if name not in services:
+            if required:
+                dep.fail(f"depends on undefined service {name!r}")
+            # compose's `required: false`: a dependency that is not there is only a warning
+            warnings.append(f"{dep.path}: service {name!r} is not in the stack; ignored (required: false)")
+            continue
+        condition = "service_started"
+        if dep.value is not None:
             if (cond := dep.get("condition")) is not None:
                 condition = choice(cond, CONDITIONS)
         result.append(Dependency(service=f"{stack}_{name}", condition=condition))

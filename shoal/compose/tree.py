@@ -26,6 +26,7 @@ class LDict(dict):
         super().__init__()
         self.loc = loc
         self.locs: dict[str, Loc] = {}
+        self.tags: dict[str, str] = {}  # key -> "reset" | "override" (compose merge tags)
 
     def put(self, key: str, value: Any, loc: Optional[Loc] = None) -> None:
         self[key] = value
@@ -34,6 +35,7 @@ class LDict(dict):
     def drop(self, key: str) -> None:
         self.pop(key, None)
         self.locs.pop(key, None)
+        self.tags.pop(key, None)
 
     def loc_of(self, key: str) -> Loc:
         return self.locs.get(key, self.loc)
@@ -64,6 +66,15 @@ def to_plain(value: Any) -> Any:
     if isinstance(value, str):
         return str(value)
     return value
+
+
+def go_number(value: Any) -> str:
+    """A YAML number as compose turns it into text: 1.0 -> "1", 1000.0 -> "1000", 1.5 -> "1.5"."""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 1e21:
+            return str(int(value))
+        return repr(value)
+    return str(value)
 
 
 def describe(value: Any) -> str:
@@ -148,7 +159,7 @@ class Node:
         if isinstance(self.value, str):
             return str(self.value)
         if isinstance(self.value, (int, float)) and not isinstance(self.value, bool):
-            return str(self.value)  # YAML turned it into a number; compose reads it back as text
+            return go_number(self.value)  # YAML turned it into a number; compose reads it back as text
         self.expect("a string")
 
     def strict_str(self) -> str:
@@ -156,17 +167,21 @@ class Node:
             self.expect("a string")
         return str(self.value)
 
-    def int(self, minimum: Optional[int] = None) -> int:
+    def int(self, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
         value = self.value
         if isinstance(value, IStr):
             try:
-                value = int(value.strip())
+                value = int(value.strip()) if len(value.strip()) <= 30 else value
             except ValueError:
                 pass
         if not isinstance(value, int) or isinstance(value, bool):
             self.expect("an integer")
         if minimum is not None and value < minimum:
             self.fail(f"must be at least {minimum}, got {value}")
+        top = maximum if maximum is not None else 2**63 - 1
+        if value > top:
+            shown = str(value) if len(str(value)) <= 30 else f"a {len(str(value))}-digit number"
+            self.fail(f"must be at most {top}, got {shown}")
         return value
 
     def number(self) -> float:
@@ -178,7 +193,13 @@ class Node:
                 pass
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             self.expect("a number")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = float("inf")
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"must be a finite number, got {describe(value)}")
+        return number
 
     def bool(self) -> bool:
         value = self.value

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from shoal.core import task_states as ts
 from shoal.model.objects import Obj, Task
 from shoal.model.specs import ServiceSpec
+from shoal.model.validation import describe_errors
 
 T = TypeVar("T", bound=Obj)
 
@@ -29,16 +30,6 @@ class Conflict(Exception):
 
 class InvalidObject(ValueError):
     """An object its own model refuses: never written (it would poison the next load)."""
-
-
-def describe_errors(e: ValidationError) -> str:
-    """A validation error as `field: message; …`, without the values (a secret must never be
-    echoed back to a client or into a log)."""
-    parts = []
-    for err in e.errors(include_url=False, include_input=False, include_context=False):
-        loc = ".".join(str(x) for x in err.get("loc", ())) or "(body)"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts[:8]) + (f" (and {len(parts) - 8} more)" if len(parts) > 8 else "")
 
 
 def check_object(obj: Obj) -> Obj:

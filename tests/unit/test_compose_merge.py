@@ -150,10 +150,14 @@ def test_entrypoint_replaced_and_networks_merged(tmp_path):
     assert w["networks"] == {"n1": None, "n2": {"aliases": ["w2"]}}
 
 
-def test_relative_paths_resolve_against_declaring_file(tmp_path):
+def test_relative_paths_resolve_against_the_first_files_folder(tmp_path):
+    """As Docker Compose and `docker stack deploy`: every file's relative paths resolve against
+    the first file's folder, not against the folder of the file that wrote them."""
     (tmp_path / "other").mkdir()
-    (tmp_path / "other" / "app.conf").write_text("setting=1\n")
-    (tmp_path / "other" / "web.env").write_text("FROM_FILE=yes\nOVERRIDDEN=file\n")
+    (tmp_path / "app.conf").write_text("setting=1\n")
+    (tmp_path / "web.env").write_text("FROM_FILE=yes\nOVERRIDDEN=file\n")
+    (tmp_path / "other" / "app.conf").write_text("the other folder's: not read\n")
+    (tmp_path / "other" / "web.env").write_text("FROM_FILE=wrong\n")
     base = tmp_path / "base.yml"
     base.write_text("services:\n  web:\n    image: x\n    environment: [OVERRIDDEN=env]\n")
     over = tmp_path / "other" / "over.yml"

@@ -217,16 +217,21 @@ def test_a_flood_from_one_container_is_bounded_and_others_are_still_answered():
                     await asyncio.sleep(0.002)
                     peak_fds = max(peak_fds, fds())
                     peak_tasks = max(peak_tasks, len(srv._tasks))
-            b_t.sendto(w.build_query("ok.example", mid=1))
-            b_t.sendto(w.build_query("web", mid=2))
-            await asyncio.sleep(0.5)
+            for _ in range(10):  # another container, asking while the flood is on (and retrying, as resolvers do)
+                if (0, ["192.0.2.99"]) in answers["b"] and (0, ["10.211.1.2"]) in answers["b"]:
+                    break
+                b_t.sendto(w.build_query("ok.example", mid=1))
+                b_t.sendto(w.build_query("web", mid=2))
+                await asyncio.sleep(0.1)
             peak_fds = max(peak_fds, fds())
             assert peak_fds - before <= 6, (before, peak_fds)  # 2 clients, 1 upstream socket
             assert peak_tasks <= dnsmod.MAX_FORWARDS_PER_SOURCE + 2
-            assert srv.refused >= 3000 - dnsmod.MAX_FORWARDS_PER_SOURCE - 100
+            # the kernel may drop part of a flood of datagrams; of what arrived, all but the first 32
+            # (forwarded, in flight for 2 s) were refused at once, and each refusal was answered
+            assert srv.forwarded <= dnsmod.MAX_FORWARDS_PER_SOURCE + 1 and srv.refused >= 1000
             assert (0, ["192.0.2.99"]) in answers["b"] and (0, ["10.211.1.2"]) in answers["b"]
             refused = [a for a in answers["a"] if a[0] == w.RCODE_SERVFAIL]
-            assert len(refused) >= 2800  # answered at once, not left hanging
+            assert len(refused) >= srv.refused - 50  # answered at once, not left hanging
             await asyncio.sleep(2.2)  # the forwards in flight time out: everything is released
             assert srv._inflight == 0 and not srv._inflight_by_source
             a_t.close()

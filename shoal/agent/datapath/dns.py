@@ -272,6 +272,7 @@ class DnsServer:
         self.upstream_port = 53
         self._tcp_clients = 0
         self.refused = 0  # questions answered SERVFAIL because the bounds were reached
+        self.forwarded = 0  # questions let through to an upstream
 
     # -- data ---------------------------------------------------------------------------
     @property
@@ -398,6 +399,7 @@ class DnsServer:
             return False
         self._inflight += 1
         self._inflight_by_source[src] = self._inflight_by_source.get(src, 0) + 1
+        self.forwarded += 1
         return True
 
     def release(self, source: Optional[str]) -> None:

@@ -20,7 +20,7 @@ from shoal.core import task_states as ts
 from shoal.manager.errors import ApiError
 from shoal.model.objects import NodeDescription, VolumeFact
 from shoal.model.specs import Count, NetworkSpec, ServiceSpec, StackSpec
-from shoal.store.base import describe_errors
+from shoal.model.validation import describe_errors
 
 KiB, MiB = 1024, 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
