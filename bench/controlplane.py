@@ -7,8 +7,8 @@
 What it does, in order:
 1. a fresh cluster in a temp data dir: `SHOAL_DATA_DIR=<tmp> SHOAL_NO_DATAPATH=1 shoal init
    --port <free port>` (a real daemon: manager + the host's real agent);
-2. `bench/sim_agents.py` in a subprocess: N simulated nodes with certificates issued from the
-   cluster CA in the data dir (Shoal has no `join` yet: see that file), speaking the real
+2. `bench/sim_agents.py` in a subprocess: N simulated nodes that join through the real join
+   path (token, CSR, certificate signed by the manager; see that file), speaking the real
    agent protocol over mutual TLS; they report every assigned task as running, no containers;
 3. deploys a stack of S services (image `busybox`, nothing starts) totalling T tasks, each
    constrained to `engine.labels.sim == true` so the host's real agent gets none. The deploy is
@@ -156,13 +156,13 @@ class Run:
                 stdout=open(os.path.join(self.dir, "sim.log"), "w"), stderr=subprocess.STDOUT)
             t = time.time()
             while True:
-                info = await api.call("GET", "/v1/info")
-                if info["nodes"] >= a.nodes + 1:
+                nodes = await api.call("GET", "/v1/nodes")
+                if sum(1 for n in nodes if n["state"] == "ready") >= a.nodes + 1:
                     break
                 if self.sim.poll() is not None or time.time() - t > 300:
                     raise RuntimeError(f"sim nodes did not register: {open(os.path.join(self.dir, 'sim.log')).read()[-2000:]}")
                 await asyncio.sleep(0.5)
-            print(f"{a.nodes} sim nodes registered in {time.time() - t:.1f} s", flush=True)
+            print(f"{a.nodes} sim nodes joined and ready in {time.time() - t:.1f} s", flush=True)
             await asyncio.sleep(2)  # let registration writes settle
             rss0, _ = mem_kib(self.pid)
             compose = os.path.join(self.dir, "stack.yml")

@@ -1,6 +1,7 @@
 """Routing-mesh throughput: wrk through a published port vs straight to a replica.
 
-Starts 2 busybox httpd replicas on a throw-away Docker bridge network (label
+Starts 2 nginx replicas (shoal/nginx: event-driven, built offline by
+scripts/build-images.sh nginx) on a throw-away Docker bridge network (label
 shoal.test=datapath), publishes them with Shoal's datapath (nftables DNAT, no IPVS) and
 runs wrk, alternating in the same run, against
 
@@ -35,7 +36,7 @@ from shoal.agent.datapath.view import Backend, DatapathView, IngressPort  # noqa
 LABEL = "shoal.test=datapath"
 NET, BR, SUB, GW = "shbench_mesh", "shbench-br", "10.210.242.0/24", "10.210.242.1"
 REPLICAS = {"shbench-web1": "10.210.242.11", "shbench-web2": "10.210.242.12"}
-HTTPD = "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www"
+IMAGE = "shoal/nginx:latest"  # serves its hostname at /
 
 
 def sh(*argv, check=True):
@@ -110,9 +111,8 @@ def main():
         sh("docker", "network", "create", "--label", LABEL, "--subnet", SUB, "--gateway", GW,
            "-o", f"com.docker.network.bridge.name={BR}", NET)
         for name, ip in REPLICAS.items():
-            sh("docker", "run", "-d", "--init", "--name", name, "--hostname", name,
-               "--label", LABEL, "--network", NET, "--ip", ip, "shoal/busybox:latest",
-               "sh", "-c", HTTPD)
+            sh("docker", "run", "-d", "--name", name, "--hostname", name,
+               "--label", LABEL, "--network", NET, "--ip", ip, IMAGE)
         kernel.apply(DatapathView(
             ingress=[IngressPort(published=port, service="bench",
                                  backends=[Backend(ip=ip, port=80) for ip in REPLICAS.values()])],
@@ -143,7 +143,7 @@ def main():
         both = statistics.median(results["direct both (2x wrk)"])
         print()
         print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {args.reps} reps, "
-              f"2 busybox httpd replicas (one process per connection)")
+              f"2 nginx replicas ({IMAGE})")
         print(f"{'target':<24}{'min':>10}{'median':>10}{'max':>10}{'vs direct':>11}{'vs both':>9}")
         for name, vals in results.items():
             med = statistics.median(vals)

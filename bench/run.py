@@ -383,7 +383,7 @@ def direct_url(engine: Engine, cid: str) -> str | None:
 def bench_mesh(ctx: Ctx) -> Report:
     a = ctx.args
     rep = Report("published-port throughput — routing mesh vs a replica directly",
-                 f"Stack rows: bench/stacks/mesh.yml (2 busybox httpd replicas, published 18089:80) deployed by "
+                 f"Stack rows: bench/stacks/mesh.yml (2 nginx replicas, shoal/nginx, published 18089:80) deployed by "
                  f"each orchestrator; wrk -t{a.wrk_threads} -c{a.wrk_connections} -d{a.wrk_duration}s against "
                  "http://127.0.0.1:18089/ and against one replica's own address, alternating; req/s. "
                  "Script rows: `bench/mesh_throughput.py` (Shoal's datapath applied without the daemon; "

@@ -2,21 +2,20 @@
 
     python bench/sim_agents.py --data-dir DIR --nodes 100 [--port 4343] [--stats FILE]
 
-Each simulated node has its own TLS client certificate (CN = node id, OU = node-worker)
-and talks mutual TLS to the real manager exactly like `shoal/agent/agent.py`:
-heartbeat every 5 s (the first one registers the node), long-poll
+Each simulated node joins the cluster through the real join path, as `shoal join` does: it
+fetches the CA and checks it against the join token's digest, makes its own key and a CSR,
+and presents the token (`POST /v1/join`); the manager creates the node and signs its
+certificate (CN = node id, OU = node-worker). Then it talks mutual TLS to the manager
+exactly like `shoal/agent/agent.py` (checking the manager API's name): heartbeats at the
+period the manager answers (the first one makes the node ready; facts once), long-poll
 `GET /v1/agent/assignments?digest=…&ep=…&wait=25` (keeping the endpoint table from the
 manager's log, as the real agent does), and `POST /v1/agent/status`. Every task
 assigned to it with a "run" desired state is reported `running` at once (fake container
 id, a fake address per network) and every task the manager wants stopped is reported
-`shutdown` — no container is ever started. The nodes carry the engine label `sim=true`, so a
-bench stack constrained to `engine.labels.sim == true` lands on them only, never on the
-daemon's real node.
-
-SHORTCUT (documented): Shoal has no `shoal join` yet, so the certificates are issued
-directly from the cluster CA in the data dir (`certs/ca.crt` + `manager/ca.key`), i.e. the
-driver must run as the manager's owner on the manager's machine. This is a benchmark
-short-cut, not a way to add nodes.
+`shutdown` — no container is ever started (its address: one in the task's network's subnet,
+as a real container's). The nodes carry the engine label `sim=true`, so a bench stack
+constrained to `engine.labels.sim == true` lands on them only, never on the daemon's real
+node. The join token is `--token`, or read from the manager with `shoal join-token -q worker`.
 
 Progress is written as JSON to `--stats` (every 0.25 s, and at exit): nodes registered,
 distinct tasks seen (assigned), tasks whose `running` report the manager acknowledged, and
@@ -30,8 +29,10 @@ import json
 import os
 import random
 import re
+import ipaddress
 import signal
 import ssl
+import subprocess
 import sys
 import time
 import uuid
@@ -84,21 +85,52 @@ class Stats:
                 "table_backends": sum(len(b) for b in self.table.backends.values()) if self.table else 0}
 
 
-def issue_certs(data_dir: str, n: int, out_dir: str, prefix: str = "sim") -> list[tuple[str, str, str, str]]:
-    """(node id, hostname, cert path, key path) for n simulated nodes, signed by the cluster CA."""
-    with open(os.path.join(data_dir, "certs", "ca.crt"), "rb") as c, \
-            open(os.path.join(data_dir, "manager", "ca.key"), "rb") as k:
-        ca = pki.KeyPair(c.read(), k.read())
+async def join_nodes(host: str, port: int, token: str, n: int, out_dir: str, prefix: str = "sim",
+                     concurrency: int = 32) -> tuple[str, list[tuple[str, str, str, str, str]]]:
+    """Join n nodes through the real join path: (CA path, [(node id, hostname, cert path, key
+    path, address)]). The CA is fetched unverified and pinned by the token's digest."""
+    digest, _ = pki.parse_token(token)
+    url = f"https://{host}:{port}"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url + "/v1/join/ca", ssl=pki.unverified_context()) as r:
+            ca_pem = await r.read()
+    if not pki.same_secret(pki.ca_digest(ca_pem), digest):
+        raise SystemExit("the manager's CA does not match the join token's digest")
     os.makedirs(out_dir, mode=0o700, exist_ok=True)
-    out = []
-    for i in range(n):
-        node_id = uuid.uuid4().hex[:25]
-        host = f"{prefix}-{i:05d}"
-        pair = pki.issue(ca, node_id, "node-worker")
-        cert, key = os.path.join(out_dir, f"{host}.crt"), os.path.join(out_dir, f"{host}.key")
-        pki.write_pair(pair, cert, key)
-        out.append((node_id, host, cert, key))
-    return out
+    ca_path = os.path.join(out_dir, "ca.crt")
+    with open(ca_path, "wb") as f:
+        f.write(ca_pem)
+    ctx = pki.client_context(ca_path)
+    gate = asyncio.Semaphore(concurrency)
+    connector = aiohttp.TCPConnector(ssl=ctx, limit=concurrency)
+
+    async def one(s: aiohttp.ClientSession, i: int) -> tuple[str, str, str, str, str]:
+        hostname = f"{prefix}-{i:05d}"
+        addr = f"10.99.{i // 250}.{i % 250 + 1}"
+        key = pki.new_key()
+        async with gate:
+            async with s.post(url + "/v1/join", server_hostname=pki.MANAGER_NAME,
+                              json={"token": token, "csr": pki.make_csr(key).decode(), "hostname": hostname,
+                                    "advertise_addr": addr}) as r:
+                if r.status != 200:
+                    raise SystemExit(f"join of {hostname} refused: {r.status} {await r.text()}")
+                ans = await r.json()
+        cert, keyp = os.path.join(out_dir, f"{hostname}.crt"), os.path.join(out_dir, f"{hostname}.key")
+        pki.write_pair(pki.KeyPair(ans["cert"].encode(), pki.key_pem(key)), cert, keyp)
+        return ans["node_id"], hostname, cert, keyp, addr
+
+    async with aiohttp.ClientSession(connector=connector) as s:
+        nodes = await asyncio.gather(*(one(s, i) for i in range(n)))
+    return ca_path, list(nodes)
+
+
+def read_token(data_dir: str) -> str:
+    p = subprocess.run([sys.executable, "-m", "shoal", "--data-dir", data_dir, "join-token", "-q", "worker"],
+                       capture_output=True, text=True, timeout=60,
+                       cwd=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    if p.returncode != 0:
+        raise SystemExit(f"cannot read the join token: {p.stderr}")
+    return p.stdout.strip()
 
 
 def split_answer(body: bytes, full: bool) -> dict:
@@ -130,8 +162,11 @@ class EndpointPosition(EndpointTable):
 
 
 class SimAgent:
-    def __init__(self, node_id: str, hostname: str, ctx: ssl.SSLContext, url: str, stats: Stats, index: int):
+    def __init__(self, node_id: str, hostname: str, ctx: ssl.SSLContext, url: str, stats: Stats, index: int,
+                 addr: str = ""):
         self.node_id, self.hostname, self.url, self.stats, self.index = node_id, hostname, url, stats, index
+        self.addr = addr
+        self.subnets: dict[str, ipaddress.IPv4Network] = {}  # network name -> its subnet (from answers)
         self.ctx = ctx
         self.session: Optional[aiohttp.ClientSession] = None
         self.reported: dict[str, str] = {}
@@ -150,6 +185,7 @@ class SimAgent:
                    timeout: float = 60, raw: bool = False) -> Any:
         assert self.session is not None
         async with self.session.request(method, self.url + path, json=json_body, params=params,
+                                        server_hostname=pki.MANAGER_NAME,
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             body = await r.read()
             self.stats.bytes += len(body)
@@ -170,12 +206,16 @@ class SimAgent:
             await self.session.close()
 
     async def heartbeats(self) -> None:
-        period = 5.0
+        period = 2.0
+        facts: Optional[dict] = {"engine_subnets": [], "ports_in_use": {}, "volumes": []}  # once
         while True:
             try:
-                r = await self.call("POST", "/v1/agent/heartbeat",
-                                    json_body={"description": self.description(), "addr": f"10.99.{self.index // 250}.{self.index % 250 + 1}"})
-                period = float(r.get("heartbeat_period", 5.0))
+                body: dict = {"description": self.description(), "addr": self.addr}
+                if facts is not None:
+                    body["facts"] = facts
+                r = await self.call("POST", "/v1/agent/heartbeat", json_body=body)
+                facts = None
+                period = float(r.get("heartbeat_period", 2.0))
                 if not self.registered.is_set():
                     self.registered.set()
                     self.stats.registered += 1
@@ -199,6 +239,9 @@ class SimAgent:
                 continue
             self.stats.polls += 1
             digest = data.get("digest", "")
+            for n in data.get("networks") or []:
+                if n.get("subnet"):
+                    self.subnets[n["spec"]["name"]] = ipaddress.ip_network(n["subnet"])
             try:
                 self.endpoints.apply(data.get("endpoints") or {})
                 await self.apply(data.get("tasks") or [])
@@ -221,10 +264,11 @@ class SimAgent:
             if t["desired_state"] in RUN and state in ON_NODE and self.reported.get(tid) != "running":
                 nets = [a["network"] for a in t["spec"].get("networks", [])]
                 h = zlib.crc32(tid.encode())
+                addresses = {n: str(self.subnets[n].network_address + 2 + h % (self.subnets[n].num_addresses - 4))
+                             for n in nets if n in self.subnets}
                 updates.append({"task_id": tid, "state": "running", "timestamp": now,
                                 "message": "started (simulated)",
-                                "container_id": "sim" + tid.ljust(61, "0"),
-                                "addresses": {n: f"10.{200 + h % 9}.{(h >> 8) % 256}.{h % 250 + 2}" for n in nets}})
+                                "container_id": "sim" + tid.ljust(61, "0"), "addresses": addresses})
                 self.reported[tid] = "running"
                 running += 1
             elif t["desired_state"] in STOP and self.reported.get(tid) != "shutdown":
@@ -258,14 +302,14 @@ async def run(args: argparse.Namespace) -> None:
             port = int(json.load(f).get("port", 4343))
     url = f"https://127.0.0.1:{port or 4343}"
     cert_dir = args.cert_dir or os.path.join(args.data_dir, "sim-certs")
+    token = args.token or read_token(args.data_dir)
     t0 = time.time()
-    nodes = issue_certs(args.data_dir, args.nodes, cert_dir)
-    print(f"sim: issued {len(nodes)} node certificates in {time.time() - t0:.1f} s", flush=True)
-    ca = os.path.join(args.data_dir, "certs", "ca.crt")
+    ca, nodes = await join_nodes("127.0.0.1", port or 4343, token, args.nodes, cert_dir)
+    print(f"sim: {len(nodes)} nodes joined (token, CSR, certificate) in {time.time() - t0:.1f} s", flush=True)
     stats = Stats(len(nodes))
     agents = []
-    for i, (nid, host, cert, key) in enumerate(nodes):
-        agents.append(SimAgent(nid, host, pki.client_context(ca, cert, key), url, stats, i))
+    for i, (nid, host, cert, key, addr) in enumerate(nodes):
+        agents.append(SimAgent(nid, host, pki.client_context(ca, cert, key), url, stats, i, addr))
     stats.table = agents[0].endpoints if agents else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -306,6 +350,7 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=None, help="manager port (default: from cluster.json)")
     ap.add_argument("--cert-dir", default=None, help="where node certificates go (default: DATA_DIR/sim-certs)")
     ap.add_argument("--stats", default=None, help="JSON progress file")
+    ap.add_argument("--token", default=None, help="worker join token (default: `shoal join-token -q worker`)")
     ap.add_argument("--ramp", type=float, default=3.0, help="seconds over which the nodes connect")
     args = ap.parse_args()
     asyncio.run(run(args))

@@ -13,6 +13,7 @@
 #     + :v2 :v3 :v5                 = diamol/ch08-numbers-api:v2, :v3, diamol/ch14-numbers-api:v5
 #   shoal/numbers-web:latest        = diamol/ch08-numbers-web:latest
 #     + :v2 :v3 :v5                 = diamol/ch08-numbers-web:v2, :v3, diamol/ch14-numbers-web:v5
+#   shoal/nginx:latest              nginx-light, for the routing-mesh benchmark
 #
 # Idempotent and cached: every image carries a label `shoal.build.hash` = the
 # sha256 of its build inputs (files, recipe, parent's hash); an image whose
@@ -20,7 +21,7 @@
 # tarball is cached under /var/cache/shoal/ and made once.
 #
 # Usage: scripts/build-images.sh [--force] [--list] [IMAGE...]
-#   IMAGE is one of: busybox debian-python todo-app postgres numbers (default: all)
+#   IMAGE is one of: busybox debian-python todo-app postgres numbers nginx (default: all)
 #   --force  rebuild even when the hash label matches (the debootstrap tarball
 #            is still reused; delete /var/cache/shoal/ to redo it)
 #   --list   print the image names this script produces and exit
@@ -38,7 +39,7 @@ RECIPE_REV=1
 # shellcheck source=images/lib.sh
 source "$ROOT/scripts/images/lib.sh"
 
-ALL=(busybox debian-python todo-app postgres numbers)
+ALL=(busybox debian-python todo-app postgres numbers nginx)
 TARGETS=()
 for arg in "$@"; do
     case "$arg" in
@@ -57,10 +58,11 @@ shoal/numbers-web:latest diamol/ch08-numbers-web:latest
 shoal/numbers-web:v2 diamol/ch08-numbers-web:v2
 shoal/numbers-web:v3 diamol/ch08-numbers-web:v3
 shoal/numbers-web:v5 diamol/ch14-numbers-web:v5
+shoal/nginx:latest
 EOF
             exit 0 ;;
         -h|--help) sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        busybox|debian-python|todo-app|postgres|numbers) TARGETS+=("$arg") ;;
+        busybox|debian-python|todo-app|postgres|numbers|nginx) TARGETS+=("$arg") ;;
         *) die "unknown argument: $arg (try --help)" ;;
     esac
 done
@@ -186,13 +188,22 @@ build_numbers() {
     ensure_tags shoal/numbers-web:v5 diamol/ch14-numbers-web:v5
 }
 
+# --- shoal/nginx (the mesh benchmark's server) ---------------------------------
+build_nginx() {
+    local img=shoal/nginx:latest
+    local hash; hash=$(hash_inputs examples/nginx -- "nginx:$RECIPE_REV" "base=$DEBIAN_HASH")
+    if up_to_date "$img" "$hash"; then log "$img up to date"
+    else docker_build "$img" "$hash" "$ROOT/examples/nginx"; fi
+}
+
 BUSYBOX_HASH="" DEBIAN_HASH=""
 want busybox && build_busybox
-if want debian-python || want todo-app || want postgres || want numbers; then
+if want debian-python || want todo-app || want postgres || want numbers || want nginx; then
     build_debian_python
 fi
 want todo-app && build_todo_app
 want postgres && build_postgres
 want numbers && build_numbers
+want nginx && build_nginx
 
 log "done in $((SECONDS - T0))s"

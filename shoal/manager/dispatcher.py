@@ -89,6 +89,7 @@ class Dispatcher:
         self._others: tuple = ()
         self._woken_seq = 0
         self._reports: list[tuple[str, list[dict], asyncio.Future]] = []
+        self._refused_addresses = 0
 
     # -- assignments -----------------------------------------------------------------
     # An agent long-polls with the digest of its own part in the last answer it got (made
@@ -356,8 +357,10 @@ class Dispatcher:
             if ok:
                 out[net] = ip
             else:
-                log.warning("task %s: address %r on network %r refused (not on one of its networks' subnets)",
-                            t.id, ip, net)
+                self._refused_addresses += 1
+                if self._refused_addresses <= 10 or self._refused_addresses % 1000 == 0:
+                    log.warning("task %s: address %r on network %r refused (not on one of its networks' subnets; "
+                                "%d refused so far)", t.id, ip, net, self._refused_addresses)
         return out
 
     def _watched_services(self) -> set[str]:
