@@ -18,24 +18,33 @@ class ServiceViews:
     def __init__(self, store: Store):
         self.store = store
         self._views: dict[str, tuple[tuple[int, int, int], dict]] = {}
+        self._nodes: tuple[int, int, list[Node], set[str]] = (-1, 0, [], set())  # (rev, key, nodes, ready ids)
+
+    def _node_state(self) -> tuple[int, list[Node], set[str]]:
+        """(a key that changes with any node, the nodes, the ready ones), once per store revision."""
+        rev = self.store.rev
+        if self._nodes[0] != rev:
+            nodes = self.store.all(Node)
+            key = sum(n.version for n in nodes) + 1000003 * len(nodes)
+            self._nodes = (rev, key, nodes, {n.id for n in nodes if n.state == "ready"})
+        return self._nodes[1], self._nodes[2], self._nodes[3]
 
     def view(self, svc: Service) -> dict:
-        key = (svc.version, self.store.service_seq(svc.id), _nodes_key(self.store))
+        nodes_key, nodes, ready = self._node_state()
+        key = (svc.version, self.store.service_seq(svc.id), nodes_key)
         hit = self._views.get(svc.id)
         if hit is not None and hit[0] == key:
             return hit[1]
-        view = self._build(svc)
+        view = self._build(svc, nodes, ready)
         if len(self._views) > 10_000:
             self._views.clear()
         self._views[svc.id] = (key, view)
         return view
 
-    def _build(self, svc: Service) -> dict:
+    def _build(self, svc: Service, nodes: list[Node], ready: set[str]) -> dict:
         """Replicas running counts tasks running on a ready node (and healthy, when the service
         has a health check); tasks on a down node are counted apart, as unknown."""
         tasks = self.store.tasks_of_service(svc.id)
-        nodes = self.store.all(Node)
-        ready = {n.id for n in nodes if n.state == "ready"}
         hc = svc.spec.container.healthcheck
         has_health = bool(hc and not hc.disable and hc.test != ["NONE"])
         running = completed = unknown = 0
@@ -61,10 +70,6 @@ class ServiceViews:
         d["replicas_unknown"] = unknown
         d["completed"] = completed
         return d
-
-
-def _nodes_key(store: Store) -> int:
-    return sum(n.version for n in store.all(Node)) + 1000003 * store.count(Node)
 
 
 def node_view(n: Node, self_id: str, facts: NodeFacts | None) -> dict:
