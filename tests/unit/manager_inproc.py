@@ -8,6 +8,7 @@ import socket
 import ssl
 
 import aiohttp
+import pytest
 
 from shoal import pki
 from shoal.bootstrap import create_cluster
@@ -71,3 +72,11 @@ class Manager:
                 return r.status, await r.json(content_type=None)
 
 
+
+
+@pytest.fixture
+async def mgr(tmp_path):
+    m = Manager(tmp_path)
+    await m.start()
+    yield m
+    await m.stop()

@@ -7,18 +7,12 @@ import time
 import pytest
 from aiohttp import web
 
-from manager_inproc import Manager, _port
+from manager_inproc import _port
 from shoal import pki
 from shoal.agent.certs import CertKeeper
 from shoal.agent.client import ManagerClient, ManagerList, ManagerUnavailable
 
 
-@pytest.fixture
-async def mgr(tmp_path):
-    m = Manager(tmp_path)
-    await m.start()
-    yield m
-    await m.stop()
 
 
 async def test_a_node_certificate_cannot_pose_as_a_manager(mgr):

@@ -17,12 +17,6 @@ from shoal.store.sqlite import SqliteStore
 SPEC = {"name": "web", "container": {"image": "busybox"}, "networks": [{"network": "net"}]}
 
 
-@pytest.fixture
-async def mgr(tmp_path):
-    m = Manager(tmp_path)
-    await m.start()
-    yield m
-    await m.stop()
 
 
 BODY_ROUTES = [("POST", "/v1/stacks/s"), ("POST", "/v1/services/web/update"), ("POST", "/v1/services/web/scale"),

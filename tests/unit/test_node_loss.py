@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 
-from manager_inproc import Manager
 from shoal.core.liveness import HEARTBEAT_FAILURE, NEVER_HEARD, judge
 from shoal.model.objects import Node, Service, Task
 
@@ -25,12 +23,6 @@ def test_judge_down_after_grace_periods_and_a_longer_grace_after_a_start():
     assert judge(nodes, seen, 102.0, started_at=90.0, period=2, grace=3, stalled=2.0) == []
 
 
-@pytest.fixture
-async def mgr(tmp_path):
-    m = Manager(tmp_path)
-    await m.start()
-    yield m
-    await m.stop()
 
 
 async def _until(pred, timeout=10.0):
