@@ -26,6 +26,7 @@ from shoal.store import Store
 log = logging.getLogger("shoal.heartbeats")
 
 FLUSH_EVERY = 1.0  # seconds between batched writes of heartbeat times
+MAX_HEARTBEATS_PER_SECOND = 200.0  # see Heartbeats.period
 # Subnets an engine may report as its own (Docker's address pools are private ranges).
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
 MIN_PREFIX = 12
@@ -66,13 +67,27 @@ class Heartbeats:
         self._unsaved: set[str] = set()
         self._stalls: list[tuple[float, float]] = []  # (when, seconds) this loop was held up
         self._refused: dict[str, str] = {}  # node id -> the last refusal logged (log each once)
+        self._told: list[tuple[float, float]] = [(0.0, 0.0)]  # (when, period) each time the period told changed
 
     # -- settings ----------------------------------------------------------------------
     def settings(self) -> ClusterObj:
         return self.store.get(ClusterObj, "cluster") or ClusterObj(id="cluster")
 
+    def period(self) -> float:
+        """The period agents beat at: the cluster's setting, stretched so that the manager hears
+        at most MAX_HEARTBEATS_PER_SECOND (a thousand nodes beat every 5 s, not every 2 s: a
+        manager busy with a big deploy must not find them late and call them down)."""
+        return max(self.settings().heartbeat_period, len(self.last_seen) / MAX_HEARTBEATS_PER_SECOND)
+
+    def _judging_period(self, now: float) -> float:
+        """The longest period told to an agent recently: a node told to beat every 5 s is not
+        judged by a shorter period set since (it hears of it at its next beat)."""
+        current = self.period()
+        self._told = [(t, p) for t, p in self._told if now - t < HEARTBEAT_GRACE * p + 1] or [(now, current)]
+        return max([current] + [p for _, p in self._told])
+
     def down_after(self) -> float:
-        return self.settings().heartbeat_period * HEARTBEAT_GRACE
+        return self.period() * HEARTBEAT_GRACE
 
     # -- a heartbeat -------------------------------------------------------------------
     def beat(self, node_id: str, description: NodeDescription, addr: str, peer: str,
@@ -96,7 +111,10 @@ class Heartbeats:
             self._facts(node_id, current, *facts)
             current = st.get(NodeFacts, node_id)
         s = self.settings()
-        return {"heartbeat_period": s.heartbeat_period, "down_after": s.heartbeat_period * HEARTBEAT_GRACE,
+        period = self.period()
+        if period != self._told[-1][1]:
+            self._told.append((now, period))
+        return {"heartbeat_period": period, "down_after": period * HEARTBEAT_GRACE,
                 "cert_expiry": s.cert_expiry, "managers": self.managers(),
                 "facts_digest": _digest_of(current)}
 
@@ -150,8 +168,7 @@ class Heartbeats:
 
     def check(self, now: float) -> list[str]:
         """Mark silent nodes down; the ids marked."""
-        s = self.settings()
-        verdicts = judge(self.store.all(Node), self.last_seen, now, self.started, s.heartbeat_period,
+        verdicts = judge(self.store.all(Node), self.last_seen, now, self.started, self._judging_period(now),
                          HEARTBEAT_GRACE, self.stalled(now))
         marked: list[str] = []
         if not verdicts:

@@ -106,3 +106,25 @@ async def test_a_manager_restart_gives_nodes_time_to_report_back(mgr):
     await mgr.node_call(a, "POST", "/v1/agent/heartbeat", {"description": {"hostname": "a"}})
     await asyncio.sleep(0.5)
     assert st.get(Node, a_id).state == "ready"
+
+
+def test_the_heartbeat_period_stretches_with_the_number_of_nodes(tmp_path):
+    """At most 200 heartbeats a second reach the manager: 1,000 nodes beat every 5 s (a busy
+    manager must not find them late), and a node told a longer period is judged by it."""
+    from shoal.manager.heartbeats import Heartbeats
+    from shoal.model.objects import NodeDescription
+    from shoal.store.sqlite import SqliteStore
+    st = SqliteStore(str(tmp_path / "s.db"))
+    hb = Heartbeats(st)
+    for i in range(1000):
+        st.put(Node(id=f"n{i}"))
+        hb.beat(f"n{i}", NodeDescription(), "", "10.0.0.1", None)
+    answer = hb.beat("n0", NodeDescription(), "", "10.0.0.1", None)
+    assert answer["heartbeat_period"] == 5.0 and answer["down_after"] == 15.0
+    for i in range(100, 1000):
+        hb.forget(f"n{i}")
+    assert hb.period() == 2.0
+    now = time.time()
+    assert hb._judging_period(now) == 5.0  # what n1 was told a moment ago still holds
+    assert hb._judging_period(now + 20) == 2.0
+    st.close()
