@@ -12,8 +12,11 @@
 #    database volume, config, secret and node label stay) and stops its daemon (`shoal
 #    stop`) before the tests, and afterwards starts the daemon again and redeploys the stack
 #    -- the same to-do items are still there.  It says so as it goes.
-# 3. Runs `python -m pytest tests -q -p no:cacheprovider` (extra arguments are passed on,
-#    e.g. `-k book`).  The exit code is pytest's; "no tests collected" (5) counts as failure.
+# 3. Runs `python -m pytest tests -q -p no:cacheprovider -n 2 --dist loadgroup` (extra
+#    arguments are passed on, e.g. `-k book`).  The exit code is pytest's; "no tests
+#    collected" (5) counts as failure.  Two workers: the tests on the lab's hosts (own
+#    engines, own network namespaces) run beside the tests on this machine's engine; within
+#    each group one test at a time (tests/conftest.py puts each test in its group).
 #    Integration tests make their own clusters in temporary data dirs and take turns on the
 #    lock /tmp/shoal-node.lock.  Screenshots and logs go to artifacts/.
 set -euo pipefail
@@ -72,10 +75,10 @@ fi
 
 # --- the suite -------------------------------------------------------------------------
 mkdir -p "$ROOT/artifacts"
-say "python -m pytest tests -q -p no:cacheprovider $*"
+say "python -m pytest tests -q -p no:cacheprovider -n 2 --dist loadgroup $*"
 T1=$SECONDS
 set +e
-"$PY" -m pytest tests -q -p no:cacheprovider "$@"
+"$PY" -m pytest tests -q -p no:cacheprovider -n 2 --dist loadgroup "$@"
 rc=$?
 set -e
 if [ $rc -eq 5 ]; then

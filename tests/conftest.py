@@ -126,6 +126,13 @@ def engine() -> None:
 
 
 def build_images(*targets: str) -> None:
+    import fcntl
+    with open("/tmp/shoal-build-images.lock", "w") as lock:  # test workers share the engine's images
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build_images(*targets)
+
+
+def _build_images(*targets: str) -> None:
     p = subprocess.run(["bash", str(ROOT / "scripts" / "build-images.sh"), *targets], capture_output=True,
                        text=True, timeout=1800)
     if p.returncode != 0:
@@ -220,3 +227,15 @@ def lab3(engine, busybox):
     finally:
         lab.down()
         lock.close()
+
+
+# -- running the suite on two workers (scripts/test.sh: pytest -n 2 --dist loadgroup) --------
+# The lab's hosts have their own engines and network namespaces, so the tests on the lab and
+# the tests on this machine's own engine never share a resource and can run side by side;
+# within each group tests run one after the other (a node owns its host's datapath).
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("lab"):
+            item.add_marker(pytest.mark.xdist_group("lab"))
+        elif item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.xdist_group("node"))

@@ -198,6 +198,7 @@ class Agent:
                 except Exception:
                     log.exception("datapath check failed")
             self.runner.partition_check()
+            await self.networks.prune()
             try:
                 await self.runner.resync()
             except EngineError as e:
@@ -235,6 +236,7 @@ class Agent:
         async with self._log_uploads:
             try:
                 await self.client.post_stream(f"/v1/agent/logs/{req['id']}", body)
+                log.info("log upload %s ended: the manager closed it", req.get("id"))
             except ManagerUnavailable as e:
                 log.info("log upload %s ended: %s", req.get("id"), e)
             finally:

@@ -30,8 +30,11 @@ class NetworkKeeper:
         self.ids: dict[str, str] = {}  # network name -> engine network id
         self.objs: dict[str, NetworkObj] = {}
         self.errors: dict[str, str] = {}
+        self.needed: Optional[set[str]] = None  # the networks of the last assignment
 
     async def ensure(self, nets: list[NetworkObj]) -> None:
+        if self.needed is not None:  # a prune meanwhile must not take what is being made
+            self.needed = self.needed | {net.spec.name for net in nets}
         for net in nets:
             self.objs[net.spec.name] = net
             if net.spec.name in self.ids:
@@ -62,9 +65,14 @@ class NetworkKeeper:
         if net.spec.stack:
             labels[STACK_LABEL] = net.spec.stack
         opts = {k: v for k, v in net.spec.driver_opts.items() if k.startswith("com.docker.network.")}
+        # Not "Attachable": a local bridge takes any container without it, and an engine in
+        # Swarm mode treats attachable networks as its own: it tries to remove them on `swarm
+        # leave`, and with Swarm and Shoal on one engine (the benchmarks) networks of ours
+        # were left with "active endpoints" and no container, refused by `network rm` until
+        # the engine restarted ("Fixing inconsistent endpoint_cnt" in its log).
         return await self.engine.networks.create(
             name, "bridge", opts, subnets=[net.subnet], gateway=net.gateway,
-            internal=net.spec.internal, attachable=True, labels=labels)
+            internal=net.spec.internal, labels=labels)
 
     async def foreign_subnets(self) -> list[str]:
         """Subnets the engine uses for networks that are not this node's Shoal networks.
@@ -100,8 +108,15 @@ class NetworkKeeper:
         nid = self.ids.get(name)
         return f"br-{nid[:12]}" if nid else None
 
-    async def prune(self, needed: set[str]) -> None:
-        """Remove Shoal's networks no assignment needs, once no container uses them."""
+    async def prune(self, needed: Optional[set[str]] = None) -> None:
+        """Remove Shoal's networks no assignment needs, once no container uses them. Called
+        with each assignment, and again now and then with the last one's networks: the last
+        container of a network is often removed after the assignment that dropped it."""
+        if needed is not None:
+            self.needed = needed
+        elif self.needed is None:
+            return  # no assignment yet: nothing is known to be unneeded
+        needed = self.needed
         try:
             nets = await self.engine.networks.list(labels={L_MANAGED: "true", L_NODE_ID: self.node_id})
         except EngineError:

@@ -95,11 +95,11 @@ class Heartbeats:
         """Record a heartbeat of `node_id` (a member: the API checked its certificate)."""
         now = time.time()
         st = self.store
+        node = st.get(Node, node_id)
+        if node is None or node_id in self.settings().removed_nodes:  # removed, or left meanwhile
+            raise KeyError(node_id)
         self.last_seen[node_id] = now
         self._unsaved.add(node_id)
-        node = st.get(Node, node_id)
-        if node is None:
-            raise KeyError(node_id)
         new_addr = self._address(node, addr, peer)
         if node.state != "ready" or node.description != description or node.addr != new_addr or node.message:
             if node.state != "ready":

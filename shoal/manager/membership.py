@@ -166,12 +166,8 @@ class Membership:
                            "(use --force to remove it anyway: its tasks are moved, its certificate refused)")
         st = self.store
         now = time.time()
-        obj = self.settings()
-        until = now + obj.cert_expiry + pki.BACKDATE
-        removed = {k: v for k, v in obj.removed_nodes.items() if v > now}  # forget expired entries
-        removed[node.id] = until
         with st.txn():
-            st.put(obj.model_copy(update={"removed_nodes": removed}))
+            self._retire(node.id, now)
             for t in st.tasks_of_node(node.id):
                 if not ts.is_terminal(t.status.state) and t.status.state not in (ts.NEW, ts.PENDING):
                     st.put(t.model_copy(update={"desired_state": ts.SHUTDOWN, "status": TaskStatus(
@@ -182,6 +178,13 @@ class Membership:
             st.delete(Node, node.id)
         log.info("node %s (%s) removed", node.description.hostname, node.id)
 
+    def _retire(self, node_id: str, now: float) -> None:
+        """The node's certificate is refused from now on (until it would have expired)."""
+        obj = self.settings()
+        removed = {k: v for k, v in obj.removed_nodes.items() if v > now}  # forget expired entries
+        removed[node_id] = now + obj.cert_expiry + pki.BACKDATE
+        self.store.put(obj.model_copy(update={"removed_nodes": removed}))
+
     def left(self, node_id: str) -> None:
         """A worker said it leaves (`shoal leave`; it stops its containers itself): down at once,
         its tasks orphaned and replaced. It stays listed, as in Swarm, until `node rm`."""
@@ -191,6 +194,9 @@ class Membership:
             return
         now = time.time()
         with st.txn():
+            # the node erased its identity: its certificate is retired, so that a heartbeat
+            # still on its way cannot bring it back to ready
+            self._retire(node_id, now)
             st.put(node.model_copy(update={"state": "down", "message": "left the cluster"}))
             for t in st.tasks_of_node(node_id):
                 if t.status.state in ts.ON_NODE:

@@ -9,7 +9,7 @@ import pytest
 
 from lab import Lab, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
 WEB = """
 services:

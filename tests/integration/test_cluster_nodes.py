@@ -11,7 +11,7 @@ import pytest
 
 from lab import Lab, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
 SECRET = "lab-secret-5b2f9e0c7d1a-never-elsewhere"
 

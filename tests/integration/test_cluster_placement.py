@@ -11,7 +11,7 @@ import pytest
 from conftest import FIXTURES
 from lab import Lab, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
 BOOK = FIXTURES / "diamol-ch13" / "todo-list"
 SLEEP = """    image: shoal/busybox:latest

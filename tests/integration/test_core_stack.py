@@ -97,6 +97,8 @@ def test_labels_on_everything(cluster, stack):
         assert labels["shoal.managed"] == "true"
     net = json.loads(docker("network", "inspect", "core_default"))[0]
     assert net["Labels"]["com.docker.stack.namespace"] == "core"
+    # not "Attachable": an engine in Swarm mode takes attachable networks for its own
+    assert net["Attachable"] is False and net["Scope"] == "local"
 
 
 def test_limits_are_enforced_by_the_kernel(cluster, stack):

@@ -5,7 +5,7 @@ import pytest
 
 from lab import Lab, until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
 HTTPD = ["run", "-d", "--name", "web", "-p", "8081:80", "shoal/busybox:latest", "sh", "-c",
          "mkdir -p /w && hostname > /w/index.html && exec httpd -f -p 80 -h /w"]

@@ -8,7 +8,7 @@ import pytest
 
 from lab import Lab
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
 
 def test_down_leaves_no_trace(engine, busybox):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 
 from shoal.core.liveness import HEARTBEAT_FAILURE, NEVER_HEARD, judge
 from shoal.model.objects import Node, Service, Task
@@ -128,3 +130,22 @@ def test_the_heartbeat_period_stretches_with_the_number_of_nodes(tmp_path):
     assert hb._judging_period(now) == 5.0  # what n1 was told a moment ago still holds
     assert hb._judging_period(now + 20) == 2.0
     st.close()
+
+
+async def test_a_node_that_left_stays_down_even_if_a_heartbeat_was_on_its_way(mgr):
+    """`shoal leave` on a worker: its certificate is retired at once, so a heartbeat sent just
+    before (or the agent's next one, before its daemon stops) cannot make it ready again."""
+    st = mgr.server.store
+    node_id, ctx = await mgr.join()
+    hb = {"description": {"hostname": "w"}}
+    assert (await mgr.node_call(ctx, "POST", "/v1/agent/heartbeat", hb))[0] == 200
+    assert st.get(Node, node_id).state == "ready"
+    assert (await mgr.node_call(ctx, "POST", "/v1/agent/leave", {}))[0] == 200
+    status, _ = await mgr.node_call(ctx, "POST", "/v1/agent/heartbeat", hb)
+    assert status == 403
+    node = st.get(Node, node_id)
+    assert (node.state, node.message) == ("down", "left the cluster")
+    # a direct call past the API's check is refused as well (a request already past it)
+    with pytest.raises(KeyError):
+        mgr.server.heartbeats.beat(node_id, node.description, "", "", None)
+    assert st.get(Node, node_id).state == "down"
