@@ -23,6 +23,7 @@ from typing import Optional
 from shoal import pki
 from shoal.ids import new_id
 from shoal.limits import DEFAULT_CERT_EXPIRY
+from shoal.node_files import daemon_pid, read_cluster, write_cluster
 from shoal.paths import DEFAULT_PORT, Layout
 
 
@@ -34,27 +35,7 @@ class JoinError(Exception):
     pass
 
 
-# -- cluster.json ------------------------------------------------------------------------
-
-def read_cluster(layout: Layout) -> Optional[dict]:
-    try:
-        with open(layout.cluster_file) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
-
-
-def write_cluster(layout: Layout, info: dict) -> None:
-    tmp = layout.cluster_file + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, layout.cluster_file)
-
-
 # -- addresses ---------------------------------------------------------------------------
-
 def local_addresses() -> list[str]:
     addrs = {"127.0.0.1"}
     try:
@@ -229,24 +210,6 @@ def _source_address_towards(host: str) -> Optional[str]:
 
 
 # -- the daemon process ------------------------------------------------------------------
-
-def daemon_pid(layout: Layout) -> Optional[int]:
-    try:
-        pid = int(open(layout.pidfile).read().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    try:
-        cmd = open(f"/proc/{pid}/cmdline", "rb").read()
-        if b"shoal" not in cmd:
-            return None
-    except OSError:
-        return None
-    return pid
-
 
 def start_daemon(layout: Layout, wait: float = 30.0) -> int:
     """Start the daemon in the background; its pid once its socket answers. If it does not, it is

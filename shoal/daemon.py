@@ -25,7 +25,8 @@ from shoal.agent.agent import Agent
 from shoal.agent.certs import CertKeeper
 from shoal.agent.client import ManagerClient, ManagerList
 from shoal.agent.local_api import LocalApi
-from shoal.bootstrap import AlreadyInCluster, read_cluster, write_cluster
+from shoal.bootstrap import AlreadyInCluster
+from shoal.node_files import read_cluster, write_cluster
 from shoal.paths import Layout
 
 log = logging.getLogger("shoal.daemon")
@@ -55,6 +56,8 @@ class Node:
             await self.local_api.start()
             if self.role == "worker":
                 self.start_agent(None)
+            elif os.environ.get("SHOAL_NO_DATAPATH") != "1":
+                import shoal.agent.netplane  # noqa: F401 - loaded now, not when the join is waited for
 
     async def join(self, token: str, manager: str, advertise_addr: Optional[str], availability: str) -> dict:
         """`shoal join` on a node whose daemon already runs (not in a cluster yet)."""

@@ -233,6 +233,7 @@ def lab3(engine, busybox):
 # The lab's hosts have their own engines and network namespaces, so the tests on the lab and
 # the tests on this machine's own engine never share a resource and can run side by side;
 # within each group tests run one after the other (a node owns its host's datapath).
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("lab"):

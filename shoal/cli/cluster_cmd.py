@@ -103,14 +103,14 @@ def _wait_for_node(obj: Ctx, timeout: float = 30.0) -> None:
 @click.pass_obj
 def join(obj: Ctx, token: str, advertise_addr: str | None, availability: str, manager: str) -> None:
     """Join a cluster as a worker, through one of its managers (ADDR[:PORT])."""
-    from shoal.bootstrap import AlreadyInCluster, JoinError, daemon_pid, join_cluster, leave_node, read_cluster, \
-        start_daemon
+    from shoal.node_files import daemon_pid, read_cluster
     if read_cluster(obj.layout) is None and daemon_pid(obj.layout):
         # the daemon runs already (`shoal start`), waiting for a cluster: it joins itself
         obj.api.post("/v1/local/join", {"token": token, "manager": manager, "advertise_addr": advertise_addr,
                                         "availability": availability})
         click.echo("This node joined a cluster as a worker.")
         return
+    from shoal.bootstrap import AlreadyInCluster, JoinError, join_cluster, leave_node, start_daemon
     try:
         info = join_cluster(obj.layout, token, manager, advertise_addr, availability)
     except (AlreadyInCluster, JoinError) as e:
