@@ -213,8 +213,8 @@ def test_a_flood_from_one_container_is_bounded_and_others_are_still_answered():
             peak_fds = peak_tasks = 0
             for i in range(3000):
                 a_t.sendto(w.build_query(f"flood-{i}.example", mid=i % 65536))
-                if i % 100 == 0:
-                    await asyncio.sleep(0.002)
+                if i % 50 == 0:  # paced a little, so that a busy machine's kernel keeps most of it
+                    await asyncio.sleep(0.004)
                     peak_fds = max(peak_fds, fds())
                     peak_tasks = max(peak_tasks, len(srv._tasks))
             for _ in range(10):  # another container, asking while the flood is on (and retrying, as resolvers do)
