@@ -75,7 +75,7 @@ def advertise_address() -> tuple[str, str]:
 
 def create_cluster(layout: Layout, advertise_addr: Optional[str], port: int = DEFAULT_PORT,
                    autolock: bool = False, cert_expiry: Optional[float] = None,
-                   heartbeat_period: Optional[float] = None) -> dict:
+                   heartbeat_period: Optional[float] = None, data_path_port: Optional[int] = None) -> dict:
     from shoal.manager.ca import CertAuthority  # a manager's parts: only init needs them here
     from shoal.manager.keyring import Keyring
     if read_cluster(layout) is not None:
@@ -99,6 +99,8 @@ def create_cluster(layout: Layout, advertise_addr: Optional[str], port: int = DE
         info["cert_expiry"] = cert_expiry
     if heartbeat_period:
         info["heartbeat_period"] = heartbeat_period
+    if data_path_port:
+        info["data_path_port"] = data_path_port
     write_cluster(layout, info)
     return {**info, "unlock_key": unlock_key}
 

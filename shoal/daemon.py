@@ -86,12 +86,14 @@ class Node:
                 with open(path, "ab") as f:
                     f.write(raw + b"\n")
             client.record = append
-        datapath = None
+        datapath = overlay = None
         if os.environ.get("SHOAL_NO_DATAPATH") != "1":
             from shoal.agent.netplane import NetPlane
+            from shoal.agent.overlay import Overlay
             datapath = NetPlane(L)
+            overlay = Overlay(info.get("advertise_addr", ""), L.overlay_state)
         agent = Agent(info["node_id"], client, configs_dir=L.configs_dir, secrets_dir=L.secrets_dir,
-                      addr=info.get("advertise_addr", ""), datapath=datapath)
+                      addr=info.get("advertise_addr", ""), datapath=datapath, overlay=overlay)
         agent.certs = CertKeeper(client, L.ca_cert, L.node_cert, L.node_key, password,
                                  cert_expiry=lambda: agent.heartbeat.cert_expiry)
         self.agent = agent

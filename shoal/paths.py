@@ -58,6 +58,11 @@ class Layout:
         return self.p("shoal.sock")
 
     @property
+    def overlay_state(self) -> str:
+        """The VXLAN devices this node made (removed when unneeded, and on leave)."""
+        return self.p("overlay.json")
+
+    @property
     def cluster_file(self) -> str:
         """JSON: cluster id, node id, manager address. Its presence means 'part of a cluster'."""
         return self.p("cluster.json")

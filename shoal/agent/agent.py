@@ -22,6 +22,8 @@ from shoal.agent.engine import Engine, EngineError, NotFound
 from shoal.agent.executor import Executor
 from shoal.agent.heartbeat import Heartbeater
 from shoal.agent.networks import NetworkKeeper
+from shoal.agent.overlay import Overlay, Segment, network_mtu
+from shoal.agent.datapath.view import OverlaySource
 from shoal.agent.reporter import StatusReporter
 from shoal.agent.tasks import RESYNC_PERIOD, TaskRunner
 from shoal.agent.volumes import VolumeActions
@@ -34,7 +36,7 @@ log = logging.getLogger("shoal.agent")
 class Agent:
     def __init__(self, node_id: str, client: ManagerClient, *, configs_dir: str, secrets_dir: str,
                  engine: Optional[Engine] = None, addr: str = "", datapath: Any = None,
-                 certs: Optional[CertKeeper] = None):
+                 certs: Optional[CertKeeper] = None, overlay: Optional[Overlay] = None):
         self.node_id = node_id
         self.client = client
         self.engine = engine or Engine()
@@ -42,6 +44,9 @@ class Agent:
         self.networks = NetworkKeeper(self.engine, node_id)
         self.volume_actions = VolumeActions(self.engine, node_id)
         self.datapath = datapath
+        self.overlay = overlay
+        self._segments: list[Segment] = []
+        self._dp_port = 4789
         self.endpoints = EndpointTable()  # the cluster's endpoints, kept from the manager's log
         self.reporter = StatusReporter(client)
         self.heartbeat = Heartbeater(client, self.engine, self.networks, self.volume_actions, addr, self._quiet)
@@ -166,14 +171,43 @@ class Agent:
         self.runner.assign(assigned, files.decode_file_data(data.get("configs", {})),
                            files.decode_file_data(data.get("secrets", {})), set(data.get("history", [])))
         await self.networks.prune(needed={n.spec.name for n in nets})
+        spanning, sources = await self._update_overlay(nets, data.get("peers") or {},
+                                                       int(data.get("data_path_port") or 4789))
         if self.datapath is not None:
             local = {(t.service_name, net, ip) for t in assigned.values() if t.status.state == ts.RUNNING
                      for net, ip in t.status.addresses.items()}
             try:
-                await self.datapath.update(self.endpoints.entries(), self.networks, nets, local)
+                await self.datapath.update(self.endpoints.entries(), self.networks, nets, local, spanning, sources)
             except Exception:
                 log.exception("datapath update failed")
         self._assignment_seen.set()
+
+    async def _update_overlay(self, nets: list[NetworkObj], peers: dict, port: int
+                              ) -> tuple[set[str], list[OverlaySource]]:
+        """Each network's VXLAN device and peers; (the networks whose overlay is up, the source
+        address of connections to other nodes on each)."""
+        if self.overlay is None or not self.overlay.enabled:
+            return set(), []
+        segments = []
+        for net in nets:
+            bridge = self.networks.bridge_of(net.spec.name)
+            if not bridge or not net.vni:
+                continue
+            raw = peers.get(net.spec.name) or []
+            segments.append(Segment(
+                network=net.spec.name, bridge=bridge, vni=net.vni, mtu=network_mtu(net.spec.driver_opts),
+                node_address=net.node_addresses.get(self.node_id, ""),
+                prefix=int(net.subnet.split("/")[1]) if "/" in net.subnet else 24,
+                peers=tuple(sorted((str(p[0]), str(p[1])) for p in raw if isinstance(p, list) and len(p) == 2))))
+        self._segments, self._dp_port = segments, port
+        try:
+            await self.overlay.update(segments, port)
+        except Exception:
+            log.exception("overlay update failed")
+        spanning = {s.network for s in segments if self.overlay.is_up(s.network)}
+        sources = [OverlaySource(bridge=s.bridge, address=s.node_address, remote=[ip for ip, _ in s.peers])
+                   for s in segments if s.network in spanning and s.node_address]
+        return spanning, sources
 
     def _with_node_dns(self, t: Task) -> Task:
         """Point the container's resolver at the node's DNS server on its first network's gateway.
@@ -190,8 +224,17 @@ class Agent:
         return t.model_copy(update={"spec": t.spec.model_copy(update={"container": c})})
 
     async def _resync_loop(self) -> None:
+        passes = 0
         while True:
             await asyncio.sleep(RESYNC_PERIOD)
+            passes += 1
+            if self.overlay is not None and passes % 6 == 0 and self._segments:
+                # Read the kernel back now and then: entries someone removed come back.
+                self.overlay.forget()
+                try:
+                    await self.overlay.update(self._segments, self._dp_port)
+                except Exception:
+                    log.exception("overlay check failed")
             if self.datapath is not None:
                 try:
                     await self.datapath.check()

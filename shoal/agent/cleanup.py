@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 
 from shoal.agent.engine import Engine, EngineError
@@ -23,8 +24,20 @@ async def _cleanup(node_id: str) -> None:
                 pass
 
 
+def _remove_overlay_devices(layout: Layout) -> None:
+    try:
+        with open(layout.overlay_state) as f:
+            devices = json.load(f).get("devices", [])
+    except (OSError, ValueError):
+        return
+    for dev in devices:
+        if isinstance(dev, str) and dev.startswith("shv"):
+            subprocess.run(["ip", "link", "del", dev], capture_output=True)
+
+
 def cleanup_node(layout: Layout, node_id: str) -> None:
     asyncio.run(_cleanup(node_id))
+    _remove_overlay_devices(layout)
     try:
         from shoal.agent.datapath import teardown
         teardown()

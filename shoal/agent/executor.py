@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Optional, U
 
 from shoal.agent import files
 from shoal.agent.engine import Conflict, Engine, EngineError, NotFound
+from shoal.agent.overlay import mac_of
 from shoal.core import task_states as ts
 from shoal.model.objects import Task, TaskStatus
 from shoal.model.specs import Mount, NetworkAttachment
@@ -158,8 +159,13 @@ def endpoint_config(task: Task, network: str) -> dict:
     a = _attachment(task, network)
     if a is None:
         return ep
-    if a.ipv4_address:
-        ep["IPAMConfig"] = {"IPv4Address": a.ipv4_address}
+    ip = task.addresses.get(network) or a.ipv4_address
+    if ip:
+        # The address the manager gave (unique across nodes: the overlay carries it), and the
+        # MAC other nodes' forwarding entries derive from it (engines from API 1.44 on would
+        # otherwise pick a random one).
+        ep["IPAMConfig"] = {"IPv4Address": ip}
+        ep["MacAddress"] = mac_of(ip)
     return ep
 
 
@@ -265,6 +271,9 @@ def container_body(task: Task, node_id: str, secrets_dir: str, configs_dir: str,
     if network_names:
         first = network_names[0]
         body["NetworkingConfig"] = {"EndpointsConfig": {first: endpoint_config(task, first)}}
+        mac = body["NetworkingConfig"]["EndpointsConfig"][first].get("MacAddress")
+        if mac:
+            body["MacAddress"] = mac  # API 1.41: the container's MAC on its first network
     return body
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from shoal.agent.datapath import (Backend, DatapathView, DnsNetwork, DnsServer, DnsService, DnsView,
                                   IngressPort, Vip, apply_async)
+from shoal.agent.datapath.view import OverlaySource
 from shoal.model.objects import NetworkObj
 from shoal.paths import Layout
 
@@ -21,26 +22,31 @@ if TYPE_CHECKING:
 log = logging.getLogger("shoal.agent.netplane")
 
 
-def local_only(endpoints: list[dict], local: set[tuple[str, str, str]]) -> list[dict]:
-    """The endpoints with only the replicas running on this node.
+def local_only(endpoints: list[dict], local: set[tuple[str, str, str]],
+               spanning: frozenset[str] | set[str] = frozenset()) -> list[dict]:
+    """The endpoints without the replicas this node cannot reach.
 
-    Until the overlay network exists, a Shoal network is a bridge per node with the same
-    subnet everywhere: another node's replica is unreachable from here, and its address may
-    even be a different container's on this node. So this node's mesh, VIPs and DNS answer
-    with its own replicas only (`local`: (service, network, address) of its running tasks)."""
+    On a network whose overlay is up on this node (`spanning`) every replica is reachable.
+    Elsewhere (no overlay: a node without an address other nodes reach, or a network stored
+    before the overlay) the network is a bridge of this node alone: another node's replica is
+    unreachable from here, and its address may even be a different container's on this
+    node. There this node's mesh, VIPs and DNS answer with its own replicas only (`local`:
+    (service, network, address) of its running tasks)."""
     out = []
     for ep in endpoints:
         name = ep["name"]
         backends = []
         for b in ep["backends"]:
-            addrs = {net: ip for net, ip in (b.get("addresses") or {}).items() if (name, net, ip) in local}
+            addrs = {net: ip for net, ip in (b.get("addresses") or {}).items()
+                     if net in spanning or (name, net, ip) in local}
             if addrs:
                 backends.append({**b, "addresses": addrs})
         out.append({**ep, "backends": backends})
     return out
 
 
-def build_views(endpoints: list[dict], keeper: "NetworkKeeper") -> tuple[DatapathView, DnsView]:
+def build_views(endpoints: list[dict], keeper: "NetworkKeeper",
+                overlay: list[OverlaySource] | None = None) -> tuple[DatapathView, DnsView]:
     ingress: list[IngressPort] = []
     vips: list[Vip] = []
     dns_nets: dict[str, DnsNetwork] = {}
@@ -74,7 +80,7 @@ def build_views(endpoints: list[dict], keeper: "NetworkKeeper") -> tuple[Datapat
                 name=ep["name"], stack=ep.get("stack"), aliases=aliases, endpoint_mode=ep["endpoint_mode"],
                 vip=vip, tasks=ips))
     bridges = sorted(b for b in (keeper.bridge_of(n) for n in keeper.ids) if b)
-    return (DatapathView(ingress=ingress, vips=vips, host_ports=[], bridges=bridges),
+    return (DatapathView(ingress=ingress, vips=vips, host_ports=[], bridges=bridges, overlay=overlay or []),
             DnsView(networks=list(dns_nets.values())))
 
 
@@ -86,9 +92,14 @@ class NetPlane:
         self._view: DatapathView | None = None
 
     async def update(self, endpoints: list[dict], keeper: "NetworkKeeper", nets: list[NetworkObj],
-                     local: set[tuple[str, str, str]] | None = None) -> None:
-        """`local`: this node's running replicas (see local_only); None: every replica is reachable."""
-        dp, dns = build_views(endpoints if local is None else local_only(endpoints, local), keeper)
+                     local: set[tuple[str, str, str]] | None = None,
+                     spanning: frozenset[str] | set[str] = frozenset(),
+                     overlay: list[OverlaySource] | None = None) -> None:
+        """`local`: this node's running replicas, `spanning`: the networks whose overlay is up
+        (see local_only); `local` None: every replica is reachable. `overlay`: the source
+        address of connections to other nodes, per network."""
+        dp, dns = build_views(endpoints if local is None else local_only(endpoints, local, spanning), keeper,
+                              overlay)
         key = dp.model_dump_json()
         if key != self._last:
             await apply_async(dp)

@@ -9,6 +9,7 @@ import logging
 from typing import Optional
 
 from shoal.agent.engine import Engine, EngineError, NotFound
+from shoal.agent.overlay import DEFAULT_MTU, MTU_OPT
 from shoal.model.objects import NetworkObj, Task
 
 log = logging.getLogger("shoal.agent.networks")
@@ -65,6 +66,8 @@ class NetworkKeeper:
         if net.spec.stack:
             labels[STACK_LABEL] = net.spec.stack
         opts = {k: v for k, v in net.spec.driver_opts.items() if k.startswith("com.docker.network.")}
+        # Room for the overlay's VXLAN header on a 1500-byte underlay (the containers' MTU).
+        opts.setdefault(MTU_OPT, str(DEFAULT_MTU))
         # Not "Attachable": a local bridge takes any container without it, and an engine in
         # Swarm mode treats attachable networks as its own: it tries to remove them on `swarm
         # leave`, and with Swarm and Shoal on one engine (the benchmarks) networks of ours

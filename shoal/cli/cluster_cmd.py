@@ -42,9 +42,11 @@ def _human(seconds: float) -> str:
 @click.option("--autolock", is_flag=True, help="Keep the cluster key encrypted; `shoal unlock` after each restart.")
 @click.option("--cert-expiry", default=None, help="Validity of node certificates (default 2160h = 90 days).")
 @click.option("--dispatcher-heartbeat", default=None, help="Period of node heartbeats (default 2s).")
+@click.option("--data-path-port", default=None, type=click.IntRange(1024, 49151),
+              help="UDP port of the overlay's VXLAN traffic between nodes (default 4789).")
 @click.pass_obj
 def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_expiry: str | None,
-         dispatcher_heartbeat: str | None) -> None:
+         dispatcher_heartbeat: str | None, data_path_port: int | None) -> None:
     """Create a cluster with this node as its manager, and start the daemon."""
     from shoal.bootstrap import AlreadyInCluster, create_cluster, daemon_pid, leave_node, read_cluster, \
         start_daemon, stop_daemon
@@ -53,7 +55,8 @@ def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_e
     try:
         info = create_cluster(obj.layout, advertise_addr, port, autolock,
                               cert_expiry=_duration(cert_expiry, "--cert-expiry"),
-                              heartbeat_period=_duration(dispatcher_heartbeat, "--dispatcher-heartbeat"))
+                              heartbeat_period=_duration(dispatcher_heartbeat, "--dispatcher-heartbeat"),
+                              data_path_port=data_path_port)
     except AlreadyInCluster as e:
         _fail(str(e))
     try:
@@ -275,5 +278,7 @@ def info(obj: Ctx) -> None:
             click.echo(f"Dispatcher heartbeat: {_human(i['heartbeat_period'])}")
         if i.get("cert_expiry") is not None:
             click.echo(f"Certificate expiry: {_human(i['cert_expiry'])}")
+        if i.get("data_path_port") is not None:
+            click.echo(f"Data path port: {i['data_path_port']}")
         if i.get("quarantined"):
             click.echo(f"Quarantined store rows: {i['quarantined']} (set aside at load: see the manager's log)")

@@ -70,3 +70,36 @@ def allocate_port(used: Iterable[int]) -> int:
         if p not in taken:
             return p
     raise AllocationError("no free port in 30000-32767")
+
+
+# VXLAN segments of Shoal networks: above the VNIs Docker's own overlay driver takes
+# (4096 + n), drawn at random so that two clusters sharing a machine rarely pick the same.
+VNI_FIRST, VNI_LAST = 0x10000, 0xFFFFFF
+
+
+def allocate_vni(used: Iterable[int]) -> int:
+    taken = set(used)
+    for _ in range(1000):
+        vni = random.randint(VNI_FIRST, VNI_LAST)
+        if vni not in taken:
+            return vni
+    raise AllocationError("no free VXLAN network identifier")
+
+
+def allocate_address(subnet: str, gateway: str, in_use, start: int = 0) -> tuple[str, int]:
+    """A free host address of `subnet` (not the gateway): (address, where the next search
+    starts). `in_use(ip)` says whether an address is taken. Searching on from the last
+    address given spreads reuse, so an address freed a moment ago is not given again at once
+    (other nodes may still hold a forwarding entry for it)."""
+    net = ipaddress.ip_network(subnet, strict=False)
+    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    size = last - first + 1
+    if size <= 0:
+        raise AllocationError(f"subnet {subnet} has no host addresses")
+    pos = start if first <= start <= last else first
+    for i in range(size):
+        n = first + (pos - first + i) % size
+        ip = str(ipaddress.ip_address(n))
+        if ip != gateway and not in_use(ip):
+            return ip, n + 1
+    raise AllocationError(f"no free address left in {subnet}")

@@ -13,6 +13,7 @@ from shoal.core import task_states as ts
 from shoal.core.file_versions import pin_spec, pin_unpinned, repin, uses
 from shoal.ids import new_id
 from shoal.manager import allocator
+from shoal.manager.kernel_probe import encryption_refusal
 from shoal.manager.errors import ApiError, Conflict, NotFound
 from shoal.manager.keyring import Keyring
 from shoal.model.objects import ConfigObj, NetworkObj, Node, NodeFacts, SealedData, SecretObj, Service, UpdateStatus
@@ -211,13 +212,25 @@ class Cluster:
 
     # ---------------------------------------------------------------- networks
     def _create_network(self, spec: NetworkSpec) -> NetworkObj:
-        used = [n.subnet for n in self.store.all(NetworkObj)]
+        if "encrypted" in spec.driver_opts:
+            raise ApiError(encryption_refusal(spec.name))
+        nets = self.store.all(NetworkObj)
+        used = [n.subnet for n in nets]
         used += self._foreign_subnets()
         try:
             subnet, gateway, _ = allocator.allocate_subnet(used, spec.subnets[0] if spec.subnets else None)
+            vni = allocator.allocate_vni(n.vni for n in nets)
         except allocator.AllocationError as e:
             raise ApiError(f"network {spec.name}: {e}") from None
-        return self.store.put(NetworkObj(id=new_id(), spec=spec, subnet=subnet, gateway=gateway))
+        return self.store.put(NetworkObj(id=new_id(), spec=spec, subnet=subnet, gateway=gateway, vni=vni))
+
+    def fill_vnis(self) -> None:
+        """Networks stored before the overlay existed get their VXLAN segment."""
+        with self.store.txn():
+            nets = self.store.all(NetworkObj)
+            for net in nets:
+                if not net.vni:
+                    self.store.put(net.model_copy(update={"vni": allocator.allocate_vni(n.vni for n in nets)}))
 
     def fix_subnet_conflicts(self) -> list[str]:
         """Move Shoal networks whose subnet some node's engine already uses for another network.
@@ -239,7 +252,7 @@ class Cluster:
                     continue
                 used = [n.subnet for n in self.store.all(NetworkObj)] + [str(f) for f in foreign]
                 subnet, gateway, _ = allocator.allocate_subnet(used)
-                self.store.put(net.model_copy(update={"subnet": subnet, "gateway": gateway}))
+                self.store.put(net.model_copy(update={"subnet": subnet, "gateway": gateway, "node_addresses": {}}))
                 vips_used = {ip for s in self.store.all(Service) for ip in s.virtual_ips.values()}
                 for svc in self.store.all(Service):
                     if net.spec.name in svc.virtual_ips:

@@ -21,7 +21,8 @@ from shoal.core import task_states as ts
 from shoal.manager.cluster import Cluster
 from shoal.manager.endpoint_log import EndpointLog
 from shoal.manager.errors import ApiError, Forbidden
-from shoal.model.objects import ConfigObj, NetworkObj, SecretObj, Service, Task, TaskStatus
+from shoal.manager.peers import PeerTable
+from shoal.model.objects import ClusterObj, ConfigObj, NetworkObj, Node, SecretObj, Service, Task, TaskStatus
 from shoal.store import Store
 from shoal.store.base import InvalidObject, check_object
 
@@ -81,6 +82,8 @@ class Dispatcher:
         self.cluster = cluster
         self.log = EndpointLog(store)
         self._feed = store.change_feed()
+        self.peers = PeerTable(store)
+        self._nodes_key: tuple = ()
         # node id -> (own key, when, task id -> version) of its last answer: when to pace the
         # next one, and the base of its delta
         self._sent: dict[str, tuple[str, float, dict[str, int]]] = {}
@@ -113,11 +116,13 @@ class Dispatcher:
             net_names |= {a.network for a in t.spec.networks}
         configs = {name: obj for name in sorted(config_names) if (obj := st.by_name(ConfigObj, name)) is not None}
         secrets = {name: obj for name in sorted(secret_names) if (obj := st.by_name(SecretObj, name)) is not None}
-        networks = [n for n in st.all(NetworkObj) if n.spec.name in net_names]
+        # Its tasks' networks, and those it holds an address on (the routing mesh's).
+        networks = [n for n in st.all(NetworkObj) if n.spec.name in net_names or node_id in n.node_addresses]
+        pv = self.peers.version
         key = hashlib.sha256()
         for part in ([f"{t.id}:{t.version}" for t in tasks], [f"{o.id}:{o.version}" for o in configs.values()],
-                     [f"{o.id}:{o.version}" for o in secrets.values()], [f"{n.id}:{n.version}" for n in networks],
-                     history):
+                     [f"{o.id}:{o.version}" for o in secrets.values()],
+                     [f"{n.id}:{n.version}:{pv.get(n.spec.name, 0)}" for n in networks], history):
             key.update(",".join(part).encode())
             key.update(b"|")
         own = key.hexdigest()
@@ -145,10 +150,14 @@ class Dispatcher:
             tasks, delta = v.tasks, False
         configs, secrets = self._file_data(v)
         networks = json.dumps([n.model_dump(mode="json") for n in v.networks], default=str)
+        peers = json.dumps({n.spec.name: self.peers.peers(n, node_id) for n in v.networks})
+        settings = st.get(ClusterObj, "cluster")
+        port = settings.data_path_port if settings is not None else 4789
         ids = f'"task_ids":{json.dumps(list(versions))},' if delta else ""
         head = (f'{{"rev":{v.rev},"delta":{"true" if delta else "false"},{ids}'
                 f'"tasks":[{",".join(st.task_json(t) for t in tasks)}],'
                 f'"configs":{json.dumps(configs)},"secrets":{json.dumps(secrets)},"networks":{networks},'
+                f'"peers":{peers},"data_path_port":{port},'
                 f'"history":{json.dumps(v.history)},"endpoints":').encode()
         epoch, seq = parse_position(ep)
         self.log.sync()
@@ -219,6 +228,17 @@ class Dispatcher:
         task_ids, _ = self._feed.take()
         ep_news = self.log.sync()
         wake: set[str] = set()
+        nets_changed = self.peers.update(task_ids)
+        nodes_key = tuple((n.id, n.state, n.addr) for n in st.all(Node))
+        if nodes_key != self._nodes_key:  # a node down (its endpoints leave every peer list), or back
+            self._nodes_key = nodes_key
+            nets_changed = {n.spec.name for n in st.all(NetworkObj)}
+            for net in nets_changed:
+                self.peers.version[net] = self.peers.version.get(net, 0) + 1
+        for name in nets_changed:
+            net = st.by_name(NetworkObj, name)
+            if net is not None:
+                wake |= self.peers.holders(net)
         for tid in task_ids:
             t = st.get(Task, tid)
             old = self._task_node.get(tid)

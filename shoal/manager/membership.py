@@ -41,7 +41,8 @@ class Membership:
         obj = self.store.get(ClusterObj, CLUSTER)
         return obj if obj is not None else ClusterObj(id=CLUSTER)
 
-    def ensure(self, heartbeat_period: Optional[float] = None, cert_expiry: Optional[float] = None) -> ClusterObj:
+    def ensure(self, heartbeat_period: Optional[float] = None, cert_expiry: Optional[float] = None,
+               data_path_port: Optional[int] = None) -> ClusterObj:
         """The cluster object, made on first start: the CA certificate and both join secrets."""
         obj = self.store.get(ClusterObj, CLUSTER)
         if obj is not None and obj.worker_token is not None and obj.ca_cert:
@@ -53,6 +54,8 @@ class Membership:
             update["heartbeat_period"] = heartbeat_period
         if cert_expiry:
             update["cert_expiry"] = cert_expiry
+        if data_path_port:
+            update["data_path_port"] = data_path_port
         return self.store.put(base.model_copy(update=update))
 
     def update_settings(self, heartbeat_period: Optional[float], cert_expiry: Optional[float]) -> ClusterObj:

@@ -16,7 +16,10 @@ from shoal.core import task_states as ts
 from shoal.core.deps import deps_status
 from shoal.core.orchestrate import orchestrate
 from shoal.core.plan import Plan, plan_writes
+from shoal.core.network_holders import network_holders
 from shoal.ids import new_id
+from shoal.manager.addresses import AddressBook
+from shoal.manager.allocator import AllocationError
 from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import Node, Service, Task, TaskStatus
 from shoal.scheduler.pipeline import schedule
@@ -52,6 +55,7 @@ class Orchestrator:
         self._idle_until = 0.0  # a round placed nothing: wait until then (unless something changes)
         self._idle_key: tuple = ()
         self.pruner = VersionPruner(store)
+        self.addresses = AddressBook(store)
 
     async def run(self) -> None:
         await self._run()
@@ -86,7 +90,8 @@ class Orchestrator:
             nodes = st.all(Node)
             services = st.all(Service)
             by_name = {s.spec.name: s for s in services}
-            if nodes_changed or now - self._last_full >= FULL_PASS_EVERY:
+            full = nodes_changed or now - self._last_full >= FULL_PASS_EVERY
+            if full:
                 self._last_full = now
                 todo = services
             else:
@@ -120,6 +125,8 @@ class Orchestrator:
             if self._wake:
                 wake = min(self._wake.values())
             self._collect_removed(now, service_ids, {n.id: n for n in nodes})
+            if full:
+                self.addresses.settle_nodes(network_holders(services, tasks_by_service, nodes))
             if self._schedule(now, nodes, SCHEDULE_BATCH if budget is not None else None):
                 self._more = True
             self.pruner.prune(changed | needed)
@@ -180,9 +187,16 @@ class Orchestrator:
             t = st.get(Task, tid)
             if t is None:
                 continue
+            try:
+                addresses = self.addresses.for_task(t, node_id) if t.spec.networks else t.addresses
+            except AllocationError as e:
+                reason = f"no address for the task: {e}"
+                if t.status.err != reason:
+                    st.put(t.model_copy(update={"status": t.status.model_copy(update={"err": reason})}), quiet=True)
+                continue
             # Quiet: placing a task changes nothing the service's next plan depends on, so the
             # orchestrator is not woken for it (agents and endpoints still see the write).
-            st.put(t.model_copy(update={"node_id": node_id, "status": TaskStatus(
+            st.put(t.model_copy(update={"node_id": node_id, "addresses": addresses, "status": TaskStatus(
                 state=ts.ASSIGNED, timestamp=now, message="scheduler assigned task to node")}), quiet=True)
         for tid, reason in result.unplaced.items():
             t = st.get(Task, tid)

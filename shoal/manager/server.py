@@ -74,6 +74,7 @@ class ManagerServer:
         cluster_id, node_id = self.info["cluster_id"], self.info["node_id"]
         self.ca = CertAuthority(L, self.keyring.tls_password, cluster_id)
         cluster = Cluster(self.store, self.keyring, node_id)
+        cluster.fill_vnis()
         self.heartbeats = Heartbeats(self.store, on_subnets_changed=cluster.fix_subnet_conflicts)
         volumes = VolumeRegistry(self.store)
         self.components = Components(
@@ -103,7 +104,8 @@ class ManagerServer:
             return
         self._unlocked = True
         c = self.components
-        c.membership.ensure(self.info.get("heartbeat_period"), self.info.get("cert_expiry"))
+        c.membership.ensure(self.info.get("heartbeat_period"), self.info.get("cert_expiry"),
+                            self.info.get("data_path_port"))
         self._ensure_own_node()
         password = self.keyring.tls_password()
         L = self.layout

@@ -89,6 +89,9 @@ class Task(Obj):
     # Restart accounting: when this task should start (restart delay), and how many restarts before it.
     not_before: float = 0.0
     attempt: int = 0
+    # The task's address on each of its networks, given by the manager when it places the
+    # task (cluster-wide unique: the overlay carries it to every node).
+    addresses: dict[str, str] = Field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -172,6 +175,7 @@ class ClusterObj(Obj):
     manager_token: Optional["SealedData"] = None
     # Nodes removed from the cluster: their certificates are refused until they expire.
     removed_nodes: dict[str, float] = Field(default_factory=dict)
+    data_path_port: Annotated[int, Field(ge=1024, le=49151)] = 4789  # the overlay's UDP port (VXLAN)
 
 
 class Versioned:
@@ -237,6 +241,11 @@ class NetworkObj(Obj):
     spec: NetworkSpec
     subnet: str = ""
     gateway: str = ""
+    vni: Annotated[int, Field(ge=0, le=0xFFFFFF)] = 0  # the VXLAN segment (0: a store from before the overlay)
+    # Each node that holds the network has an address of its own on it (on its bridge): the
+    # source of routing-mesh and node traffic it sends over the overlay to another node's
+    # replica, so the replica's answer comes back to that node.
+    node_addresses: dict[str, str] = Field(default_factory=dict)
 
 
 ClusterObj.model_rebuild()

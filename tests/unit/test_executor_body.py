@@ -138,8 +138,19 @@ def test_networks_first_only_and_no_aliases():
     assert "Aliases" not in eps["todo_front"]
     assert b["HostConfig"]["NetworkMode"] == "todo_front"
     from shoal.agent.executor import endpoint_config
-    assert endpoint_config(t, "todo_back") == {"IPAMConfig": {"IPv4Address": "10.9.0.9"}}
+    assert endpoint_config(t, "todo_back") == {"IPAMConfig": {"IPv4Address": "10.9.0.9"},
+                                               "MacAddress": "02:42:0a:09:00:09"}
     assert endpoint_config(t, "other") == {}
+
+
+def test_the_managers_address_and_the_mac_it_implies():
+    """The overlay's forwarding entries on other nodes derive the MAC from the address."""
+    t = make_task(networks=[NetworkAttachment(network="todo_front")])
+    t = t.model_copy(update={"addresses": {"todo_front": "10.210.7.23"}})
+    b = container_body(t, "n", SEC, CFG, ["todo_front"])
+    ep = b["NetworkingConfig"]["EndpointsConfig"]["todo_front"]
+    assert ep == {"IPAMConfig": {"IPv4Address": "10.210.7.23"}, "MacAddress": "02:42:0a:d2:07:17"}
+    assert b["MacAddress"] == "02:42:0a:d2:07:17"
 
 
 def test_host_ports():

@@ -134,6 +134,18 @@ def render_ruleset(view: DatapathView) -> str:
     ]
     w = out.append
 
+    overlay = sorted((o for o in view.overlay if o.remote), key=lambda o: o.bridge)
+    if overlay:
+        w("\tset overlay_remote {")
+        w("\t\ttype ifname . ipv4_addr")
+        w("\t\telements = " + _set(f"\"{o.bridge}\" . {ip}" for o in overlay
+                                    for ip in sorted(set(o.remote), key=ipaddress.IPv4Address)))
+        w("\t}")
+        w("\tmap overlay_source {")
+        w("\t\ttype ifname : ipv4_addr")
+        w("\t\telements = " + _set(f"\"{o.bridge}\" : {o.address}" for o in overlay))
+        w("\t}")
+
     if hairpin:
         w("\tset hairpin {")
         w("\t\ttype ipv4_addr . ipv4_addr")
@@ -176,6 +188,11 @@ def render_ruleset(view: DatapathView) -> str:
 
     w("\tchain postrouting {")
     w(f"\t\ttype nat hook postrouting priority {PRIO_SNAT}; policy accept;")
+    if overlay:
+        w(f"\t\tct mark & {INGRESS_CT_MARK:#010x} == {INGRESS_CT_MARK:#010x} oifname . ip daddr @overlay_remote "
+          "snat ip to oifname map @overlay_source comment \"routing mesh to another node\"")
+        w("\t\tfib saddr type local oifname . ip daddr @overlay_remote "
+          "snat ip to oifname map @overlay_source comment \"this node to another node\"")
     w("\t\tct status dnat ip saddr 127.0.0.0/8 masquerade comment \"loopback client\"")
     if hairpin:
         w("\t\tct status dnat ip saddr . ip daddr @hairpin masquerade comment \"hairpin\"")

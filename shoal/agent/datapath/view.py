@@ -135,6 +135,34 @@ class Vip(_Plain):
         return v
 
 
+class OverlaySource(_Plain):
+    """A network that spans nodes, seen from this one: connections the routing mesh (or a
+    process of this node) sends over it to an endpoint on another node leave with this
+    node's own address on the network, so the answer comes back here (every node's bridge
+    has the same gateway address)."""
+
+    bridge: str
+    address: str  # this node's address on the network
+    remote: list[str] = Field(default_factory=list)  # endpoints on other nodes
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, v: str) -> str:
+        return _ip(v)
+
+    @field_validator("remote")
+    @classmethod
+    def _check_remote(cls, v: list[str]) -> list[str]:
+        return [_ip(x) for x in v]
+
+    @field_validator("bridge")
+    @classmethod
+    def _check_bridge(cls, v: str) -> str:
+        if not v or len(v) > 15 or any(c in v for c in ' "\\/\n\t'):
+            raise ValueError(f"bad interface name {v!r}")
+        return v
+
+
 class DatapathView(_Plain):
     """Everything the node's datapath implements. Rendering it is pure (render.py)."""
 
@@ -152,3 +180,4 @@ class DatapathView(_Plain):
     # or a VIP of a network the sender is not on) is rejected instead of leaking out of
     # the node's default route.
     vip_supernet: Optional[str] = VIP_SUPERNET
+    overlay: list[OverlaySource] = Field(default_factory=list)

@@ -44,6 +44,7 @@ class ClusterRoutes:
                       "managers": self.c.heartbeats.managers(),
                       "heartbeat_period": s.heartbeat_period if s else None,
                       "cert_expiry": s.cert_expiry if s else None,
+                      "data_path_port": s.data_path_port if s else None,
                       "quarantined": len(st.quarantined()), **self.c.log_hub.stats()})
 
     async def unlock(self, request: web.Request) -> web.Response:
@@ -74,6 +75,7 @@ class ClusterRoutes:
         s = self.c.membership.settings()
         return reply({"id": self.c.info["cluster_id"], "heartbeat_period": s.heartbeat_period,
                       "cert_expiry": s.cert_expiry, "autolock": self.c.keyring.autolocked,
+                      "data_path_port": s.data_path_port,
                       "removed_nodes": sorted(s.removed_nodes)})
 
     async def cluster_update(self, request: web.Request) -> web.Response:
