@@ -44,13 +44,16 @@ def net_inspect(obj: Ctx, names) -> None:
 @click.option("--attachable", is_flag=True)
 @click.option("--internal", is_flag=True)
 @click.option("-l", "--label", "labels", multiple=True)
+@click.option("-o", "--opt", "opts", multiple=True, help="Driver option KEY[=VALUE] (e.g. com.docker.network.driver.mtu=1400).")
 @click.argument("name")
 @click.pass_obj
-def net_create(obj: Ctx, driver, subnet, attachable, internal, labels, name) -> None:
+def net_create(obj: Ctx, driver, subnet, attachable, internal, labels, opts, name) -> None:
     """Create a network several stacks can share (as `external: true`)."""
     lab = dict(item.partition("=")[::2] for item in labels)
+    driver_opts = dict(item.partition("=")[::2] for item in opts)
     r = obj.api.post("/v1/networks", {"name": name, "driver": driver, "subnets": [subnet] if subnet else [],
-                                      "attachable": attachable, "internal": internal, "labels": lab})
+                                      "attachable": attachable, "internal": internal, "labels": lab,
+                                      "driver_opts": driver_opts})
     click.echo(r["id"])
 
 
