@@ -64,13 +64,13 @@ class VolumeRegistry:
         for svc in self.store.all(Service):
             if svc.spec.mode in ("global", "global-job"):
                 continue
-            local = [m.source for m in svc.spec.container.mounts
-                     if m.type == "volume" and m.source and (m.volume_driver or "local") == "local"
-                     and (m.volume_driver_opts.get("type") or "").lower() not in NETWORK_FS]
-            if not local:
-                continue
             for t in self.store.tasks_of_service(svc.id):
-                if t.node_id in nodes and t.status.container_id:
-                    for name in local:
-                        out.setdefault(name, set()).add(t.node_id)
+                if t.node_id not in nodes or not t.status.container_id:
+                    continue
+                # the task's own mounts: an older version of the service may have had none
+                # (the book's v4 database had no volume; v5's must not be pinned to its node)
+                for m in t.spec.container.mounts:
+                    if m.type == "volume" and m.source and (m.volume_driver or "local") == "local" \
+                            and (m.volume_driver_opts.get("type") or "").lower() not in NETWORK_FS:
+                        out.setdefault(m.source, set()).add(t.node_id)
         return out

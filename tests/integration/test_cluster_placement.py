@@ -1,19 +1,17 @@
 """Placement across nodes (issue #13), on three lab hosts: constraints on every key, preferences,
 max replicas per node, reservations summed per node, global services (a node joining later
-included), drain and pause, volume-aware placement, and the book's chapter 13 v5/v6 with
-`storage=raid` on one node."""
+included), drain and pause, volume-aware placement. The book's chapter 13 on three nodes
+(`storage=raid` on one of them) is test_book_ch13_cluster.py."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from conftest import FIXTURES
 from lab import Lab, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.lab]
 
-BOOK = FIXTURES / "diamol-ch13" / "todo-list"
 SLEEP = """    image: shoal/busybox:latest
     command: [sleep, "3600"]
     init: true
@@ -143,21 +141,3 @@ def test_a_task_stays_with_its_volume_across_redeploys_and_updates(cl):
     assert len(lab.docker(node, "exec", cid, "cat", "/data/boots").splitlines()) == 3  # one volume, three boots
     assert [h for h in lab.hosts if "vol_data" in lab.docker(h, "volume", "ls", "-q")] == [node]
     lab.shoal("lab1", "stack", "rm", "vol")
-
-
-def test_book_chapter_13_v5_v6_database_on_the_raid_node(cl):
-    lab = cl
-    lab._run("load", "diamol/ch06-todo-list:latest", "diamol/postgres:11.5", "diamol/postgres:11.6", timeout=900)
-    lab.shoal("lab1", "node", "update", "--label-add", "storage=raid", "lab2")
-    lab.shoal("lab1", "config", "create", "todo-list-config", str(BOOK / "configs" / "config.json"))
-    lab.shoal("lab1", "secret", "create", "todo-list-secret", str(BOOK / "secrets" / "secrets.json"))
-    lab.shoal("lab1", "stack", "deploy", "-c", str(BOOK / "v5.yml"), "--wait", "--timeout", "240", "todo",
-              timeout=300)
-    assert lab.running_on("todo_todo-db") == {"lab2": 1}
-    assert [h for h in lab.hosts if "todo_todo-db-data" in lab.docker(h, "volume", "ls", "-q")] == ["lab2"]
-    lab.shoal("lab1", "stack", "deploy", "-c", str(BOOK / "v6.yml"), "--wait", "--timeout", "240", "todo",
-              timeout=300)
-    db = [t for t in lab.tasks("todo_todo-db") if t["DesiredState"] == "Running"]
-    assert len(db) == 1 and db[0]["Node"] == "lab2" and db[0]["Image"] == "diamol/postgres:11.6"
-    assert [h for h in lab.hosts if "todo_todo-db-data" in lab.docker(h, "volume", "ls", "-q")] == ["lab2"]
-    lab.shoal("lab1", "stack", "rm", "todo")

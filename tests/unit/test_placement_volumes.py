@@ -190,3 +190,22 @@ def test_a_task_that_ran_tells_where_its_volume_is_before_any_heartbeat(tmp_path
                    status=TaskStatus(state="running", container_id="c1")))
     assert VolumeRegistry(store).volume_nodes() == {"app_db": {"n2"}}
     store.close()
+
+
+def test_registry_infers_volumes_from_each_tasks_own_mounts(tmp_path):
+    """A task of an older version without the volume (the book's v4 database) does not pin the
+    new version's volume (v5) to its node; a task that mounted it does."""
+    from shoal.model.objects import Node, TaskStatus
+    store = Store(str(tmp_path / "s.db"))
+    for n in ("n1", "n2"):
+        store.put(Node(id=n, addr="10.0.0.1"))
+    v5 = with_mount(make_spec(name="db"), source="app_db")
+    svc = store.put(make_service(v5))
+    old = make_task(svc, node_id="n2", tid="old", spec=make_spec(name="db"), desired="shutdown")
+    old = old.model_copy(update={"status": TaskStatus(state="shutdown", container_id="c-old")})
+    store.put(old)
+    assert VolumeRegistry(store).volume_nodes() == {}
+    new = make_task(svc, node_id="n1", tid="new")
+    store.put(new.model_copy(update={"status": TaskStatus(state="running", container_id="c-new")}))
+    assert VolumeRegistry(store).volume_nodes() == {"app_db": {"n1"}}
+    store.close()
