@@ -221,9 +221,10 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=5)
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     args = ap.parse_args()
-    if not shutil.which("iperf3"):
-        print("iperf3 missing: apt-get install -y iperf3", flush=True)
-        subprocess.run(["apt-get", "install", "-y", "iperf3"], check=True, capture_output=True, timeout=600)
+    for tool, package in (("iperf3", "iperf3"), ("ping", "iputils-ping")):
+        if not shutil.which(tool):
+            print(f"{tool} missing: apt-get install -y {package}", flush=True)
+            subprocess.run(["apt-get", "install", "-y", package], check=True, capture_output=True, timeout=600)
     lock = open(LAB_LOCK, "w")
     fcntl.flock(lock, fcntl.LOCK_EX)  # one lab at a time on this machine (the tests take it too)
     stack = os.path.join(tempfile.mkdtemp(prefix="shoal-bench-overlay-"), "ob.yml")
@@ -245,8 +246,9 @@ def main() -> int:
                 except RuntimeError as e:
                     res["errors"].append(f"rep {rep + 1} {who}: {str(e)[:400]}")
                     print(f"rep {rep + 1} {who}: ERROR {e}", flush=True)
-            print(f"rep {rep + 1} underlay: {json.dumps({k: round(v, 1) for k, v in res['underlay'][-1].items()})}",
-                  flush=True)
+            if res["underlay"]:
+                print(f"rep {rep + 1} underlay: {json.dumps({k: round(v, 1) for k, v in res['underlay'][-1].items()})}",
+                      flush=True)
     finally:
         lab("down", check=False)
         lock.close()

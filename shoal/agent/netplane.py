@@ -46,7 +46,10 @@ def local_only(endpoints: list[dict], local: set[tuple[str, str, str]],
 
 
 def build_views(endpoints: list[dict], keeper: "NetworkKeeper",
-                overlay: list[OverlaySource] | None = None) -> tuple[DatapathView, DnsView]:
+                overlay: list[OverlaySource] | None = None,
+                local: set[tuple[str, str, str]] | None = None) -> tuple[DatapathView, DnsView]:
+    """`local`: this node's running replicas; a service whose traffic policy is `local`
+    publishes its ports to those alone (None: every replica counts as local)."""
     ingress: list[IngressPort] = []
     vips: list[Vip] = []
     dns_nets: dict[str, DnsNetwork] = {}
@@ -59,10 +62,11 @@ def build_views(endpoints: list[dict], keeper: "NetworkKeeper",
             if p.get("mode", "ingress") != "ingress" or not p.get("published"):
                 continue
             addrs = []
+            only_here = ep.get("traffic_policy") == "local" and local is not None
             for b in backends:
-                ips = list((b.get("addresses") or {}).values())
-                if ips:
-                    addrs.append(Backend(ip=ips[0], port=p["target"]))
+                first = next(iter((b.get("addresses") or {}).items()), None)
+                if first and (not only_here or (ep["name"], first[0], first[1]) in local):
+                    addrs.append(Backend(ip=first[1], port=p["target"]))
             ingress.append(IngressPort(protocol=p["protocol"], published=p["published"], backends=addrs,
                                        service=ep["name"]))
         for net in ep["networks"]:
@@ -99,7 +103,7 @@ class NetPlane:
         (see local_only); `local` None: every replica is reachable. `overlay`: the source
         address of connections to other nodes, per network."""
         dp, dns = build_views(endpoints if local is None else local_only(endpoints, local, spanning), keeper,
-                              overlay)
+                              overlay, local)
         key = dp.model_dump_json()
         if key != self._last:
             await apply_async(dp)

@@ -7,7 +7,8 @@ from shoal.compose.schema import (DEPLOY_KEYS, PLACEMENT_KEYS, RESOURCE_KEYS, RE
                                   UPDATE_CONFIG_KEYS)
 from shoal.compose.tree import Node
 from shoal.limits import MAX_REPLICAS
-from shoal.model.specs import Placement, ResourceRequirements, Resources, RestartPolicy, UpdateConfig
+from shoal.model.specs import (TRAFFIC_POLICIES, TRAFFIC_POLICY, Placement, ResourceRequirements, Resources,
+                               RestartPolicy, UpdateConfig)
 from shoal.units import parse_bytes, parse_duration, parse_nano_cpus
 
 MODES = ("replicated", "global", "replicated-job", "global-job")
@@ -52,6 +53,11 @@ def convert_deploy(deploy: Optional[Node], restart: Optional[Node], ignored: lis
         out["max_concurrent"] = concurrent.int(minimum=0, maximum=MAX_REPLICAS)
     if (labels := deploy.get("labels")) is not None:
         out["labels"] = {k: "" if v is None else str(v) for k, v in labels.mapping().items()}
+        policy = out["labels"].get(TRAFFIC_POLICY)
+        if policy is not None and policy not in TRAFFIC_POLICIES:
+            where = labels.get(TRAFFIC_POLICY) if isinstance(labels.value, dict) else None
+            (where or labels).fail(f"label {TRAFFIC_POLICY}: invalid value {policy!r}, expected one of: "
+                                   f"{', '.join(TRAFFIC_POLICIES)}")
     if (resources := deploy.get("resources")) is not None:
         out["resources"] = _resources(resources, ignored)
     if (placement := deploy.get("placement")) is not None:

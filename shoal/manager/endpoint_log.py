@@ -54,6 +54,7 @@ def service_meta(svc: Service) -> dict:
         "ports": [{**p.model_dump(), "published": p.published or svc.published_ports.get(
             f"{p.target}/{p.protocol}")} for p in spec.ports],
         "ingress": any(p.mode == "ingress" for p in spec.ports),
+        "traffic_policy": spec.traffic_policy,
     }
 
 

@@ -156,6 +156,10 @@ class Dependency(Plain):
     condition: Literal["service_started", "service_healthy", "service_completed_successfully"] = "service_started"
 
 
+TRAFFIC_POLICY = "shoal.traffic-policy"
+TRAFFIC_POLICIES = ("cluster", "local")
+
+
 class ServiceSpec(Plain):
     name: str  # full name: <stack>_<service>
     stack: Optional[str] = None  # the namespace; None for services made outside a stack
@@ -174,6 +178,21 @@ class ServiceSpec(Plain):
     ports: list[PortConfig] = Field(default_factory=list)
     depends_on: list[Dependency] = Field(default_factory=list)
     force_update: NonNeg = 0  # bumped by `service update --force`
+
+    @field_validator("labels")
+    @classmethod
+    def _known_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        policy = v.get(TRAFFIC_POLICY)
+        if policy is not None and policy not in TRAFFIC_POLICIES:
+            raise ValueError(f"label {TRAFFIC_POLICY}: {policy!r} is not a traffic policy "
+                             "(cluster: every replica on every node; local: only this node's replicas)")
+        return v
+
+    @property
+    def traffic_policy(self) -> str:
+        """Beyond Swarm (moby#25526): `local` sends a published port's traffic only to the
+        replicas on the node it reached, which then see the client's own address."""
+        return self.labels.get(TRAFFIC_POLICY, "cluster")
 
     @field_validator("name")
     @classmethod

@@ -254,6 +254,51 @@ def test_address_exhaustion_is_shown_on_the_task_and_the_mtu_is_the_users(ov):
     lab.shoal("lab1", "stack", "rm", "tiny")
 
 
+CGI = '#!/bin/sh\nprintf "Content-Type: text/plain\\r\\n\\r\\n%s %s\\n" "$REMOTE_ADDR" "$(hostname)"\n'
+PORTS = f"""services:
+  local:
+{BUSY}    command: [httpd, -f, -p, "80", -h, /www]
+    volumes: ["CGI_PATH:/www/cgi-bin/who:ro"]
+    ports: ["8090:80"]
+    deploy:
+      replicas: 2
+      labels: {{shoal.traffic-policy: local}}
+      placement: {{max_replicas_per_node: 1, constraints: [node.hostname != lab3]}}
+  hostmode:
+{BUSY}    command: [httpd, -f, -p, "80", -h, /www]
+    volumes: ["CGI_PATH:/www/cgi-bin/who:ro"]
+    ports: [{{target: 80, published: 8091, mode: host}}]
+    deploy:
+      replicas: 2
+      placement: {{max_replicas_per_node: 1, constraints: [node.hostname != lab3]}}
+"""
+
+
+def test_local_traffic_policy_keeps_the_client_address_and_host_ports_bind_where_replicas_run(ov):
+    """Beyond Swarm (moby#25526): a service labelled shoal.traffic-policy=local takes a
+    published port's traffic only on the nodes that run a replica, which sees the client's
+    own address. And `mode: host` ports bind on the nodes running a replica only."""
+    lab = ov
+    cgi = Path(str(lab.dir), "who")
+    cgi.write_text(CGI)
+    cgi.chmod(0o755)
+    path = Path(str(lab.dir), "ports.yml")
+    path.write_text(PORTS.replace("CGI_PATH", str(cgi)))
+    lab.shoal("lab1", "stack", "deploy", "-c", str(path), "--wait", "--timeout", "90", "lp", timeout=150)
+    client = lab.addr("lab3")
+    for service, port in (("lp_local", 8090), ("lp_hostmode", 8091)):
+        names = hostnames(lab, service)
+        assert sorted(names.values()) == ["lab1", "lab2"]
+        for node in ("lab1", "lab2"):
+            got = node_get(lab, "lab3", f"http://{lab.addr(node)}:{port}/cgi-bin/who", 10)
+            # (busybox httpd shows an IPv4 client as [::ffff:a.b.c.d])
+            assert {g.split()[0].strip("[]").removeprefix("::ffff:") for g in got} == {client}, (service, node, got)  # the client's own address
+            assert {names.get(g.split()[1]) for g in got} == {node}, (service, node, got)  # this node's replica
+        # lab3 runs no replica: its port does not answer
+        assert all(g.startswith("ERR") for g in node_get(lab, "lab2", f"http://{lab.addr('lab3')}:{port}/", 2))
+    lab.shoal("lab1", "stack", "rm", "lp")
+
+
 def test_a_network_is_removed_everywhere_when_its_last_task_leaves(ov):
     lab = ov
     lab.shoal("lab1", "stack", "rm", "ov")
