@@ -109,9 +109,25 @@ def ip_in(host: str, pid: str) -> str:
     return out.split()[3].split("/")[0]
 
 
+SERVERS: list[str] = []  # iperf3 pid files: a server outlives its lab host's namespace
+
+
 def iperf_server(host: str, pid: str = "") -> None:
-    lab("exec", host, *in_ns(pid), "iperf3", "-s", "-D", "-p", "5201")
+    pidfile = os.path.join(tempfile.gettempdir(), f"shoal-bench-iperf3-{host}-{pid or 'host'}.pid")
+    lab("exec", host, *in_ns(pid), "iperf3", "-s", "-D", "-p", "5201", "-I", pidfile)
+    SERVERS.append(pidfile)
     time.sleep(0.3)
+
+
+def stop_servers() -> None:
+    while SERVERS:
+        path = SERVERS.pop()
+        try:
+            with open(path) as f:
+                os.kill(int(f.read().strip().strip("\0")), 15)
+            os.unlink(path)
+        except (OSError, ValueError):
+            pass
 
 
 def iperf(host: str, pid: str, target: str, port: int, seconds: int) -> float:
@@ -131,6 +147,7 @@ def rtt(host: str, pid: str, target: str, count: int = 200) -> float:
 
 
 def fresh_lab() -> None:
+    stop_servers()
     lab("down", check=False)
     lab("up", "2", timeout=600)
 
@@ -250,6 +267,7 @@ def main() -> int:
                 print(f"rep {rep + 1} underlay: {json.dumps({k: round(v, 1) for k, v in res['underlay'][-1].items()})}",
                       flush=True)
     finally:
+        stop_servers()
         lab("down", check=False)
         lock.close()
     text = report(res, args, time.monotonic() - t0)

@@ -264,8 +264,10 @@ class SimAgent:
             if t["desired_state"] in RUN and state in ON_NODE and self.reported.get(tid) != "running":
                 nets = [a["network"] for a in t["spec"].get("networks", [])]
                 h = zlib.crc32(tid.encode())
-                addresses = {n: str(self.subnets[n].network_address + 2 + h % (self.subnets[n].num_addresses - 4))
-                             for n in nets if n in self.subnets}
+                # the manager's addresses, as a real engine's IPAM is told (older managers: made up)
+                addresses = t.get("addresses") or {
+                    n: str(self.subnets[n].network_address + 2 + h % (self.subnets[n].num_addresses - 4))
+                    for n in nets if n in self.subnets}
                 updates.append({"task_id": tid, "state": "running", "timestamp": now,
                                 "message": "started (simulated)",
                                 "container_id": "sim" + tid.ljust(61, "0"), "addresses": addresses})
