@@ -24,6 +24,11 @@ class Layout:
         return self.p("manager", "store.db")
 
     @property
+    def events(self) -> str:
+        """The cluster's recent events (`shoal events`), kept across restarts."""
+        return self.p("manager", "events.jsonl")
+
+    @property
     def cluster_key(self) -> str:
         return self.p("manager", "cluster.key")
 

@@ -100,7 +100,10 @@ class Lab:
         return self.docker(host, "ps", "-q", "--filter", f"label=shoal.service.name={service}").split()
 
 
-def until(what: str, pred: Callable[[], object], timeout: float = 60, interval: float = 0.3) -> object:
+def until(what: str, pred: Callable[[], object], timeout: float = 60, interval: float = 0.3,
+          what_else: Optional[Callable[[], object]] = None) -> object:
+    """pred's value once true; else an error naming `what`, pred's last value and, if given,
+    what_else() (the state that kept it false)."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
@@ -111,4 +114,5 @@ def until(what: str, pred: Callable[[], object], timeout: float = 60, interval: 
         if last and not isinstance(last, Exception):
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    more = f"; {what_else()!r}" if what_else else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}{more}")

@@ -7,6 +7,7 @@ from typing import Callable
 from shoal.manager.actions import ActionHub
 from shoal.manager.cluster import Cluster
 from shoal.manager.dispatcher import Dispatcher
+from shoal.manager.events import EventLog
 from shoal.manager.heartbeats import Heartbeats
 from shoal.manager.keyring import Keyring
 from shoal.manager.logs import LogHub
@@ -26,6 +27,7 @@ class Components:
     log_hub: LogHub
     actions: ActionHub
     volumes: VolumeRegistry
+    events: EventLog
     info: dict  # cluster.json, as `shoal info` shows it
     on_unlock: Callable[[], None] = field(default=lambda: None)
 

@@ -29,6 +29,7 @@ from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.heartbeats import Heartbeats
 from shoal.manager.http.app import ManagerApp
 from shoal.manager.keyring import Keyring, Locked
+from shoal.manager.events import EventLog
 from shoal.manager.logs import LogHub
 from shoal.manager.membership import Membership
 from shoal.manager.orchestrator import Orchestrator
@@ -61,6 +62,8 @@ class ManagerServer:
     async def start(self) -> None:
         L = self.layout
         self.store = SqliteStore(L.store)
+        events = EventLog(L.events)
+        self.store.observe(events.record)
         # The store keeps every object in memory (100,000 tasks are millions of objects): keep
         # what was loaded out of the collector's scans, and collect the youngest generation less
         # often; the manager makes few reference cycles.
@@ -81,7 +84,7 @@ class ManagerServer:
             store=self.store, keyring=self.keyring, cluster=cluster,
             membership=Membership(self.store, self.ca, self.keyring, cluster_id), heartbeats=self.heartbeats,
             dispatcher=Dispatcher(self.store, cluster), log_hub=LogHub(self.store), actions=ActionHub(),
-            volumes=volumes, info={k: v for k, v in self.info.items() if k != "unlock_key"},
+            volumes=volumes, events=events, info={k: v for k, v in self.info.items() if k != "unlock_key"},
             on_unlock=self._unlocked_now)
         self.orchestrator = Orchestrator(self.store, volume_nodes=volumes.volume_nodes)
         app = ManagerApp(self.components).application()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from typing import Optional, TypeVar
+from typing import Callable, Optional, TypeVar
 
 from pydantic import ValidationError
 
@@ -145,6 +145,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def wait_for_change(self, since: int, timeout: float) -> int:
         """The revision once it is past `since`, or after `timeout`."""
+
+    @abc.abstractmethod
+    def observe(self, fn: Callable[[list[tuple[Optional[Obj], Optional[Obj]]]], None]) -> None:
+        """Call `fn` after each commit with the (before, after) of every object it wrote
+        (None: created / deleted), in write order; never for a transaction rolled back."""
 
     @abc.abstractmethod
     def change_feed(self) -> ChangeFeed:

@@ -29,7 +29,7 @@ import os
 import sqlite3
 import sys
 import time
-from typing import Any, Iterator, Optional, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar
 
 from shoal.model.objects import (ClusterObj, ConfigObj, NetworkObj, Node, NodeFacts, Obj, SecretObj, Service, Task,
                                  TaskStatus)
@@ -172,6 +172,8 @@ class SqliteStore(Store):
         self._spec_touched: set[_Spec] = set()  # whose row may need writing or deleting
         self._spec_rows: Optional[dict[str, str]] = None  # while loading: spec rows by key
         self._feeds: list[ChangeFeed] = []
+        self._observers: list[Callable[[list[tuple[Optional[Obj], Optional[Obj]]]], None]] = []
+        self._changes: list[tuple[Optional[Obj], Optional[Obj]]] = []
         # Writes of the open transaction not sent to SQLite yet, by (kind, id): None (a delete)
         # or the row (kind, id, name, version, data, spec_key, whether name may have changed).
         self._rows: dict[tuple[str, str], Optional[tuple]] = {}
@@ -423,6 +425,9 @@ class SqliteStore(Store):
         self._feeds.append(feed)
         return feed
 
+    def observe(self, fn: Callable[[list[tuple[Optional[Obj], Optional[Obj]]]], None]) -> None:
+        self._observers.append(fn)
+
     def take_changes(self) -> tuple[set[str], bool]:
         """(ids of services whose service object or tasks were written, whether any node was)
         since the last call. For the orchestrator, the one consumer."""
@@ -451,6 +456,7 @@ class SqliteStore(Store):
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
+            self._changes = []
             self._in_txn = False
             self._rows = {}
             self._pending = set()
@@ -477,6 +483,13 @@ class SqliteStore(Store):
         self._spec_touched.clear()
         if pending:
             self._notify()
+        if self._changes:
+            changes, self._changes = self._changes, []
+            for fn in self._observers:
+                try:
+                    fn(changes)
+                except Exception:  # an observer never undoes a commit
+                    log.exception("store observer failed")
 
     def _write(self, obj: T, expect_version: Optional[int] = None, quiet: bool = False) -> T:
         """obj (validated by Store.put) as its new version: a revision, the change feeds,
@@ -515,6 +528,8 @@ class SqliteStore(Store):
         # of an object in a batch wins).
         self._rows[key] = (kind, obj.id, name, obj.version, data, spec_key, renamed)
         self._pending.add(key)
+        if self._observers:
+            self._changes.append((current, obj))
         self._index(kind, obj, quiet)
         if len(self._rows) >= _FLUSH_ROWS:
             self._flush_rows()
@@ -524,6 +539,8 @@ class SqliteStore(Store):
         kind = KIND_OF[cls]
         with self.txn():
             key = (kind, obj_id)
+            if self._observers and (current := self._objects[kind].get(obj_id)) is not None:
+                self._changes.append((current, None))
             self._rows[key] = None
             self._pending.add(key)
             self._unindex(kind, obj_id)

@@ -303,9 +303,20 @@ def test_a_network_is_removed_everywhere_when_its_last_task_leaves(ov):
     lab = ov
     lab.shoal("lab1", "stack", "rm", "ov")
 
-    def left() -> list[str]:
-        return [h for h in lab.hosts
-                if lab.exec(h, "ip", "-o", "link", "show", "type", "vxlan").stdout.strip()
-                or "ov_front" in lab.docker(h, "network", "ls")]
+    def left() -> dict[str, str]:
+        out = {}
+        for h in lab.hosts:
+            devices = lab.exec(h, "ip", "-o", "link", "show", "type", "vxlan").stdout.strip()
+            networks = [n for n in lab.docker(h, "network", "ls", "--format", "{{.Name}}").split() if n.startswith("ov_")]
+            if devices or networks:
+                out[h] = f"{devices} {networks}"
+        return out
 
-    until("no vxlan device and no network left on any node", lambda: not left(), timeout=60)
+    seen: dict[str, str] = {}
+
+    def gone() -> bool:
+        seen.clear()
+        seen.update(left())
+        return not seen
+
+    until("no vxlan device and no network left on any node", gone, timeout=60, what_else=lambda: seen)

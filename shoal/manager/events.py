@@ -1,0 +1,126 @@
+"""The cluster's events: what `shoal events` streams and reads back.
+
+The store calls `record` after each commit with what it wrote; `shoal.core.events` turns
+that into events, kept in memory (the last `KEEP` of them) and appended to
+`<data>/events.jsonl`, so that they survive a manager restart: at start the file's newest
+`KEEP` events no older than `MAX_AGE` are read back, and the file is rewritten to those once
+it holds twice as many. Readers follow a sequence number and wait on an asyncio event.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import deque
+from typing import Iterable, Optional
+
+from shoal.core.events import events_of, matches
+from shoal.model.objects import Obj
+
+log = logging.getLogger("shoal.events")
+
+KEEP = 10_000  # events kept (memory and file)
+MAX_AGE = 7 * 86400.0  # seconds an event is kept at most across restarts
+
+
+class EventLog:
+    def __init__(self, path: Optional[str], keep: int = KEEP, max_age: float = MAX_AGE):
+        self.path = path
+        self.keep = keep
+        self.max_age = max_age
+        self.events: deque[dict] = deque(maxlen=keep)
+        self.seq = 0  # of the newest event
+        self._lines_in_file = 0
+        self._waiters: list[asyncio.Future] = []
+        self._load()
+
+    # -- persistence ---------------------------------------------------------------------
+    def _load(self) -> None:
+        if not self.path or not os.path.exists(self.path):
+            return
+        cutoff = time.time() - self.max_age
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                for line in f:
+                    self._lines_in_file += 1
+                    try:
+                        ev = json.loads(line)
+                    except ValueError:
+                        continue  # a line cut by a crash
+                    if isinstance(ev, dict) and ev.get("time", 0) >= cutoff:
+                        self.events.append(ev)
+        except OSError as e:
+            log.warning("events: cannot read %s: %s", self.path, e)
+        self.seq = self.events[-1].get("seq", 0) if self.events else 0
+        if self._lines_in_file > len(self.events):
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                for ev in self.events:
+                    f.write(json.dumps(ev, separators=(",", ":")) + "\n")
+            os.replace(tmp, self.path)
+            self._lines_in_file = len(self.events)
+        except OSError as e:
+            log.warning("events: cannot rewrite %s: %s", self.path, e)
+
+    def _append(self, evs: list[dict]) -> None:
+        if not self.path:
+            return
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write("".join(json.dumps(ev, separators=(",", ":")) + "\n" for ev in evs))
+            self._lines_in_file += len(evs)
+        except OSError as e:
+            log.warning("events: cannot append to %s: %s", self.path, e)
+        if self._lines_in_file >= 2 * self.keep:
+            self._rewrite()
+
+    # -- recording -----------------------------------------------------------------------
+    def record(self, changes: Iterable[tuple[Optional[Obj], Optional[Obj]]]) -> None:
+        """The store's observer (after each commit)."""
+        now = time.time()
+        evs = [ev for old, new in changes for ev in events_of(old, new, now)]
+        if evs:
+            self.add(evs)
+
+    def add(self, evs: list[dict]) -> None:
+        for ev in evs:
+            self.seq += 1
+            ev["seq"] = self.seq
+            self.events.append(ev)
+        self._append(evs)
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+
+    # -- reading -------------------------------------------------------------------------
+    def since(self, after_seq: int, since: Optional[float], until: Optional[float],
+              filters: dict[str, list[str]]) -> list[dict]:
+        out = []
+        for ev in self.events:
+            if ev["seq"] <= after_seq or (since is not None and ev["time"] < since):
+                continue
+            if until is not None and ev["time"] > until:
+                break
+            if matches(ev, filters):
+                out.append(ev)
+        return out
+
+    async def wait(self, seq: int, timeout: float) -> None:
+        """Return once an event newer than `seq` exists, or after `timeout`."""
+        if self.seq > seq:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            pass
