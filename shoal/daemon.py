@@ -20,12 +20,16 @@ import signal
 import socket
 from typing import Optional
 
+from prometheus_client import CollectorRegistry, Gauge
+
 from shoal import pki
 from shoal.agent.agent import Agent
 from shoal.agent.certs import CertKeeper
 from shoal.agent.client import ManagerClient, ManagerList
 from shoal.agent.local_api import LocalApi
+from shoal.agent.metrics import AgentMetrics
 from shoal.bootstrap import AlreadyInCluster
+from shoal.metrics_listener import DEFAULT_METRICS_ADDR, MetricsListener, configured_addr
 from shoal.node_files import read_cluster, write_cluster
 from shoal.paths import Layout
 
@@ -35,21 +39,27 @@ log = logging.getLogger("shoal.daemon")
 class Node:
     """The components of this node's daemon."""
 
-    def __init__(self, layout: Layout, info: Optional[dict], listen: str):
+    def __init__(self, layout: Layout, info: Optional[dict], listen: str, metrics_addr: str = DEFAULT_METRICS_ADDR):
         self.layout = layout
         self.info = info or {}
         self.listen = listen
         self.role = info.get("role", "manager") if info else "none"
+        self.registry = CollectorRegistry(auto_describe=True)  # this node's metrics: manager's and agent's
+        self.is_manager = Gauge("swarm_node_manager", "Whether this node is a manager", registry=self.registry)
+        self.metrics = MetricsListener(self.registry, metrics_addr)
         self.agent: Optional[Agent] = None
         self.agent_task: Optional[asyncio.Task] = None
         self.manager = None
         self.local_api: Optional[LocalApi] = None
 
     async def start(self) -> None:
+        await self.metrics.start()
+        self.is_manager.set(1 if self.role == "manager" else 0)
         if self.role == "manager":
+            from shoal.manager.metrics import ManagerMetrics
             from shoal.manager.server import ManagerServer  # only managers carry the manager's code
             self.manager = ManagerServer(self.layout, self.info, self.listen, int(self.info.get("port", 4343)),
-                                         on_unlocked=self.start_agent)
+                                         on_unlocked=self.start_agent, metrics=ManagerMetrics(self.registry))
             await self.manager.start()
         else:
             self.local_api = LocalApi(self.layout.socket, self.local_info, self.leave, join=self.join)
@@ -93,7 +103,8 @@ class Node:
             datapath = NetPlane(L)
             overlay = Overlay(info.get("advertise_addr", ""), L.overlay_state)
         agent = Agent(info["node_id"], client, configs_dir=L.configs_dir, secrets_dir=L.secrets_dir,
-                      addr=info.get("advertise_addr", ""), datapath=datapath, overlay=overlay)
+                      addr=info.get("advertise_addr", ""), datapath=datapath, overlay=overlay,
+                      metrics=AgentMetrics(self.registry))
         agent.certs = CertKeeper(client, L.ca_cert, L.node_cert, L.node_key, password,
                                  cert_expiry=lambda: agent.heartbeat.cert_expiry)
         self.agent = agent
@@ -127,14 +138,15 @@ class Node:
             await self.manager.stop()
         if self.local_api is not None:
             await self.local_api.stop()
+        await self.metrics.stop()
 
 
-async def run_daemon(layout: Layout, listen: str = "0.0.0.0") -> None:
+async def run_daemon(layout: Layout, listen: str = "0.0.0.0", metrics_addr: Optional[str] = None) -> None:
     info = read_cluster(layout)
     os.makedirs(layout.root, exist_ok=True)
     with open(layout.pidfile, "w") as f:
         f.write(str(os.getpid()))
-    node = Node(layout, info, listen)
+    node = Node(layout, info, listen, metrics_addr if metrics_addr is not None else configured_addr(layout))
     await node.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -159,7 +171,7 @@ async def run_daemon(layout: Layout, listen: str = "0.0.0.0") -> None:
         pass
 
 
-def main(data_dir: str) -> None:
+def main(data_dir: str, listen: str = "0.0.0.0", metrics_addr: Optional[str] = None) -> None:
     logging.basicConfig(level=os.environ.get("SHOAL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_daemon(Layout(data_dir)))
+    asyncio.run(run_daemon(Layout(data_dir), listen, metrics_addr))

@@ -24,6 +24,11 @@ class Layout:
         return self.p("manager", "store.db")
 
     @property
+    def metrics_addr(self) -> str:
+        """Where this node serves /metrics, as `init`/`join --metrics-addr` recorded it."""
+        return self.p("metrics-addr")
+
+    @property
     def events(self) -> str:
         """The cluster's recent events (`shoal events`), kept across restarts."""
         return self.p("manager", "events.jsonl")

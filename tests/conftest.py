@@ -155,7 +155,7 @@ def images(engine) -> None:
 LOCK_PATH = "/tmp/shoal-node.lock"
 
 
-def _new_cluster(tmp_root: Path) -> ShoalCli:
+def _new_cluster(tmp_root: Path, init_args: tuple[str, ...] = ()) -> ShoalCli:
     """A node owns the host's datapath (nftables table, published ports): one cluster at a time
     per machine, so concurrent test runs take turns on a file lock."""
     import fcntl
@@ -165,7 +165,7 @@ def _new_cluster(tmp_root: Path) -> ShoalCli:
     cli = ShoalCli(str(data))
     cli.lock = lock
     try:
-        cli.run("init", "--port", str(free_port()))
+        cli.run("init", "--port", str(free_port()), *init_args)
     except BaseException:
         lock.close()
         raise

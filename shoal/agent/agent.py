@@ -21,6 +21,7 @@ from shoal.protocol.endpoint_table import EndpointTable
 from shoal.agent.engine import Engine, EngineError, NotFound
 from shoal.agent.executor import Executor
 from shoal.agent.heartbeat import Heartbeater
+from shoal.agent.metrics import AgentMetrics
 from shoal.agent.networks import NetworkKeeper
 from shoal.agent.overlay import Overlay, Segment, network_mtu
 from shoal.agent.datapath.view import OverlaySource
@@ -36,11 +37,15 @@ log = logging.getLogger("shoal.agent")
 class Agent:
     def __init__(self, node_id: str, client: ManagerClient, *, configs_dir: str, secrets_dir: str,
                  engine: Optional[Engine] = None, addr: str = "", datapath: Any = None,
-                 certs: Optional[CertKeeper] = None, overlay: Optional[Overlay] = None):
+                 certs: Optional[CertKeeper] = None, overlay: Optional[Overlay] = None,
+                 metrics: Optional[AgentMetrics] = None):
         self.node_id = node_id
         self.client = client
         self.engine = engine or Engine()
         self.executor = Executor(self.engine, node_id, configs_dir=configs_dir, secrets_dir=secrets_dir)
+        self.metrics = metrics or AgentMetrics()
+        self.engine.on_call = self.metrics.engine_call
+        self.executor.on_start = lambda ok: (self.metrics.task_starts if ok else self.metrics.task_start_failures).inc()
         self.networks = NetworkKeeper(self.engine, node_id)
         self.volume_actions = VolumeActions(self.engine, node_id)
         self.datapath = datapath

@@ -22,8 +22,9 @@ import asyncio
 import json
 import os
 import struct
+import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable, Mapping, Optional, Union
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping, Optional, Union
 from urllib.parse import quote
 
 import aiohttp
@@ -240,6 +241,8 @@ class Engine:
         self.api_version: Optional[str] = api_version
         self._session: Optional[aiohttp.ClientSession] = None
         self._lock = asyncio.Lock()
+        # Told (method, path, seconds, whether it succeeded) after each request (the agent's metrics).
+        self.on_call: Optional[Callable[[str, str, float, bool], None]] = None
         self.containers = Containers(self)
         self.images = Images(self)
         self.networks = Networks(self)
@@ -344,15 +347,27 @@ class Engine:
             raise EngineError(0, f"engine connection failed: {e}") from e
 
     async def request_json(self, method: str, path: str, **kw) -> Any:
-        body = await self._read(await self._send(method, path, **kw), method, path)
+        began, ok = time.perf_counter(), False
+        try:
+            body = await self._read(await self._send(method, path, **kw), method, path)
+            ok = True
+        finally:
+            if self.on_call is not None:
+                self.on_call(method, path, time.perf_counter() - began, ok)
         if not body.strip():
             return None
         return json.loads(body)
 
     async def request(self, method: str, path: str, **kw) -> int:
         """Request whose body does not matter; returns the HTTP status."""
-        resp = await self._send(method, path, **kw)
-        await self._read(resp, method, path)
+        began, ok = time.perf_counter(), False
+        try:
+            resp = await self._send(method, path, **kw)
+            await self._read(resp, method, path)
+            ok = True
+        finally:
+            if self.on_call is not None:
+                self.on_call(method, path, time.perf_counter() - began, ok)
         return resp.status
 
     async def stream(self, method: str, path: str, **kw) -> AsyncIterator[bytes]:

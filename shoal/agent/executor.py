@@ -373,6 +373,7 @@ class Executor:
         self.mount_secrets_tmpfs = mount_secrets_tmpfs
         self._containers: dict[str, str] = {}  # task id -> container id
         self._networks: dict[str, dict[str, str]] = {}  # task id -> {network name: docker id}
+        self.on_start: Callable[[bool], None] = lambda ok: None  # told whether each start worked (metrics)
 
     def container_id(self, task_id: str) -> Optional[str]:
         return self._containers.get(task_id)
@@ -485,8 +486,13 @@ class Executor:
 
         Raises ``EngineError`` when the engine cannot start it (the caller marks the task failed).
         """
-        cid = await self._resolve(task)
-        await self.engine.containers.start(cid)
+        try:
+            cid = await self._resolve(task)
+            await self.engine.containers.start(cid)
+        except Exception:
+            self.on_start(False)
+            raise
+        self.on_start(True)
         return cid
 
     async def stop(self, task_or_cid: Union[Task, str], grace: Optional[float] = None) -> None:

@@ -28,6 +28,17 @@ def _duration(value: str | None, what: str) -> float | None:
         raise click.BadParameter(f"{what}: {e}") from None
 
 
+def _metrics_addr(obj: Ctx, value: str | None, record: bool = True) -> None:
+    """Check `--metrics-addr` (before anything else is done), or record it for this node's daemon."""
+    if value is None:
+        return
+    from shoal.metrics_listener import parse_addr, record_addr
+    try:
+        record_addr(obj.layout, value) if record else parse_addr(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--metrics-addr") from None
+
+
 def _human(seconds: float) -> str:
     for unit, n in (("h", 3600), ("m", 60)):
         if seconds >= n and seconds % n == 0:
@@ -44,12 +55,15 @@ def _human(seconds: float) -> str:
 @click.option("--dispatcher-heartbeat", default=None, help="Period of node heartbeats (default 2s).")
 @click.option("--data-path-port", default=None, type=click.IntRange(1024, 49151),
               help="UDP port of the overlay's VXLAN traffic between nodes (default 4789).")
+@click.option("--metrics-addr", default=None,
+              help="Where this node serves Prometheus metrics at /metrics (HOST:PORT, default 127.0.0.1:9323; off: none).")
 @click.pass_obj
 def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_expiry: str | None,
-         dispatcher_heartbeat: str | None, data_path_port: int | None) -> None:
+         dispatcher_heartbeat: str | None, data_path_port: int | None, metrics_addr: str | None) -> None:
     """Create a cluster with this node as its manager, and start the daemon."""
     from shoal.bootstrap import AlreadyInCluster, create_cluster, daemon_pid, leave_node, read_cluster, \
         start_daemon, stop_daemon
+    _metrics_addr(obj, metrics_addr, record=False)
     if read_cluster(obj.layout) is None and daemon_pid(obj.layout):
         stop_daemon(obj.layout)  # a daemon waiting for a cluster: this one is made here
     try:
@@ -59,6 +73,7 @@ def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_e
                               data_path_port=data_path_port)
     except AlreadyInCluster as e:
         _fail(str(e))
+    _metrics_addr(obj, metrics_addr)
     try:
         start_daemon(obj.layout)
         if info.get("unlock_key"):
@@ -102,12 +117,19 @@ def _wait_for_node(obj: Ctx, timeout: float = 30.0) -> None:
               help="Address other nodes reach this node on (default: the one it reaches the manager from).")
 @click.option("--availability", type=click.Choice(["active", "pause", "drain"]), default="active",
               show_default=True)
+@click.option("--metrics-addr", default=None,
+              help="Where this node serves Prometheus metrics at /metrics (HOST:PORT, default 127.0.0.1:9323; off: none).")
 @click.argument("manager")
 @click.pass_obj
-def join(obj: Ctx, token: str, advertise_addr: str | None, availability: str, manager: str) -> None:
+def join(obj: Ctx, token: str, advertise_addr: str | None, availability: str, metrics_addr: str | None,
+         manager: str) -> None:
     """Join a cluster as a worker, through one of its managers (ADDR[:PORT])."""
     from shoal.node_files import daemon_pid, read_cluster
+    _metrics_addr(obj, metrics_addr, record=False)
     if read_cluster(obj.layout) is None and daemon_pid(obj.layout):
+        _metrics_addr(obj, metrics_addr)
+        if metrics_addr is not None:
+            click.echo("Note: the daemon runs already; --metrics-addr takes effect at its next start.", err=True)
         # the daemon runs already (`shoal start`), waiting for a cluster: it joins itself
         obj.api.post("/v1/local/join", {"token": token, "manager": manager, "advertise_addr": advertise_addr,
                                         "availability": availability})
@@ -118,6 +140,7 @@ def join(obj: Ctx, token: str, advertise_addr: str | None, availability: str, ma
         info = join_cluster(obj.layout, token, manager, advertise_addr, availability)
     except (AlreadyInCluster, JoinError) as e:
         _fail(str(e))
+    _metrics_addr(obj, metrics_addr)
     try:
         start_daemon(obj.layout)
         deadline = time.monotonic() + 30
@@ -178,13 +201,21 @@ def stop(obj: Ctx) -> None:
 
 
 @cli.command()
-@click.option("--listen", default="0.0.0.0", show_default=True)
+@click.option("--listen", default="0.0.0.0", show_default=True, help="Address the manager API listens on.")
+@click.option("--metrics-addr", default=None,
+              help="Serve /metrics here (HOST:PORT or off; default: what init/join recorded, else 127.0.0.1:9323).")
 @click.pass_obj
-def daemon(obj: Ctx, listen: str) -> None:
+def daemon(obj: Ctx, listen: str, metrics_addr: str | None) -> None:
     """Run this node's daemon in the foreground (for systemd)."""
     from shoal.daemon import main as daemon_main
+    from shoal.metrics_listener import parse_addr
+    if metrics_addr is not None:
+        try:
+            parse_addr(metrics_addr)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--metrics-addr") from None
     os.environ.setdefault("SHOAL_DATA_DIR", obj.layout.root)
-    daemon_main(obj.layout.root)
+    daemon_main(obj.layout.root, listen, metrics_addr)
 
 
 @cli.command()

@@ -21,6 +21,7 @@ from shoal.core import task_states as ts
 from shoal.manager.cluster import Cluster
 from shoal.manager.endpoint_log import EndpointLog
 from shoal.manager.errors import ApiError, Forbidden
+from shoal.manager.metrics import ManagerMetrics
 from shoal.manager.peers import PeerTable
 from shoal.model.objects import ClusterObj, ConfigObj, NetworkObj, Node, SecretObj, Service, Task, TaskStatus
 from shoal.store import Store
@@ -77,8 +78,9 @@ def _pinned_versions(tasks: list[Task]) -> tuple[dict[str, list[int]], dict[str,
 
 
 class Dispatcher:
-    def __init__(self, store: Store, cluster: Cluster):
+    def __init__(self, store: Store, cluster: Cluster, metrics: Optional[ManagerMetrics] = None):
         self.store = store
+        self.metrics = metrics or ManagerMetrics()
         self.cluster = cluster
         self.log = EndpointLog(store)
         self._feed = store.change_feed()
@@ -148,6 +150,7 @@ class Dispatcher:
             tasks, delta = [t for t in v.tasks if sent[2].get(t.id) != t.version], True
         else:
             tasks, delta = v.tasks, False
+        self.metrics.answers.labels("delta" if delta else "full").inc()
         configs, secrets = self._file_data(v)
         networks = json.dumps([n.model_dump(mode="json") for n in v.networks], default=str)
         peers = json.dumps({n.spec.name: self.peers.peers(n, node_id) for n in v.networks})

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 
 from shoal.core.liveness import judge
 from shoal.limits import HEARTBEAT_GRACE
+from shoal.manager.metrics import ManagerMetrics
 from shoal.model.objects import ClusterObj, Node, NodeDescription, NodeFacts, VolumeFact
 from shoal.protocol import facts_digest
 from shoal.store import Store
@@ -59,8 +60,10 @@ def bounded_ports(claimed: dict[str, str]) -> dict[str, str]:
 
 
 class Heartbeats:
-    def __init__(self, store: Store, on_subnets_changed: Callable[[], None] = lambda: None):
+    def __init__(self, store: Store, on_subnets_changed: Callable[[], None] = lambda: None,
+                 metrics: Optional[ManagerMetrics] = None):
         self.store = store
+        self.metrics = metrics or ManagerMetrics()
         self.on_subnets_changed = on_subnets_changed
         self.started = time.time()
         self.last_seen: dict[str, float] = {}  # node id -> time of its last heartbeat (this process)
@@ -98,8 +101,12 @@ class Heartbeats:
         node = st.get(Node, node_id)
         if node is None or node_id in self.settings().removed_nodes:  # removed, or left meanwhile
             raise KeyError(node_id)
+        previous = self.last_seen.get(node_id)
         self.last_seen[node_id] = now
         self._unsaved.add(node_id)
+        self.metrics.heartbeats.inc()
+        if previous is not None and now - previous > 1.5 * self.period():
+            self.metrics.heartbeats_late.inc()
         new_addr = self._address(node, addr, peer)
         if node.state != "ready" or node.description != description or node.addr != new_addr or node.message:
             if node.state != "ready":
@@ -180,6 +187,7 @@ class Heartbeats:
                     continue
                 log.warning("node %s (%s) is down: %s", n.description.hostname, n.id, why)
                 self.store.put(n.model_copy(update={"state": "down", "message": why}))
+                self.metrics.nodes_down.inc()
                 marked.append(node_id)
         return marked
 

@@ -20,6 +20,7 @@ from shoal.core.network_holders import network_holders
 from shoal.ids import new_id
 from shoal.manager.addresses import AddressBook
 from shoal.manager.allocator import AllocationError
+from shoal.manager.metrics import ManagerMetrics
 from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import Node, Service, Task, TaskStatus
 from shoal.scheduler.pipeline import schedule
@@ -42,8 +43,9 @@ SCHEDULE_BATCH = 5000
 
 
 class Orchestrator:
-    def __init__(self, store: Store, volume_nodes=None):
+    def __init__(self, store: Store, volume_nodes=None, metrics: Optional[ManagerMetrics] = None):
         self.store = store
+        self.metrics = metrics or ManagerMetrics()
         self.volume_nodes = volume_nodes or (lambda: {})
         self.started = time.time()
         self._last_full = 0.0
@@ -63,8 +65,10 @@ class Orchestrator:
     async def _run(self) -> None:
         while True:
             now = time.time()
+            began = time.perf_counter()
             try:
                 wake = self.tick(now)
+                self.metrics.orchestrator_pass.observe(time.perf_counter() - began)
             except Exception:
                 log.exception("orchestrator pass failed")
                 wake = None
@@ -203,6 +207,7 @@ class Orchestrator:
             if t is not None and t.status.err != reason:
                 st.put(t.model_copy(update={"status": t.status.model_copy(update={"err": reason})}), quiet=True)
         self._round_placed += len(result.assignments)
+        self.metrics.placements.inc(len(result.assignments))
         if not left:
             if self._round_placed == 0:
                 self._idle_until, self._idle_key = now + 1.0, idle_key

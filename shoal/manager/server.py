@@ -31,6 +31,7 @@ from shoal.manager.http.app import ManagerApp
 from shoal.manager.keyring import Keyring, Locked
 from shoal.manager.events import EventLog
 from shoal.manager.logs import LogHub
+from shoal.manager.metrics import ManagerMetrics
 from shoal.manager.membership import Membership
 from shoal.manager.orchestrator import Orchestrator
 from shoal.manager.volumes import VolumeRegistry
@@ -48,8 +49,10 @@ asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
 
 class ManagerServer:
     def __init__(self, layout: Layout, cluster_info: dict, listen: str, port: int,
-                 on_unlocked: Callable[[bytes], None] = lambda password: None):
+                 on_unlocked: Callable[[bytes], None] = lambda password: None,
+                 metrics: Optional[ManagerMetrics] = None):
         self.layout = layout
+        self.metrics = metrics or ManagerMetrics()  # the daemon's registry, served on --metrics-addr
         self.info = cluster_info
         self.listen = listen
         self.port = port
@@ -64,6 +67,8 @@ class ManagerServer:
         self.store = SqliteStore(L.store)
         events = EventLog(L.events)
         self.store.observe(events.record)
+        self.metrics.watch(self.store)
+        self.store.on_commit_seconds = self.metrics.store_write.observe
         # The store keeps every object in memory (100,000 tasks are millions of objects): keep
         # what was loaded out of the collector's scans, and collect the youngest generation less
         # often; the manager makes few reference cycles.
@@ -78,15 +83,16 @@ class ManagerServer:
         self.ca = CertAuthority(L, self.keyring.tls_password, cluster_id)
         cluster = Cluster(self.store, self.keyring, node_id)
         cluster.fill_vnis()
-        self.heartbeats = Heartbeats(self.store, on_subnets_changed=cluster.fix_subnet_conflicts)
+        self.heartbeats = Heartbeats(self.store, on_subnets_changed=cluster.fix_subnet_conflicts,
+                                     metrics=self.metrics)
         volumes = VolumeRegistry(self.store)
         self.components = Components(
             store=self.store, keyring=self.keyring, cluster=cluster,
             membership=Membership(self.store, self.ca, self.keyring, cluster_id), heartbeats=self.heartbeats,
-            dispatcher=Dispatcher(self.store, cluster), log_hub=LogHub(self.store), actions=ActionHub(),
+            dispatcher=Dispatcher(self.store, cluster, self.metrics), log_hub=LogHub(self.store), actions=ActionHub(),
             volumes=volumes, events=events, info={k: v for k, v in self.info.items() if k != "unlock_key"},
             on_unlock=self._unlocked_now)
-        self.orchestrator = Orchestrator(self.store, volume_nodes=volumes.volume_nodes)
+        self.orchestrator = Orchestrator(self.store, volume_nodes=volumes.volume_nodes, metrics=self.metrics)
         app = ManagerApp(self.components).application()
         # Long polls (agents, logs) would hold shutdown for their whole wait: give them 1 s.
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)

@@ -74,6 +74,9 @@ class Store(abc.ABC):
     """Get / list / transaction / watch over the cluster's objects."""
 
     rev: int  # bumped by every transaction that wrote something
+    # Told the seconds each transaction that wrote something took, from its start to its
+    # commit (the manager's metrics); None: not measured.
+    on_commit_seconds: Optional[Callable[[float], None]] = None
 
     # -- reads (from memory; never block) -------------------------------------------
     @abc.abstractmethod

@@ -443,6 +443,7 @@ class SqliteStore(Store):
             yield
             return
         self._in_txn = True
+        began = time.perf_counter()
         self.db.execute("BEGIN IMMEDIATE")
         pending: set[tuple[str, str]] = set()  # (kind, id) of every object written or deleted
         self._pending = pending
@@ -483,6 +484,8 @@ class SqliteStore(Store):
         self._spec_touched.clear()
         if pending:
             self._notify()
+            if self.on_commit_seconds is not None:
+                self.on_commit_seconds(time.perf_counter() - began)
         if self._changes:
             changes, self._changes = self._changes, []
             for fn in self._observers:
