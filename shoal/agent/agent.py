@@ -50,8 +50,6 @@ class Agent:
         self.volume_actions = VolumeActions(self.engine, node_id)
         self.datapath = datapath
         self.overlay = overlay
-        self._segments: list[Segment] = []
-        self._dp_port = 4789
         self.endpoints = EndpointTable()  # the cluster's endpoints, kept from the manager's log
         self.reporter = StatusReporter(client)
         self.heartbeat = Heartbeater(client, self.engine, self.networks, self.volume_actions, addr, self._quiet)
@@ -204,7 +202,6 @@ class Agent:
                 node_address=net.node_addresses.get(self.node_id, ""),
                 prefix=int(net.subnet.split("/")[1]) if "/" in net.subnet else 24,
                 peers=tuple(sorted((str(p[0]), str(p[1])) for p in raw if isinstance(p, list) and len(p) == 2))))
-        self._segments, self._dp_port = segments, port
         try:
             await self.overlay.update(segments, port)
         except Exception:
@@ -233,11 +230,11 @@ class Agent:
         while True:
             await asyncio.sleep(RESYNC_PERIOD)
             passes += 1
-            if self.overlay is not None and passes % 6 == 0 and self._segments:
-                # Read the kernel back now and then: entries someone removed come back.
-                self.overlay.forget()
+            if self.overlay is not None and passes % 6 == 0:
+                # Read the kernel back now and then: entries someone removed come back, and
+                # devices no network wants any more go.
                 try:
-                    await self.overlay.update(self._segments, self._dp_port)
+                    await self.overlay.check()
                 except Exception:
                     log.exception("overlay check failed")
             if self.datapath is not None:

@@ -112,6 +112,10 @@ class Overlay:
         self._applied: dict[str, Segment] = {}  # network -> the segment last made so
         self.errors: dict[str, str] = {}  # network -> why its overlay is not up
         self._devices: set[str] = self._load_devices()  # devices this node made (to remove unneeded ones)
+        # One change at a time, always towards the latest segments: a periodic check that
+        # started from an older list must not re-create a device an assignment just removed.
+        self._lock = asyncio.Lock()
+        self._wanted: list[Segment] = []
 
     @property
     def enabled(self) -> bool:
@@ -143,11 +147,19 @@ class Overlay:
     def is_up(self, network: str) -> bool:
         return network in self._applied
 
-    def forget(self) -> None:
-        """Read the kernel back on the next update (the periodic check: converge after drift)."""
-        self._applied.clear()
+    async def check(self) -> None:
+        """Read the kernel back and converge to the latest segments again: entries someone
+        removed come back, devices no segment wants go (the periodic check)."""
+        async with self._lock:
+            self._applied.clear()
+            await self._update(self._wanted, self.port)
 
     async def update(self, segments: list[Segment], port: int) -> None:
+        async with self._lock:
+            self._wanted = list(segments)
+            await self._update(segments, port)
+
+    async def _update(self, segments: list[Segment], port: int) -> None:
         if not self.enabled:
             return
         if port != self.port:
@@ -235,8 +247,10 @@ class Overlay:
 
     async def teardown(self) -> None:
         """Remove every device this node made (leaving the cluster)."""
-        for dev in sorted(self._devices):
-            await _run("ip", "link", "del", dev, check=False)
-        self._devices.clear()
-        self._applied.clear()
-        self._save_devices()
+        async with self._lock:
+            for dev in sorted(self._devices):
+                await _run("ip", "link", "del", dev, check=False)
+            self._devices.clear()
+            self._applied.clear()
+            self._wanted = []
+            self._save_devices()
