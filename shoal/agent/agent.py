@@ -263,20 +263,48 @@ class Agent:
     async def _send_logs(self, req: dict) -> None:
         """Upload one request's lines; it ends when the containers' logs end or, following, when
         the manager ends the upload (its client went away): the logs are then no longer read."""
+        follow = bool(req.get("follow"))
+
+        async def one(c: dict):
+            prefix = f"{c['name']}@{self.hostname or self.node_id[:12]}    | "
+            try:
+                kw: dict = {"follow": follow}
+                if req.get("tail") not in (None, "", "all"):
+                    kw["tail"] = req["tail"]
+                async for item in self.executor.logs(c["container_id"], **kw):
+                    line = item[1] if isinstance(item, tuple) else item
+                    if isinstance(line, bytes):
+                        line = line.decode(errors="replace")
+                    yield (prefix + line.rstrip("\n") + "\n").encode()
+            except (EngineError, NotFound):
+                return
+
         async def lines():
-            for c in req["containers"]:
-                prefix = f"{c['name']}@{self.hostname or self.node_id[:12]}    | "
-                try:
-                    kw: dict = {"follow": bool(req.get("follow"))}
-                    if req.get("tail") not in (None, "", "all"):
-                        kw["tail"] = req["tail"]
-                    async for item in self.executor.logs(c["container_id"], **kw):
-                        line = item[1] if isinstance(item, tuple) else item
-                        if isinstance(line, bytes):
-                            line = line.decode(errors="replace")
-                        yield (prefix + line.rstrip("\n") + "\n").encode()
-                except (EngineError, NotFound):
-                    continue
+            if not follow:  # each container's log in turn
+                for c in req["containers"]:
+                    async for line in one(c):
+                        yield line
+                return
+            # Following, a running container's log never ends: read them all at once.
+            queue: asyncio.Queue = asyncio.Queue(maxsize=1024)
+
+            async def pump(c: dict) -> None:
+                async for line in one(c):
+                    await queue.put(line)
+                await queue.put(None)
+            pumps = [asyncio.create_task(pump(c)) for c in req["containers"]]
+            left = len(pumps)
+            try:
+                while left:
+                    line = await queue.get()
+                    if line is None:
+                        left -= 1
+                    else:
+                        yield line
+            finally:
+                for p in pumps:
+                    p.cancel()
+                await asyncio.gather(*pumps, return_exceptions=True)
         body = lines()
         async with self._log_uploads:
             try:

@@ -43,6 +43,6 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 
 
 def main() -> None:
-    from shoal.cli import (cluster_cmd, config_cmd, events_cmd, network_cmd, node_cmd, service_cmd,  # noqa: F401
-                           stack_cmd)
+    from shoal.cli import (cluster_cmd, config_cmd, dashboard_cmd, events_cmd, network_cmd, node_cmd,  # noqa: F401
+                           service_cmd, stack_cmd)
     cli(prog_name="shoal")

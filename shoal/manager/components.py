@@ -6,6 +6,7 @@ from typing import Callable
 
 from shoal.manager.actions import ActionHub
 from shoal.manager.cluster import Cluster
+from shoal.manager.dashboard.sessions import Sessions
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.events import EventLog
 from shoal.manager.heartbeats import Heartbeats
@@ -28,6 +29,7 @@ class Components:
     actions: ActionHub
     volumes: VolumeRegistry
     events: EventLog
+    dashboard: Sessions
     info: dict  # cluster.json, as `shoal info` shows it
     on_unlock: Callable[[], None] = field(default=lambda: None)
 

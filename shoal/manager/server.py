@@ -29,6 +29,7 @@ from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.heartbeats import Heartbeats
 from shoal.manager.http.app import ManagerApp
 from shoal.manager.keyring import Keyring, Locked
+from shoal.manager.dashboard.sessions import Sessions
 from shoal.manager.events import EventLog
 from shoal.manager.logs import LogHub
 from shoal.manager.metrics import ManagerMetrics
@@ -90,7 +91,7 @@ class ManagerServer:
             store=self.store, keyring=self.keyring, cluster=cluster,
             membership=Membership(self.store, self.ca, self.keyring, cluster_id), heartbeats=self.heartbeats,
             dispatcher=Dispatcher(self.store, cluster, self.metrics), log_hub=LogHub(self.store), actions=ActionHub(),
-            volumes=volumes, events=events, info={k: v for k, v in self.info.items() if k != "unlock_key"},
+            volumes=volumes, events=events, dashboard=Sessions(), info={k: v for k, v in self.info.items() if k != "unlock_key"},
             on_unlock=self._unlocked_now)
         self.orchestrator = Orchestrator(self.store, volume_nodes=volumes.volume_nodes, metrics=self.metrics)
         app = ManagerApp(self.components).application()

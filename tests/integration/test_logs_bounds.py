@@ -94,3 +94,36 @@ def test_a_slow_reader_gets_a_slow_stream_not_a_growing_buffer(chatty):
         p.wait()
     assert max(queued) <= 1000, queued
     assert grown < 40, f"the manager grew by {grown:.0f} MiB behind a slow reader"
+
+
+ECHO = """
+services:
+  echo:
+    image: shoal/busybox:latest
+    command: ["sh", "-c", "echo hello from $$(hostname); exec sleep 3600"]
+    init: true
+    stop_grace_period: 1s
+    deploy:
+      replicas: 3
+"""
+
+
+def test_following_shows_every_replica_on_a_node(cluster, tmp_path):
+    """`service logs -f` with several running replicas on one node: each one's lines, not only
+    the first container's (whose log, followed, never ends)."""
+    (tmp_path / "e.yml").write_text(ECHO)
+    cluster.out("stack", "deploy", "-c", str(tmp_path / "e.yml"), "--wait", "--timeout", "60", "lbe")
+    p = subprocess.Popen([sys.executable, "-m", "shoal", "service", "logs", "-f", "lbe_echo"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=cluster.env)
+    seen: set[str] = set()
+    try:
+        deadline = time.monotonic() + 20
+        while len(seen) < 3 and time.monotonic() < deadline:
+            line = p.stdout.readline().decode()
+            if "hello from" in line:
+                seen.add(line.split("|", 1)[0].strip())
+    finally:
+        p.kill()
+        p.wait()
+        cluster.run("stack", "rm", "lbe", check=False)
+    assert len(seen) == 3, seen

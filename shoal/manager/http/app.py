@@ -18,6 +18,7 @@ from shoal.manager.http.agent_routes import AgentRoutes
 from shoal.manager.http.authz import Policy, identify
 from shoal.manager.http.bodies import MiB, parse, read_json
 from shoal.manager.http.cluster_routes import ClusterRoutes
+from shoal.manager.http.dashboard_routes import DashboardRoutes
 from shoal.manager.http.event_routes import EventRoutes
 from shoal.manager.http.join_routes import JoinRoutes
 from shoal.manager.http.object_routes import ObjectRoutes
@@ -36,11 +37,12 @@ class ManagerApp:
     def __init__(self, c: Components):
         self.c = c
         self.groups = [ClusterRoutes(c), ServiceRoutes(c), ObjectRoutes(c), AgentRoutes(c), JoinRoutes(c),
-                       EventRoutes(c)]
+                       EventRoutes(c), DashboardRoutes(c)]
         self.routes: list[Route] = [r for g in self.groups for r in g.routes()]
         self.routes.append(Route("GET", "/openapi.json", self.openapi, "public"))
         self._by_key = {(r.method, r.path): r for r in self.routes}
-        self.policy = Policy(member=c.membership.refusal, locked=lambda: not c.keyring.unlocked)
+        self.policy = Policy(member=c.membership.refusal, locked=lambda: not c.keyring.unlocked,
+                             session_valid=c.dashboard.valid)
 
     def application(self) -> web.Application:
         app = web.Application(middlewares=[self.middleware], client_max_size=MAX_BODY)

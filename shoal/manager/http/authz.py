@@ -6,7 +6,11 @@ Callers are known by how they came in:
   node-worker): that node's agent, which may use the agent routes, for itself only, while
   the node is a member (a removed node's certificate is refused from then on);
 - TLS without a certificate: a node that is joining, which may only fetch the CA and
-  present a join token.
+  present a join token; or a browser on the dashboard, which may read the dashboard's
+  routes with a session cookie (got once from a one-time link `shoal dashboard` prints) and
+  write (scale, rollback) only with that cookie and the dashboard's own request header (a
+  page of another site can send neither: the cookie is SameSite=Strict, and the header
+  needs a CORS preflight the manager never grants).
 While the cluster key is autolocked, every route but `info` and `unlock` answers 423.
 """
 from __future__ import annotations
@@ -20,7 +24,10 @@ from shoal import pki
 from shoal.manager.errors import ClusterLocked, Forbidden
 
 # Route groups: who may call a route.
-Audience = Literal["public", "user", "agent", "join", "local"]
+Audience = Literal["public", "user", "agent", "join", "local", "browser", "browser-write"]
+
+SESSION_COOKIE = "shoal_session"
+DASHBOARD_HEADER = "X-Shoal-Dashboard"
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,8 @@ class Caller:
     node_id: str = ""  # for nodes: their id (the certificate's CN)
     role: str = ""  # for nodes: node-manager | node-worker
     org: str = ""  # for nodes: the cluster id their certificate names
+    session: str = ""  # over TLS: the dashboard's session cookie, if sent
+    dashboard_header: bool = False  # over TLS: the dashboard page's own request header was sent
 
 
 def identify(request: web.Request) -> Caller:
@@ -42,7 +51,8 @@ def identify(request: web.Request) -> Caller:
         raise Forbidden("the manager API is served over TLS only")
     ident = pki.peer_identity(ssl_obj.getpeercert())
     if ident is None:
-        return Caller("anonymous")
+        return Caller("anonymous", session=request.cookies.get(SESSION_COOKIE, "")[:128],
+                      dashboard_header=request.headers.get(DASHBOARD_HEADER) == "1")
     cn, role, org = ident
     if role not in pki.NODE_ROLES:
         raise Forbidden(f"a certificate with role {role!r} has no access to this API")
@@ -55,9 +65,11 @@ class Policy:
     `member(node_id, org)` says whether a node certificate still belongs to the cluster (its
     node exists, it was not removed, the certificate's organisation is this cluster)."""
 
-    def __init__(self, member: Callable[[str, str], Optional[str]], locked: Callable[[], bool]):
+    def __init__(self, member: Callable[[str, str], Optional[str]], locked: Callable[[], bool],
+                 session_valid: Callable[[str], bool] = lambda session: False):
         self.member = member
         self.locked = locked
+        self.session_valid = session_valid
 
     def check(self, caller: Caller, audience: Audience) -> None:
         if self.locked() and audience not in ("public", "local"):
@@ -73,6 +85,13 @@ class Policy:
             if caller.kind != "local":
                 raise Forbidden("the user API is served on the manager's unix socket only"
                                 if caller.kind == "node" else "a client certificate is required")
+            return
+        if audience in ("browser", "browser-write"):
+            if caller.kind != "anonymous" or not self.session_valid(caller.session):
+                raise Forbidden("not logged in to the dashboard: open the link `shoal dashboard` prints "
+                                "on a manager")
+            if audience == "browser-write" and not caller.dashboard_header:
+                raise Forbidden(f"changes from the dashboard need its {DASHBOARD_HEADER} header")
             return
         # agent routes: a member node, for itself
         if caller.kind != "node":
