@@ -96,6 +96,10 @@ def write_compose(path: str, services: int, tasks: int) -> list[int]:
                   f"      replicas: {n}",
                   "      placement:",
                   '        constraints: ["engine.labels.sim == true"]']
+    # The stack's network spans the cluster and every task takes an address on it (as in
+    # Swarm): a subnet with room for every task and every node (Swarm's default /24 holds 254).
+    prefix = 32 - max(8, (2 * tasks + 2048).bit_length())
+    lines += ["networks:", "  default:", "    ipam:", "      config:", f"        - subnet: 10.64.0.0/{prefix}"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return counts

@@ -23,6 +23,7 @@ log = logging.getLogger("shoal.events")
 
 KEEP = 10_000  # events kept (memory and file)
 MAX_AGE = 7 * 86400.0  # seconds an event is kept at most across restarts
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one a call
 
 
 class EventLog:
@@ -34,6 +35,7 @@ class EventLog:
         self.seq = 0  # of the newest event
         self._lines_in_file = 0
         self._waiters: list[asyncio.Future] = []
+        self._file = None  # kept open for appending (a commit does not pay an open and a close)
         self._load()
 
     # -- persistence ---------------------------------------------------------------------
@@ -64,7 +66,10 @@ class EventLog:
         try:
             with open(tmp, "w", encoding="utf-8") as f:
                 for ev in self.events:
-                    f.write(json.dumps(ev, separators=(",", ":")) + "\n")
+                    f.write(_encode(ev) + "\n")
+            if self._file is not None:
+                self._file.close()
+                self._file = None
             os.replace(tmp, self.path)
             self._lines_in_file = len(self.events)
         except OSError as e:
@@ -74,13 +79,21 @@ class EventLog:
         if not self.path:
             return
         try:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write("".join(json.dumps(ev, separators=(",", ":")) + "\n" for ev in evs))
+            if self._file is None:
+                self._file = open(self.path, "a", encoding="utf-8")
+            self._file.write("".join(_encode(ev) + "\n" for ev in evs))
+            self._file.flush()  # to the kernel: a crash of the manager loses none of them
             self._lines_in_file += len(evs)
         except OSError as e:
             log.warning("events: cannot append to %s: %s", self.path, e)
+            self._file = None
         if self._lines_in_file >= 2 * self.keep:
             self._rewrite()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     # -- recording -----------------------------------------------------------------------
     def record(self, changes: Iterable[tuple[Optional[Obj], Optional[Obj]]]) -> None:

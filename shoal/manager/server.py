@@ -168,3 +168,4 @@ class ManagerServer:
         if self.runner:
             await self.runner.cleanup()
         self.store.close()
+        self.components.events.close()
