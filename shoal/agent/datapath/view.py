@@ -60,6 +60,13 @@ def _ip(v: str) -> str:
     return str(ipaddress.IPv4Address(v))
 
 
+def _iface(v: str) -> str:
+    """A Linux interface name, safe to put in an nftables ruleset."""
+    if not v or len(v) > 15 or any(c in v for c in ' "\\/\n\t'):
+        raise ValueError(f"bad interface name {v!r}")
+    return v
+
+
 class _Plain(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -130,9 +137,7 @@ class Vip(_Plain):
     @field_validator("bridge")
     @classmethod
     def _check_bridge(cls, v: str) -> str:
-        if not v or len(v) > 15 or any(c in v for c in ' "\\/\n\t'):
-            raise ValueError(f"bad interface name {v!r}")
-        return v
+        return _iface(v)
 
 
 class OverlaySource(_Plain):
@@ -158,9 +163,7 @@ class OverlaySource(_Plain):
     @field_validator("bridge")
     @classmethod
     def _check_bridge(cls, v: str) -> str:
-        if not v or len(v) > 15 or any(c in v for c in ' "\\/\n\t'):
-            raise ValueError(f"bad interface name {v!r}")
-        return v
+        return _iface(v)
 
 
 class DatapathView(_Plain):
