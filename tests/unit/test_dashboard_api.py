@@ -96,3 +96,10 @@ def test_tokens_are_spent_once_and_expire():
     now[0] += 12 * 3600
     assert not s.valid(session)
     assert not s.valid("") and not s.valid("made-up")
+
+
+async def test_the_openapi_document_lists_the_dashboard_and_events_routes(mgr):  # noqa: F811
+    status, doc = await mgr.call("GET", "/openapi.json")
+    assert status == 200, doc
+    assert {"/dashboard/api/state", "/dashboard/api/events", "/v1/events", "/v1/dashboard/login-link"} <= set(doc["paths"])
+    assert doc["paths"]["/dashboard/api/services/{ref}/scale"]["post"]["tags"] == ["dashboard"]

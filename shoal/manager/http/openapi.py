@@ -5,7 +5,8 @@ import re
 
 from shoal.manager.http.route import Route
 
-_TAGS = {"user": "user", "local": "user", "public": "public", "agent": "agent", "join": "join"}
+_TAGS = {"user": "user", "local": "user", "public": "public", "agent": "agent", "join": "join",
+         "browser": "dashboard", "browser-write": "dashboard"}
 
 
 def document(routes: list[Route]) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import _destroy, _new_cluster, containers, docker, free_port
+from conftest import ShoalCli, _destroy, _new_cluster, containers, docker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,6 @@ def test_metrics_follow_a_deploy_and_a_killed_container(metered, tmp_path):
 
 
 def test_a_bad_metrics_address_is_refused_before_anything_is_made(metered, tmp_path):
-    from conftest import ShoalCli
     other = ShoalCli(str(tmp_path / "other"))
     p = other.run("init", "--metrics-addr", "localhost:9323", check=False)
     assert p.returncode != 0 and "--metrics-addr" in p.stderr and "not an IP address" in p.stderr, p
