@@ -371,13 +371,19 @@ def shutil_which(x: str):
     return shutil.which(x)
 
 
-def direct_url(engine: Engine, cid: str) -> str | None:
-    nets = engine.inspect(cid)["NetworkSettings"]["Networks"]
-    for name, n in nets.items():
-        ip = n.get("IPAddress")
-        if ip and http_ok(f"http://{ip}/", 1.0):
-            return f"http://{ip}/"
-    return None
+def direct_url(engine: Engine, cid: str, within: float = 15.0) -> str | None:
+    """The first of the replica's addresses that answers from the host, tried for `within`
+    seconds (a replica that has just started may not answer at once)."""
+    deadline = mono() + within
+    while True:
+        nets = engine.inspect(cid)["NetworkSettings"]["Networks"]
+        for name, n in nets.items():
+            ip = n.get("IPAddress")
+            if ip and http_ok(f"http://{ip}/", 1.0):
+                return f"http://{ip}/"
+        if mono() >= deadline:
+            return None
+        time.sleep(1)
 
 
 def bench_mesh(ctx: Ctx) -> Report:
@@ -431,6 +437,8 @@ def bench_mesh(ctx: Ctx) -> Report:
             if direct is None:
                 for r in (r_mesh, r_dir, r_rat):
                     r.note[o.name] = "no address of a replica answers from the host"
+                rep.notes.append(f"{o.name}: replica {cs[0]['Id'][:12]} answered on none of its addresses "
+                                 f"within 15 s, though the published port did")
                 return
             measure(o, url, direct)
         finally:

@@ -68,7 +68,7 @@ class ShoalCli:
                 v = pred()
                 if v:
                     return v
-            except AssertionError as e:
+            except (AssertionError, OSError) as e:  # OSError: a port not answering yet
                 last_exc = e
             time.sleep(interval)
         extra = ""
