@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from shoal import pki  # noqa: E402
 from shoal.protocol.endpoint_table import EndpointTable  # noqa: E402
+from shoal.protocol.peer_table import PeerTable  # noqa: E402
 
 try:  # faster decoding of big assignment answers, when available (the driver only)
     import orjson
@@ -134,7 +135,7 @@ def read_token(data_dir: str) -> str:
 
 
 def split_answer(body: bytes, full: bool) -> dict:
-    """An assignments answer, decoded except (unless `full`) for the endpoint events.
+    """An assignments answer, decoded except (unless `full`) for the endpoint and peer events.
 
     Every simulated node receives every byte the manager sends, but only node 0 decodes the
     endpoint events (and keeps the table): each real node decodes its own on its own CPU,
@@ -144,17 +145,27 @@ def split_answer(body: bytes, full: bool) -> dict:
         return _loads(body)
     i = body.find(b',"endpoints":')
     j = body.rfind(b',"digest":')
+    k = body.rfind(b',"peers":', i, j) if i >= 0 else -1
     if i < 0 or j < i:
         return _loads(body)
     data = _loads(body[:i] + b"}")
     data.update(_loads(b"{" + body[j + 1:]))
-    m = re.match(rb'\{"epoch":"([^"]*)","seq":(\d+)', body[i + 13:i + 100])
-    data["endpoints"] = {"epoch": m.group(1).decode(), "seq": int(m.group(2))} if m else {}
+    for key, at in (("endpoints", i + 13), ("peers", k + 9)):
+        m = re.match(rb'\{"epoch":"([^"]*)","seq":(\d+)', body[at:at + 100]) if at > 8 else None
+        data[key] = {"epoch": m.group(1).decode(), "seq": int(m.group(2))} if m else {}
     return data
 
 
 class EndpointPosition(EndpointTable):
     """Follows the manager's endpoint log without keeping the table."""
+
+    def apply(self, update: dict) -> bool:
+        self.epoch, self.seq = update.get("epoch", ""), int(update.get("seq", 0))
+        return bool(update.get("events"))
+
+
+class PeerPosition(PeerTable):
+    """Follows the manager's peer log without keeping the table."""
 
     def apply(self, update: dict) -> bool:
         self.epoch, self.seq = update.get("epoch", ""), int(update.get("seq", 0))
@@ -175,6 +186,7 @@ class SimAgent:
         # it at the end); the others only follow their position in the log: a thousand copies
         # of a 100,000-replica table would not fit in one process, while each real node holds one.
         self.endpoints = EndpointTable() if index == 0 else EndpointPosition()
+        self.peer_table = PeerTable() if index == 0 else PeerPosition()
 
     def description(self) -> dict:
         return {"hostname": self.hostname, "os": "linux", "arch": "x86_64",
@@ -231,6 +243,7 @@ class SimAgent:
             try:
                 body = await self.call("GET", "/v1/agent/assignments",
                                        params={"digest": digest, "ep": self.endpoints.position,
+                                               "pp": self.peer_table.position,
                                                "wait": "25", "rev": "0"}, timeout=90, raw=True)
                 data = split_answer(body, full=self.index == 0)
             except Exception as e:  # noqa: BLE001
@@ -244,6 +257,7 @@ class SimAgent:
                     self.subnets[n["spec"]["name"]] = ipaddress.ip_network(n["subnet"])
             try:
                 self.endpoints.apply(data.get("endpoints") or {})
+                self.peer_table.apply(data.get("peers") or {})
                 await self.apply(data.get("tasks") or [])
             except Exception as e:  # noqa: BLE001 - never let one node's bug stop it
                 self._error(e)

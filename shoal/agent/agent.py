@@ -18,6 +18,7 @@ from shoal.agent import files
 from shoal.agent.certs import CertKeeper
 from shoal.agent.client import ManagerClient, ManagerUnavailable
 from shoal.protocol.endpoint_table import EndpointTable
+from shoal.protocol.peer_table import PeerTable
 from shoal.agent.engine import Engine, EngineError, NotFound
 from shoal.agent.executor import Executor
 from shoal.agent.heartbeat import Heartbeater
@@ -51,6 +52,7 @@ class Agent:
         self.datapath = datapath
         self.overlay = overlay
         self.endpoints = EndpointTable()  # the cluster's endpoints, kept from the manager's log
+        self.peer_table = PeerTable()  # the overlay's peers, kept from the manager's peer log
         self.reporter = StatusReporter(client)
         self.heartbeat = Heartbeater(client, self.engine, self.networks, self.volume_actions, addr, self._quiet)
         self.runner = TaskRunner(self.executor, self.networks, self.reporter, self._with_node_dns,
@@ -120,6 +122,7 @@ class Agent:
             try:
                 data = await self.client.call("GET", "/v1/agent/assignments",
                                               params={"digest": digest, "ep": self.endpoints.position,
+                                                      "pp": self.peer_table.position,
                                                       "wait": "25", "rev": "0"}, timeout=40)
             except ManagerUnavailable as e:
                 self._quiet("assignments", f"cannot get assignments: {e}")
@@ -174,7 +177,8 @@ class Agent:
         self.runner.assign(assigned, files.decode_file_data(data.get("configs", {})),
                            files.decode_file_data(data.get("secrets", {})), set(data.get("history", [])))
         await self.networks.prune(needed={n.spec.name for n in nets})
-        spanning, sources = await self._update_overlay(nets, data.get("peers") or {},
+        self.peer_table.apply(data.get("peers") or {})
+        spanning, sources = await self._update_overlay(nets,
                                                        int(data.get("data_path_port") or 4789))
         if self.datapath is not None:
             local = {(t.service_name, net, ip) for t in assigned.values() if t.status.state == ts.RUNNING
@@ -185,7 +189,7 @@ class Agent:
                 log.exception("datapath update failed")
         self._assignment_seen.set()
 
-    async def _update_overlay(self, nets: list[NetworkObj], peers: dict, port: int
+    async def _update_overlay(self, nets: list[NetworkObj], port: int
                               ) -> tuple[set[str], list[OverlaySource]]:
         """Each network's VXLAN device and peers; (the networks whose overlay is up, the source
         address of connections to other nodes on each)."""
@@ -196,12 +200,11 @@ class Agent:
             bridge = self.networks.bridge_of(net.spec.name)
             if not bridge or not net.vni:
                 continue
-            raw = peers.get(net.spec.name) or []
             segments.append(Segment(
                 network=net.spec.name, bridge=bridge, vni=net.vni, mtu=network_mtu(net.spec.driver_opts),
                 node_address=net.node_addresses.get(self.node_id, ""),
                 prefix=int(net.subnet.split("/")[1]) if "/" in net.subnet else 24,
-                peers=tuple(sorted((str(p[0]), str(p[1])) for p in raw if isinstance(p, list) and len(p) == 2))))
+                peers=tuple(self.peer_table.peers(net.spec.name, self.node_id))))
         try:
             await self.overlay.update(segments, port)
         except Exception:

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from shoal.core import task_states as ts
+from shoal.manager.change_log import parse_position
 from shoal.manager.cluster import Cluster
 from shoal.manager.endpoint_log import EndpointLog
 from shoal.manager.errors import ApiError, Forbidden
 from shoal.manager.metrics import ManagerMetrics
-from shoal.manager.peers import PeerTable
-from shoal.model.objects import ClusterObj, ConfigObj, NetworkObj, Node, SecretObj, Service, Task, TaskStatus
+from shoal.manager.peers import PeerLog
+from shoal.model.objects import ClusterObj, ConfigObj, NetworkObj, SecretObj, Service, Task, TaskStatus
 from shoal.store import Store
 from shoal.store.base import InvalidObject, check_object
 
@@ -37,15 +38,6 @@ OWN_ANSWERS_PER_SECOND = 2_000.0  # see Dispatcher.news
 OWN_MAX_HOLD = 1.0
 
 log = logging.getLogger("shoal.dispatcher")
-
-
-def parse_position(ep: str) -> tuple[str, int]:
-    """An agent's endpoint log position, "epoch:seq" ("" when it has none)."""
-    epoch, _, seq = (ep or "").partition(":")
-    try:
-        return epoch, int(seq or 0)
-    except ValueError:
-        return "", 0
 
 
 @dataclass
@@ -84,15 +76,14 @@ class Dispatcher:
         self.cluster = cluster
         self.log = EndpointLog(store)
         self._feed = store.change_feed()
-        self.peers = PeerTable(store)
-        self._nodes_key: tuple = ()
+        self.peers = PeerLog(store)
         # node id -> (own key, when, task id -> version) of its last answer: when to pace the
         # next one, and the base of its delta
         self._sent: dict[str, tuple[str, float, dict[str, int]]] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self._task_node: dict[str, str] = {}  # task id -> its node (to wake it when the task goes)
         self._others: tuple = ()
-        self._woken_seq = 0
+        self._woken_seq: tuple[int, int] = (0, 0)
         self._reports: list[tuple[str, list[dict], asyncio.Future]] = []
         self._refused_addresses = 0
 
@@ -120,11 +111,10 @@ class Dispatcher:
         secrets = {name: obj for name in sorted(secret_names) if (obj := st.by_name(SecretObj, name)) is not None}
         # Its tasks' networks, and those it holds an address on (the routing mesh's).
         networks = [n for n in st.all(NetworkObj) if n.spec.name in net_names or node_id in n.node_addresses]
-        pv = self.peers.version
         key = hashlib.sha256()
         for part in ([f"{t.id}:{t.version}" for t in tasks], [f"{o.id}:{o.version}" for o in configs.values()],
                      [f"{o.id}:{o.version}" for o in secrets.values()],
-                     [f"{n.id}:{n.version}:{pv.get(n.spec.name, 0)}" for n in networks], history):
+                     [f"{n.id}:{n.version}" for n in networks], history):
             key.update(",".join(part).encode())
             key.update(b"|")
         own = key.hexdigest()
@@ -132,13 +122,15 @@ class Dispatcher:
         return View(st.rev, tasks, configs, secrets, networks, own, history,
                     config_versions=config_versions, secret_versions=secret_versions)
 
-    def answer(self, node_id: str, v: "View", ep: str = "", known: Optional[str] = None) -> str:
+    def answer(self, node_id: str, v: "View", ep: str = "", known: Optional[str] = None, pp: str = "") -> str:
         """The assignments answer for view `v`, as JSON text; remembers what the node was sent."""
-        return b"".join(self.answer_parts(node_id, v, ep, known)).decode()
+        return b"".join(self.answer_parts(node_id, v, ep, known, pp)).decode()
 
-    def answer_parts(self, node_id: str, v: "View", ep: str = "", known: Optional[str] = None) -> list[bytes]:
+    def answer_parts(self, node_id: str, v: "View", ep: str = "", known: Optional[str] = None,
+                     pp: str = "") -> list[bytes]:
         """The answer as UTF-8 JSON in pieces: the node's own part, then the endpoint events
-        after position `ep` ("epoch:seq" the agent has; "" for all), shared between answers.
+        after position `ep` ("epoch:seq" the agent has; "" for all) and the overlay's peer
+        events after position `pp`, shared between answers.
 
         When the agent's digest `known` is that of the last answer this node was sent, only
         the tasks that changed since are sent, with every task id (`"delta": true`): a node
@@ -153,20 +145,21 @@ class Dispatcher:
         self.metrics.answers.labels("delta" if delta else "full").inc()
         configs, secrets = self._file_data(v)
         networks = json.dumps([n.model_dump(mode="json") for n in v.networks], default=str)
-        peers = json.dumps({n.spec.name: self.peers.peers(n, node_id) for n in v.networks})
         settings = st.get(ClusterObj, "cluster")
         port = settings.data_path_port if settings is not None else 4789
         ids = f'"task_ids":{json.dumps(list(versions))},' if delta else ""
         head = (f'{{"rev":{v.rev},"delta":{"true" if delta else "false"},{ids}'
                 f'"tasks":[{",".join(st.task_json(t) for t in tasks)}],'
                 f'"configs":{json.dumps(configs)},"secrets":{json.dumps(secrets)},"networks":{networks},'
-                f'"peers":{peers},"data_path_port":{port},'
+                f'"data_path_port":{port},'
                 f'"history":{json.dumps(v.history)},"endpoints":').encode()
         epoch, seq = parse_position(ep)
         self.log.sync()
         part = self.log.since(epoch, seq)
+        peers = self.peers.since(*parse_position(pp))
         self._sent[node_id] = (v.own_key, time.monotonic(), versions)
-        return [head, *part.parts(), f',"digest":"{v.own_key}","ep":"{part.epoch}:{part.seq}"}}'.encode()]
+        return [head, *part.parts(), b',"peers":', *peers.parts(),
+                f',"digest":"{v.own_key}","ep":"{part.epoch}:{part.seq}","pp":"{peers.epoch}:{peers.seq}"}}'.encode()]
 
     def _file_data(self, v: "View") -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
         """The answer's configs and secrets, ``{name: {version: base64}}``: exactly the versions
@@ -185,16 +178,16 @@ class Dispatcher:
                     secrets.setdefault(name, {})[str(version)] = base64.b64encode(data).decode()
         return configs, secrets
 
-    def news(self, node_id: str, v: "View", known: str | None, ep: str) -> float:
+    def news(self, node_id: str, v: "View", known: str | None, ep: str, pp: str = "") -> float:
         """When the node should be answered: 0 now, seconds to hold the answer back, or -1 when
         there is nothing new.
 
         News of the node's own part (tasks, configs, secrets, networks) is sent at once in a
         small cluster; with many nodes a node gets at most one answer every `nodes / 2,000` s
         (0.5 s at 1,000 nodes), so the manager answers at most ~2,000 polls a second however
-        fast the store changes. Endpoint-only news (replicas starting elsewhere) waits
-        `replicas / 50,000` s (2 s at most) since the node's last answer. An agent that has
-        nothing yet, or another epoch, is answered at once."""
+        fast the store changes. Endpoint-only news (replicas starting elsewhere) and peer news
+        (tasks placed elsewhere) wait `replicas / 50,000` s (2 s at most) since the node's
+        last answer. An agent that has nothing yet, or another epoch, is answered at once."""
         sent = self._sent.get(node_id)
         epoch, seq = parse_position(ep)
         if v.own_key != known:
@@ -203,16 +196,17 @@ class Dispatcher:
             interval = min(OWN_MAX_HOLD, len(self._waiters) / OWN_ANSWERS_PER_SECOND)
             return max(0.0, sent[1] + interval - time.monotonic())
         self.log.sync()
-        if not self.log.has_news(epoch, seq):
+        p_epoch, p_seq = parse_position(pp)
+        if not self.log.has_news(epoch, seq) and not self.peers.has_news(p_epoch, p_seq):
             return -1.0
-        if sent is None or epoch != self.log.epoch:
+        if sent is None or epoch != self.log.epoch or p_epoch != self.peers.epoch:
             return 0.0
         interval = min(ENDPOINTS_MAX_HOLD, self.log.live / ENDPOINTS_PER_SECOND)
         return max(0.0, sent[1] + interval - time.monotonic())
 
-    def assignments(self, node_id: str, ep: str = "", known: Optional[str] = None) -> dict[str, Any]:
+    def assignments(self, node_id: str, ep: str = "", known: Optional[str] = None, pp: str = "") -> dict[str, Any]:
         """The node's assignments as a dict (the same content `answer` sends)."""
-        return json.loads(self.answer(node_id, self.view(node_id), ep, known))
+        return json.loads(self.answer(node_id, self.view(node_id), ep, known, pp))
 
     # -- waking long polls -----------------------------------------------------------
     # A long poll waits on its node's event; `sync` (after every burst of store writes) sets
@@ -229,19 +223,8 @@ class Dispatcher:
         """Follow the store: endpoint events, and which nodes' polls to wake."""
         st = self.store
         task_ids, _ = self._feed.take()
-        ep_news = self.log.sync()
+        ep_news = self.log.sync() | self.peers.sync()
         wake: set[str] = set()
-        nets_changed = self.peers.update(task_ids)
-        nodes_key = tuple((n.id, n.state, n.addr) for n in st.all(Node))
-        if nodes_key != self._nodes_key:  # a node down (its endpoints leave every peer list), or back
-            self._nodes_key = nodes_key
-            nets_changed = {n.spec.name for n in st.all(NetworkObj)}
-            for net in nets_changed:
-                self.peers.version[net] = self.peers.version.get(net, 0) + 1
-        for name in nets_changed:
-            net = st.by_name(NetworkObj, name)
-            if net is not None:
-                wake |= self.peers.holders(net)
         for tid in task_ids:
             t = st.get(Task, tid)
             old = self._task_node.get(tid)
@@ -261,9 +244,9 @@ class Dispatcher:
             ev = self._waiters.get(node_id)
             if ev is not None:
                 ev.set()
-        if ep_news or self.log.seq != self._woken_seq:
-            self._woken_seq = self.log.seq
-            # Endpoint-only news: polls whose hold is over are answered now; the others wake
+        if ep_news or (self.log.seq, self.peers.seq) != self._woken_seq:
+            self._woken_seq = (self.log.seq, self.peers.seq)
+            # Endpoint and peer news: polls whose hold is over are answered now; the others wake
             # at the end of their hold on their own (their wait's timeout).
             interval = min(ENDPOINTS_MAX_HOLD, self.log.live / ENDPOINTS_PER_SECOND)
             now = time.monotonic()

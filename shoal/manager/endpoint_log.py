@@ -14,29 +14,20 @@ small events, and each agent asks for the events after the position it has:
 
 Services and replicas are numbered by the log (its epoch) so that the event every node
 receives for every replica is ~30 bytes: at 100,000 replicas on 1,000 nodes the table the
-nodes receive in all is what matters, not one answer.
-
-Events are produced in O(changes) from the store's change feed, encoded once and kept as
-immutable byte chunks (one per sync), so an answer is a list of shared chunks, never a copy
-per node. When the log outgrows the live table it is compacted into a snapshot of the
-table (positions at or after the snapshot still resume; older ones get the snapshot). A
-position carries the log's epoch, which changes when the manager restarts: an agent with
-another epoch gets the snapshot (``full``) and starts its table afresh.
+nodes receive in all is what matters, not one answer. Events come in O(changes) from the
+store's change feed; chunks, positions and compaction are shoal/manager/change_log.py's.
 """
 from __future__ import annotations
 
-import bisect
 import json
-import secrets
-from dataclasses import dataclass
 from typing import Optional
 
 from shoal.core import task_states as ts
+from shoal.manager.change_log import ChangeLog, Slice
 from shoal.model.objects import Service, Task
 from shoal.store import Store
 
-COMPACT_MIN_EVENTS = 10_000  # never compact a log shorter than this
-COMPACT_FACTOR = 2  # compact once the log holds more than this many events per live entry
+__all__ = ["EndpointLog", "Slice", "is_backend", "service_meta"]
 
 
 def service_meta(svc: Service) -> dict:
@@ -64,48 +55,17 @@ def is_backend(t: Task) -> bool:
             and t.status.health in (None, "healthy"))
 
 
-@dataclass
-class Slice:
-    """The events an agent at some position still needs, as shared JSON chunks."""
-    epoch: str
-    seq: int  # the position after these events
-    full: bool  # a snapshot: the agent drops its table first
-    chunks: list[bytes]
-
-    def parts(self) -> list[bytes]:
-        """`{"epoch":…,"seq":…,"full":…,"events":[…]}` as pieces (chunks shared, not copied)."""
-        out = [f'{{"epoch":"{self.epoch}","seq":{self.seq},"full":{"true" if self.full else "false"},"events":['
-               .encode()]
-        for i, c in enumerate(self.chunks):
-            if i:
-                out.append(b",")
-            out.append(c)
-        out.append(b"]}")
-        return out
-
-
-class EndpointLog:
+class EndpointLog(ChangeLog):
     def __init__(self, store: Store):
+        super().__init__()
         self.store = store
         self.feed = store.change_feed()
-        self.epoch = secrets.token_hex(6)
-        self.seq = 0
         self.meta: dict[str, str] = {}  # service id -> meta JSON (as last sent)
         self.number: dict[str, int] = {}  # service id -> its number k in this log
         self.networks: dict[str, list[str]] = {}  # service id -> its networks (address order)
         self.backends: dict[str, dict[str, tuple[int, str]]] = {}  # service id -> task id -> (h, event)
         self._next = 0  # numbers for services and replicas
         self.live = 0  # backends in the table
-        # chunk i holds events (starts[i], ends[i]]; the first chunk is the snapshot at `base`.
-        self.chunks: list[bytes] = []
-        self.ends: list[int] = []
-        self.base = 0
-        self.events = 0  # events in the log (for compaction)
-        # The log before the last compaction, kept until the next one: agents polling every
-        # few seconds are all just behind a compaction point, and each would otherwise get
-        # the whole table again (1,000 nodes x a 100,000-replica table).
-        self._prev: Optional[tuple[list[bytes], list[int], int]] = None
-        self._snap = 0  # 1 when chunks[0] is the snapshot
         self._load()
 
     def _load(self) -> None:
@@ -119,7 +79,7 @@ class EndpointLog:
                     tasks[t.id] = self._backend(svc.id, t, None)
                     self.live += 1
         self.seq = 1
-        self._compact()
+        self.compact()
 
     def _num(self) -> int:
         self._next += 1
@@ -191,12 +151,7 @@ class EndpointLog:
                 events.append(f'["-",{gone[0]}]')
         if not events:
             return False
-        self.seq += len(events)
-        self.events += len(events)
-        self.chunks.append(",".join(events).encode())
-        self.ends.append(self.seq)
-        if self.events > max(COMPACT_MIN_EVENTS, COMPACT_FACTOR * (self.live + len(self.meta))):
-            self._compact()
+        self.append(events)
         return True
 
     def _service_of(self, tid: str) -> Optional[str]:
@@ -206,36 +161,16 @@ class EndpointLog:
                 return sid
         return None
 
-    def _compact(self) -> None:
-        """Replace the log by one snapshot of the table, at the current position."""
+    def live_entries(self) -> int:
+        return self.live + len(self.meta)
+
+    def snapshot(self) -> list[str]:
         parts = [f'["s",{self.number[sid]},{meta}]' for sid, meta in self.meta.items()]
         for table in self.backends.values():
             parts.extend(e for _h, e in table.values())
-        if self.chunks:
-            self._prev = (self.chunks, self.ends, self.base)
-        self.chunks = [",".join(parts).encode()] if parts else []
-        self.ends = [self.seq] if parts else []
-        self._snap = len(self.chunks)
-        self.base = self.seq
-        self.events = len(parts)
+        return parts
 
     # --------------------------------------------------------------------- read
-    def has_news(self, epoch: str, seq: int) -> bool:
-        return epoch != self.epoch or seq < self.seq
-
-    def since(self, epoch: str, seq: int) -> Slice:
-        """The events after position (epoch, seq), or the whole table when that position is
-        unknown here (another epoch, or compacted away)."""
-        if epoch == self.epoch and self.base <= seq <= self.seq:
-            i = bisect.bisect_right(self.ends, seq)
-            return Slice(self.epoch, self.seq, False, self.chunks[i:])
-        if epoch == self.epoch and self._prev is not None and self._prev[2] <= seq < self.base:
-            chunks, ends, _base = self._prev
-            i = bisect.bisect_right(ends, seq)
-            return Slice(self.epoch, self.seq, False, chunks[i:] + self.chunks[self._snap:])
-        # The snapshot plus the events since: both replay to the same table.
-        return Slice(self.epoch, self.seq, True, list(self.chunks))
-
     def table(self) -> list[dict]:
         """The table as an agent rebuilds it from the whole log (for tests and debugging)."""
         from shoal.protocol.endpoint_table import EndpointTable

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from shoal.protocol.endpoint_table import EndpointTable
-from shoal.manager import endpoint_log
+from shoal.manager import change_log
 from shoal.manager.cluster import Cluster
 from shoal.manager.dispatcher import Dispatcher
 from shoal.manager.endpoint_log import EndpointLog
@@ -117,7 +117,7 @@ def test_unknown_position_gets_the_whole_table(store):
 
 
 def test_compaction_keeps_positions_after_it_and_resets_older_ones(store, monkeypatch):
-    monkeypatch.setattr(endpoint_log, "COMPACT_MIN_EVENTS", 10)
+    monkeypatch.setattr(change_log, "COMPACT_MIN_EVENTS", 10)
     log = EndpointLog(store)
     svc = _service(store)
     early = EndpointTable()
@@ -180,20 +180,20 @@ def test_answers_carry_own_tasks_and_endpoint_deltas(tmp_path, store):
     assert [t["id"] for t in a["tasks"]] == ["t1"]
     assert a["endpoints"]["full"] and _kinds(a["endpoints"]["events"]) == ["s", "+"]
     v = d.view("n1")
-    assert d.news("n1", v, a["digest"], a["ep"]) == -1  # nothing new
+    assert d.news("n1", v, a["digest"], a["ep"], a["pp"]) == -1  # nothing new
 
     _task(store, svc, "t2", node="n2", ip="10.210.0.6")  # another node's replica: endpoint news only for n1
     v = d.view("n1")
     assert v.own_key == a["digest"]
-    assert d.news("n1", v, a["digest"], a["ep"]) >= 0
-    b = d.assignments("n1", a["ep"])
+    assert d.news("n1", v, a["digest"], a["ep"], a["pp"]) >= 0
+    b = d.assignments("n1", a["ep"], pp=a["pp"])
     assert _kinds(b["endpoints"]["events"]) == ["+"] and not b["endpoints"]["full"]
     assert [t["id"] for t in b["tasks"]] == ["t1"]
 
     # the node's own task changes: news at once
     t1 = store.get(Task, "t1")
     store.put(t1.model_copy(update={"desired_state": "shutdown"}))
-    assert d.news("n1", d.view("n1"), b["digest"], b["ep"]) == 0
+    assert d.news("n1", d.view("n1"), b["digest"], b["ep"], b["pp"]) == 0
 
 
 def test_polls_are_woken_only_for_their_node(tmp_path, store):
@@ -259,7 +259,7 @@ def test_own_tasks_are_sent_as_deltas_on_the_answer_the_agent_has(tmp_path, stor
 
 
 def test_a_position_just_before_a_compaction_still_gets_a_delta(store, monkeypatch):
-    monkeypatch.setattr(endpoint_log, "COMPACT_MIN_EVENTS", 4)
+    monkeypatch.setattr(change_log, "COMPACT_MIN_EVENTS", 4)
     log = EndpointLog(store)
     svc = _service(store)
     agent = EndpointTable()
@@ -277,3 +277,27 @@ def test_a_position_just_before_a_compaction_still_gets_a_delta(store, monkeypat
     assert not sl.full
     agent.apply(json.loads(b"".join(sl.parts())))
     assert _backends(agent.entries()) == _backends(log.table())
+
+
+def test_a_task_placed_elsewhere_is_peer_news_not_own_news(tmp_path, store):
+    """The overlay's peers travel as a log beside the endpoints: a placement on another node
+    is one small peer event for this node (held back as endpoint news is), never its whole
+    network again, and never a change of its own part."""
+    d = _cluster(tmp_path, store)
+    _node(store, "n1")
+    store.put(Node(id="n2", state="ready", addr="192.168.50.3", description=NodeDescription(hostname="n2")))
+    svc = _service(store)
+    store.put(_task(store, svc, "t1", node="n1").model_copy(update={"addresses": {"app_default": "10.210.0.5"}}))
+    d.sync()
+    a = d.assignments("n1")
+    assert a["peers"]["full"]
+    t2 = _task(store, svc, "t2", node="n2", state="assigned", ip="10.210.0.6")
+    store.put(t2.model_copy(update={"addresses": {"app_default": "10.210.0.6"}}))
+    d.sync()
+    v = d.view("n1")
+    assert v.own_key == a["digest"]  # not n1's own news
+    assert d.news("n1", v, a["digest"], a["ep"], a["pp"]) >= 0  # but news
+    b = d.assignments("n1", a["ep"], known=a["digest"], pp=a["pp"])
+    net = d.peers.net_num["app_default"]
+    assert not b["peers"]["full"] and b["peers"]["events"] == [[net, "10.210.0.6", d.peers.node_num["n2"]]]
+    assert d.news("n1", d.view("n1"), b["digest"], b["ep"], b["pp"]) == -1

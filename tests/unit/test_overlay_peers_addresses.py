@@ -1,13 +1,18 @@
 """The manager's side of the overlay (issue #14): who holds which address on a network that
-spans nodes (AddressBook), and which peers each node is told (PeerTable)."""
+spans nodes (AddressBook), and which peers each node is told (the peer log, PeerLog, and the
+agent's copy of it, PeerTable)."""
 from __future__ import annotations
 
 import pytest
 
 from shoal.manager.addresses import AddressBook
 from shoal.manager.allocator import AllocationError, allocate_address
-from shoal.manager.peers import PeerTable
+import json
+
+from shoal.manager import change_log
+from shoal.manager.peers import PeerLog
 from shoal.model.objects import NetworkObj, Node, Service, Task, TaskStatus
+from shoal.protocol.peer_table import PeerTable
 from shoal.store.sqlite import SqliteStore
 
 NET = "shop_default"
@@ -104,29 +109,107 @@ def placed(st, tid: str, node: str, ip: str, state: str = "running") -> None:
         st.put(t.model_copy(update={"status": TaskStatus(state=state)}))
 
 
+def follow(log: PeerLog, table: PeerTable) -> dict:
+    """One poll of an agent at the table's position: the slice it gets, applied."""
+    log.sync()
+    got = json.loads(b"".join(log.since(table.epoch, table.seq).parts()))
+    table.apply(got)
+    return got
+
+
 def test_each_node_is_told_every_endpoint_on_other_nodes_with_that_nodes_address(st):
     placed(st, "t1", "a", "10.0.9.2")
     placed(st, "t2", "b", "10.0.9.3", state="assigned")  # placed, not running yet: a peer already
     net = st.get(NetworkObj, "n1")
     st.put(net.model_copy(update={"node_addresses": {"a": "10.0.9.5", "b": "10.0.9.6"}}))
-    peers = PeerTable(st)
-    net = st.get(NetworkObj, "n1")
-    assert peers.peers(net, "a") == [["10.0.9.3", "192.168.50.3"], ["10.0.9.6", "192.168.50.3"]]
-    assert peers.peers(net, "c") == sorted([["10.0.9.2", "192.168.50.2"], ["10.0.9.3", "192.168.50.3"],
-                                            ["10.0.9.5", "192.168.50.2"], ["10.0.9.6", "192.168.50.3"]])
-    assert peers.holders(net) == {"a", "b"}
+    log = PeerLog(st)
+    want_a = [["10.0.9.3", "192.168.50.3"], ["10.0.9.6", "192.168.50.3"]]
+    want_c = sorted([["10.0.9.2", "192.168.50.2"], ["10.0.9.3", "192.168.50.3"],
+                     ["10.0.9.5", "192.168.50.2"], ["10.0.9.6", "192.168.50.3"]])
+    assert log.peers(NET, "a") == want_a and log.peers(NET, "c") == want_c
+    agent = PeerTable()
+    assert follow(log, agent)["full"]
+    assert [list(p) for p in agent.peers(NET, "a")] == want_a
+    assert [list(p) for p in agent.peers(NET, "c")] == want_c
 
 
-def test_peers_follow_tasks_ending_and_nodes_going_down(st):
+def test_peers_follow_tasks_ending_and_nodes_going_down_as_small_deltas(st):
     placed(st, "t1", "a", "10.0.9.2")
     placed(st, "t2", "b", "10.0.9.3")
-    peers = PeerTable(st)
-    v0 = peers.version.get(NET, 0)
+    log = PeerLog(st)
+    agent = PeerTable()
+    follow(log, agent)
     st.put(st.get(Task, "t2").model_copy(update={"status": TaskStatus(state="failed")}))
-    assert peers.update({"t2"}) == {NET} and peers.version[NET] == v0 + 1
-    assert peers.peers(st.get(NetworkObj, "n1"), "a") == []
-    assert peers.update({"t2"}) == set()  # nothing moved: the version stays
+    got = follow(log, agent)
+    assert not got["full"] and got["events"] == [["-", log.net_num[NET], "10.0.9.3"]]
+    assert agent.peers(NET, "a") == []
+    assert follow(log, agent)["events"] == []  # nothing moved: nothing sent
     placed(st, "t3", "b", "10.0.9.4")
-    peers.update({"t3"})
+    follow(log, agent)
+    assert agent.peers(NET, "a") == [("10.0.9.4", "192.168.50.3")]
     st.put(st.get(Node, "b").model_copy(update={"state": "down"}))
-    assert peers.peers(st.get(NetworkObj, "n1"), "a") == []  # a down node's endpoints are not peers
+    got = follow(log, agent)
+    assert got["events"] == [["n", log.node_num["b"], "b", ""]]  # one event, not the network again
+    assert agent.peers(NET, "a") == []  # a down node's endpoints are not peers
+    st.put(st.get(Node, "b").model_copy(update={"state": "ready"}))
+    follow(log, agent)
+    assert agent.peers(NET, "a") == [("10.0.9.4", "192.168.50.3")]
+
+
+def test_an_address_handed_from_an_ended_task_to_a_new_one_stays(st):
+    """The new holder's entry is written before the old holder's end is seen: the old one's
+    removal must not take the new one's entry with it."""
+    placed(st, "t1", "a", "10.0.9.2")
+    log = PeerLog(st)
+    agent = PeerTable()
+    follow(log, agent)
+    placed(st, "t2", "b", "10.0.9.2")
+    log.sync()  # t2 first
+    st.put(st.get(Task, "t1").model_copy(update={"status": TaskStatus(state="shutdown")}))
+    follow(log, agent)
+    assert agent.peers(NET, "c") == [("10.0.9.2", "192.168.50.3")]
+    assert log.peers(NET, "c") == [["10.0.9.2", "192.168.50.3"]]
+
+
+def test_a_network_that_goes_takes_its_entries_and_an_agent_never_sees_its_own(st):
+    placed(st, "t1", "a", "10.0.9.2")
+    placed(st, "t2", "b", "10.0.9.3")
+    log = PeerLog(st)
+    agent = PeerTable()
+    follow(log, agent)
+    assert agent.peers(NET, "b") == [("10.0.9.2", "192.168.50.2")]
+    log_net = log.net_num[NET]
+    for tid in ("t1", "t2"):
+        st.delete(Task, tid)
+    st.delete(NetworkObj, "n1")
+    got = follow(log, agent)
+    assert ["wx", log_net] in got["events"]
+    assert agent.peers(NET, "b") == [] and NET not in agent.at
+
+
+def test_a_compacted_log_replays_to_the_same_table_from_any_position(st, monkeypatch):
+    monkeypatch.setattr(change_log, "COMPACT_MIN_EVENTS", 6)
+    log = PeerLog(st)
+    early, late = PeerTable(), PeerTable()
+    follow(log, early)
+    for i in range(2, 7):
+        placed(st, f"t{i}", "ab"[i % 2], f"10.0.9.{i}")
+        follow(log, late)
+        if i < 6:
+            st.put(st.get(Task, f"t{i}").model_copy(update={"status": TaskStatus(state="complete")}))
+    got = follow(log, early)  # from before the compaction: the snapshot
+    follow(log, late)
+    fresh = PeerTable()
+    follow(log, fresh)
+    want = [("10.0.9.6", "192.168.50.2")]
+    assert early.peers(NET, "c") == late.peers(NET, "c") == fresh.peers(NET, "c") == want
+    assert log.base > 1 and got["seq"] == log.seq
+
+
+def test_another_epoch_starts_the_agents_table_afresh(st):
+    placed(st, "t1", "a", "10.0.9.2")
+    agent = PeerTable()
+    follow(PeerLog(st), agent)
+    agent.at[NET]["10.0.9.99"] = 1  # something an older manager said
+    got = follow(PeerLog(st), agent)  # a restarted manager: a new epoch
+    assert got["full"] and agent.peers(NET, "c") == [("10.0.9.2", "192.168.50.2")]

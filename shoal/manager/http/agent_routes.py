@@ -34,6 +34,7 @@ class AgentRoutes:
                 ("digest", "string", "digest of the node's own part in the last answer the agent has "
                  "(then only changed tasks are sent, with every task id: `delta: true`)"),
                 ("ep", "string", "the agent's position in the endpoint log, `epoch:seq` (empty: the whole table)"),
+                ("pp", "string", "the agent's position in the overlay's peer log, `epoch:seq` (empty: the whole table)"),
                 wait, ("rev", "integer", "-1 to answer at once"))),
             Route("POST", "/v1/agent/status", self.status, "agent", StatusBody, 8 * MiB),
             Route("POST", "/v1/agent/renew", self.renew, "agent", RenewBody, 32 * KiB),
@@ -72,6 +73,7 @@ class AgentRoutes:
         wait = query_float(request, "wait", 30.0, 0.0, MAX_WAIT)
         known = query_str(request, "digest", 128)
         ep = query_str(request, "ep", 128) or ""
+        pp = query_str(request, "pp", 128) or ""
         deadline = time.monotonic() + wait
         d = self.c.dispatcher
         ev = d.waiter(node_id)
@@ -81,7 +83,7 @@ class AgentRoutes:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or since < 0:
                 break
-            hold = d.news(node_id, view, known, ep)
+            hold = d.news(node_id, view, known, ep, pp)
             if hold == 0:
                 break
             if hold > 0:  # news, held back: the answer goes out then, whatever comes meanwhile
@@ -91,7 +93,7 @@ class AgentRoutes:
                 await asyncio.wait_for(ev.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
-        parts = d.answer_parts(node_id, view, ep, known)
+        parts = d.answer_parts(node_id, view, ep, known, pp)
         size = sum(len(p) for p in parts)
         if size < BIG_ANSWER:
             return web.Response(body=b"".join(parts), content_type="application/json")
