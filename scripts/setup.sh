@@ -18,8 +18,9 @@
 #
 # Options (used by scripts/test.sh):
 #   --install-only   steps 1-3 only
-#   --with-tests     also the test extras (`pip install -e '.[test]'`) and Debian's chromium
-#                    for the browser test
+#   --with-tests     also the test extras (`pip install -e '.[test]'`), Debian's chromium
+#                    for the browser test, wrk for the benchmarks' smoke test and etcd-server
+#                    for the store's contract tests on etcd
 # Environment:
 #   SHOAL_DATA_DIR   the demo cluster's data dir (default /var/lib/shoal)
 #   SHOAL_VENV=DIR   always install into a virtual environment at DIR (default: only when the
@@ -141,6 +142,9 @@ if [ $WITH_TESTS -eq 1 ]; then
     # smoke test runs bench/run.py mesh, which drives wrk.
     command -v chromium >/dev/null || apt_install chromium
     command -v wrk >/dev/null || apt_install wrk
+    # The store's contract tests run against SQLite and etcd alike (tests/etcd_server.py
+    # starts its own etcd member on free ports; Debian's service, if any, is not used).
+    command -v etcd >/dev/null || apt_install etcd-server
 fi
 
 # --- 3. Images -------------------------------------------------------------------------

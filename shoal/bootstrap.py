@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import logging
 import os
 import signal
 import socket
@@ -27,8 +28,19 @@ from shoal.node_files import daemon_pid, read_cluster, write_cluster
 from shoal.paths import DEFAULT_PORT, Layout
 
 
+log = logging.getLogger("shoal.bootstrap")
+
+
 class AlreadyInCluster(Exception):
     pass
+
+
+class StoreUnavailable(Exception):
+    """The cluster store `init --store` names does not answer."""
+
+
+class BadStore(ValueError):
+    """`init --store` names no store Shoal knows."""
 
 
 class JoinError(Exception):
@@ -75,12 +87,20 @@ def advertise_address() -> tuple[str, str]:
 
 def create_cluster(layout: Layout, advertise_addr: Optional[str], port: int = DEFAULT_PORT,
                    autolock: bool = False, cert_expiry: Optional[float] = None,
-                   heartbeat_period: Optional[float] = None, data_path_port: Optional[int] = None) -> dict:
+                   heartbeat_period: Optional[float] = None, data_path_port: Optional[int] = None,
+                   store: str = "sqlite") -> dict:
     from shoal.manager.ca import CertAuthority  # a manager's parts: only init needs them here
     from shoal.manager.keyring import Keyring
+    from shoal.store import check_store_spec
     if read_cluster(layout) is not None:
         raise AlreadyInCluster("This node is already part of a cluster. Use \"shoal leave\" to leave it "
                                "and join another one.")
+    try:
+        store = check_store_spec(store)
+    except ValueError as e:
+        raise BadStore(str(e)) from None
+    if store != "sqlite":
+        _check_etcd(store)
     os.makedirs(layout.root, exist_ok=True)
     os.chmod(layout.root, 0o700)
     cluster_id, node_id = new_id(), new_id()
@@ -101,8 +121,22 @@ def create_cluster(layout: Layout, advertise_addr: Optional[str], port: int = DE
         info["heartbeat_period"] = heartbeat_period
     if data_path_port:
         info["data_path_port"] = data_path_port
+    if store != "sqlite":
+        info["store"] = store
     write_cluster(layout, info)
     return {**info, "unlock_key": unlock_key}
+
+
+def _check_etcd(spec: str) -> None:
+    """Before anything is made: the etcd the cluster will live in answers."""
+    from shoal.store.etcd import EtcdClient, EtcdError, parse_store_url
+    client = EtcdClient(parse_store_url(spec))
+    try:
+        client.revision()
+    except EtcdError as e:
+        raise StoreUnavailable(f"the cluster store: {e}") from None
+    finally:
+        client.close()
 
 
 # -- join --------------------------------------------------------------------------------
@@ -300,6 +334,9 @@ def forget_cluster(layout: Layout) -> None:
     Swarm). Store, keys, certificates, task files and cluster.json are removed (a later `init`
     or `join` starts afresh); the daemon's log stays."""
     import shutil
+    info = read_cluster(layout)
+    if info and info.get("role", "manager") == "manager" and info.get("store", "sqlite") != "sqlite":
+        _erase_etcd(info)
     for sub in ("manager", "certs", "agent"):
         shutil.rmtree(layout.p(sub), ignore_errors=True)
     for path in (layout.cluster_file, layout.socket, layout.pidfile):
@@ -307,3 +344,18 @@ def forget_cluster(layout: Layout) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def _erase_etcd(info: dict) -> None:
+    """The last manager leaving erases the cluster's state, in etcd as in SQLite (its prefix;
+    other clusters' keys in the same etcd stay). Best effort: an etcd that does not answer is
+    named, not fatal."""
+    from shoal.store import store_prefix
+    from shoal.store.etcd import EtcdClient, EtcdError, parse_store_url
+    client = EtcdClient(parse_store_url(info["store"]))
+    try:
+        client.delete_prefix(store_prefix(info["cluster_id"]).encode())
+    except EtcdError as e:
+        log.warning("the cluster's keys in etcd were not erased: %s", e)
+    finally:
+        client.close()

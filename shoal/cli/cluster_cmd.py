@@ -57,12 +57,16 @@ def _human(seconds: float) -> str:
               help="UDP port of the overlay's VXLAN traffic between nodes (default 4789).")
 @click.option("--metrics-addr", default=None,
               help="Where this node serves Prometheus metrics at /metrics (HOST:PORT, default 127.0.0.1:9323; off: none).")
+@click.option("--store", default="sqlite", show_default=True,
+              help="Where the cluster's state lives: sqlite (a file in the data dir) or an etcd you run: "
+                   "etcd://HOST:PORT, etcds://HOST:PORT?ca=FILE&cert=FILE&key=FILE (TLS).")
 @click.pass_obj
 def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_expiry: str | None,
-         dispatcher_heartbeat: str | None, data_path_port: int | None, metrics_addr: str | None) -> None:
+         dispatcher_heartbeat: str | None, data_path_port: int | None, metrics_addr: str | None,
+         store: str) -> None:
     """Create a cluster with this node as its manager, and start the daemon."""
-    from shoal.bootstrap import AlreadyInCluster, create_cluster, daemon_pid, leave_node, read_cluster, \
-        start_daemon, stop_daemon
+    from shoal.bootstrap import AlreadyInCluster, BadStore, StoreUnavailable, create_cluster, daemon_pid, leave_node, \
+        read_cluster, start_daemon, stop_daemon
     _metrics_addr(obj, metrics_addr, record=False)
     if read_cluster(obj.layout) is None and daemon_pid(obj.layout):
         stop_daemon(obj.layout)  # a daemon waiting for a cluster: this one is made here
@@ -70,8 +74,10 @@ def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_e
         info = create_cluster(obj.layout, advertise_addr, port, autolock,
                               cert_expiry=_duration(cert_expiry, "--cert-expiry"),
                               heartbeat_period=_duration(dispatcher_heartbeat, "--dispatcher-heartbeat"),
-                              data_path_port=data_path_port)
-    except AlreadyInCluster as e:
+                              data_path_port=data_path_port, store=store)
+    except BadStore as e:
+        raise click.BadParameter(str(e), param_hint="--store") from None
+    except (AlreadyInCluster, StoreUnavailable) as e:
         _fail(str(e))
     _metrics_addr(obj, metrics_addr)
     try:
@@ -311,5 +317,7 @@ def info(obj: Ctx) -> None:
             click.echo(f"Certificate expiry: {_human(i['cert_expiry'])}")
         if i.get("data_path_port") is not None:
             click.echo(f"Data path port: {i['data_path_port']}")
+        if i.get("store"):
+            click.echo(f"Store: {i['store']}")
         if i.get("quarantined"):
             click.echo(f"Quarantined store rows: {i['quarantined']} (set aside at load: see the manager's log)")

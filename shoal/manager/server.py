@@ -38,7 +38,7 @@ from shoal.manager.orchestrator import Orchestrator
 from shoal.manager.volumes import VolumeRegistry
 from shoal.model.objects import Node
 from shoal.paths import Layout
-from shoal.store.sqlite import SqliteStore
+from shoal.store import open_store
 
 log = logging.getLogger("shoal.manager")
 
@@ -65,7 +65,7 @@ class ManagerServer:
 
     async def start(self) -> None:
         L = self.layout
-        self.store = SqliteStore(L.store)
+        self.store = open_store(self.info.get("store", "sqlite"), L.store, self.info["cluster_id"])
         events = EventLog(L.events)
         self.store.observe(events.record)
         self.metrics.watch(self.store)

@@ -45,6 +45,7 @@ class ClusterRoutes:
                       "heartbeat_period": s.heartbeat_period if s else None,
                       "cert_expiry": s.cert_expiry if s else None,
                       "data_path_port": s.data_path_port if s else None,
+                      "store": self.c.info.get("store", "sqlite"),
                       "quarantined": len(st.quarantined()), **self.c.log_hub.stats()})
 
     async def unlock(self, request: web.Request) -> web.Response:

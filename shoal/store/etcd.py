@@ -1,0 +1,318 @@
+"""The cluster store on etcd (issue #15): the same in-memory view as SQLite's, its rows kept
+in etcd, the distributed store made for this (Kubernetes and k3s keep theirs there).
+
+Keys, under a prefix (default ``/shoal/``):
+
+    o/<kind>/<id>   an object's JSON; a task's row is ``<spec key>\\n<task JSON without spec>``
+    s/<spec key>    a spec, written once for every task that uses it
+    m/<key>         the store's meta values (keyring material, settings)
+    q/<kind>/<id>   a row that did not load, set aside with its error (never dropped)
+
+Writes are optimistic: each commit is an etcd transaction that compares the revision of
+every object it writes with the one this manager read (a new object: none), so two
+writers never overwrite each other silently; a lost race raises `Conflict` and the view
+reloads what the transaction touched. A transaction with more writes than one etcd
+transaction takes (``--max-txn-ops``, 128 by default, and ~1 MiB) is committed in parts,
+each compared on its own, as swarmkit's batches are: a crash between parts leaves the first
+ones written, which the orchestrator's reconciliation tolerates (it re-derives the rest).
+
+The store talks to etcd's v3 JSON gateway (``/v3/kv/…``) over one keep-alive HTTP(S)
+connection: no gRPC stack to install. Not yet here (the next steps of #15): following
+other managers' writes with a watch, leases and leadership fencing.
+"""
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import ssl
+import time
+import urllib.parse
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+from shoal.store.base import Conflict
+from shoal.store.memory import KINDS, ViewStore, _first_line, _row_name
+
+log = logging.getLogger("shoal.store.etcd")
+
+MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+MAX_TXN_BYTES = 1 << 20  # under etcd's default --max-request-bytes (1.5 MiB)
+PAGE = 5000  # keys per range request when loading
+
+
+class EtcdError(Exception):
+    """etcd did not answer, or refused a request."""
+
+
+def _b64(s: str | bytes) -> str:
+    return base64.b64encode(s.encode() if isinstance(s, str) else s).decode()
+
+
+def _unb64(s: str) -> bytes:
+    return base64.b64decode(s)
+
+
+def _prefix_end(key: bytes) -> bytes:
+    """The end of the range of keys that start with `key` (etcd's convention)."""
+    b = bytearray(key)
+    for i in range(len(b) - 1, -1, -1):
+        if b[i] < 0xFF:
+            b[i] += 1
+            return bytes(b[:i + 1])
+    return b"\0"
+
+
+@dataclass
+class Endpoint:
+    """Where etcd answers: ``http(s)://host:port``, with client TLS for https."""
+    url: str
+    ca: Optional[str] = None
+    cert: Optional[str] = None
+    key: Optional[str] = None
+    timeout: float = 10.0
+
+
+class EtcdClient:
+    """A small client of etcd's v3 JSON gateway: range, txn, put (one connection, reopened
+    when it breaks)."""
+
+    def __init__(self, ep: Endpoint):
+        u = urllib.parse.urlsplit(ep.url)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"etcd endpoint {ep.url!r}: give http://HOST:PORT or https://HOST:PORT")
+        self.ep = ep
+        self.host, self.port, self.tls = u.hostname, u.port or 2379, u.scheme == "https"
+        self._conn: Optional[http.client.HTTPConnection] = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            if self.tls:
+                ctx = ssl.create_default_context(cafile=self.ep.ca)
+                if self.ep.cert:
+                    ctx.load_cert_chain(self.ep.cert, self.ep.key)
+                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.ep.timeout, context=ctx)
+            else:
+                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.ep.timeout)
+        return self._conn
+
+    def call(self, path: str, body: dict) -> dict:
+        data = json.dumps(body).encode()
+        for attempt in (1, 2):  # a kept-alive connection the server closed: once more on a new one
+            conn = self._connect()
+            try:
+                conn.request("POST", path, data, {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                raw = resp.read()
+            except (OSError, http.client.HTTPException) as e:
+                self.close()
+                if attempt == 2:
+                    raise EtcdError(f"etcd at {self.ep.url} does not answer: {e}") from None
+                continue
+            if resp.status != 200:
+                try:
+                    msg = json.loads(raw).get("message") or json.loads(raw).get("error")
+                except ValueError:
+                    msg = raw[:200].decode(errors="replace")
+                raise EtcdError(f"etcd at {self.ep.url}: {path}: {msg}")
+            return json.loads(raw)
+        raise AssertionError("unreachable")
+
+    def range_prefix(self, prefix: bytes) -> Iterator[tuple[bytes, bytes, int]]:
+        """(key, value, mod revision) of every key under `prefix`, in pages, all at one revision."""
+        start, end, rev = prefix, _prefix_end(prefix), 0
+        while True:
+            body: dict[str, Any] = {"key": _b64(start), "range_end": _b64(end), "limit": PAGE}
+            if rev:
+                body["revision"] = rev
+            r = self.call("/v3/kv/range", body)
+            rev = rev or int(r["header"]["revision"])
+            kvs = r.get("kvs") or []
+            for kv in kvs:
+                yield _unb64(kv["key"]), _unb64(kv.get("value", "")), int(kv.get("mod_revision", 0))
+            if not r.get("more") or not kvs:
+                return
+            start = _unb64(kvs[-1]["key"]) + b"\0"
+
+    def get(self, key: bytes) -> Optional[tuple[bytes, int]]:
+        r = self.call("/v3/kv/range", {"key": _b64(key)})
+        kvs = r.get("kvs") or []
+        return (_unb64(kvs[0].get("value", "")), int(kvs[0].get("mod_revision", 0))) if kvs else None
+
+    def delete_prefix(self, prefix: bytes) -> int:
+        """Delete every key under `prefix`; how many there were."""
+        r = self.call("/v3/kv/deleterange", {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))})
+        return int(r.get("deleted", 0))
+
+    def revision(self) -> int:
+        return int(self.call("/v3/kv/range", {"key": _b64(b"\0"), "limit": 1})["header"]["revision"])
+
+    def txn(self, compare: list[dict], success: list[dict]) -> tuple[bool, int, list[dict]]:
+        r = self.call("/v3/kv/txn", {"compare": compare, "success": success})
+        return bool(r.get("succeeded")), int(r["header"]["revision"]), r.get("responses") or []
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def parse_store_url(url: str) -> Endpoint:
+    """``etcd://host:port`` (plain) or ``etcds://host:port?ca=…&cert=…&key=…`` (TLS); etcd's
+    own ``http://`` and ``https://`` forms are taken too."""
+    u = urllib.parse.urlsplit(url)
+    if u.scheme not in ("etcd", "etcds", "http", "https") or not u.hostname:
+        raise ValueError(f"store {url!r}: give etcd://HOST:PORT or etcds://HOST:PORT?ca=FILE&cert=FILE&key=FILE")
+    q = dict(urllib.parse.parse_qsl(u.query))
+    scheme = "https" if u.scheme in ("etcds", "https") else "http"
+    return Endpoint(f"{scheme}://{u.hostname}:{u.port or 2379}", ca=q.get("ca"), cert=q.get("cert"), key=q.get("key"))
+
+
+class EtcdStore(ViewStore):
+    def __init__(self, endpoint: Endpoint | str, prefix: str = "/shoal/"):
+        super().__init__()
+        ep = parse_store_url(endpoint) if isinstance(endpoint, str) else endpoint
+        self.client = EtcdClient(ep)
+        self.prefix = prefix.encode()
+        self._modrev: dict[tuple[str, str], int] = {}  # (kind, id) -> mod revision the view has
+        self._load()
+
+    # -- keys --------------------------------------------------------------------
+    def _okey(self, kind: str, obj_id: str) -> bytes:
+        return self.prefix + f"o/{kind}/{obj_id}".encode()
+
+    def _skey(self, key: str) -> bytes:
+        return self.prefix + f"s/{key}".encode()
+
+    def _mkey(self, key: str) -> bytes:
+        return self.prefix + f"m/{key}".encode()
+
+    # -- loading -----------------------------------------------------------------
+    def _load(self) -> None:
+        self.rev = self.client.revision()
+        plen = len(self.prefix) + 2
+        self._spec_rows = {k[plen:].decode(): v.decode() for k, v, _r in self.client.range_prefix(self.prefix + b"s/")}
+        bad: list[tuple[str, str, str, str, int]] = []
+        for k, v, mod in self.client.range_prefix(self.prefix + b"o/"):
+            kind, _, obj_id = k[plen:].decode().partition("/")
+            if kind not in KINDS:
+                continue
+            data, spec_key = self._split(kind, v.decode())
+            try:
+                obj = self._decode(kind, data, spec_key)
+            except ValueError as e:
+                bad.append((kind, obj_id, v.decode(), _first_line(e), mod))
+                continue
+            self._index(kind, obj)
+            self._modrev[(kind, obj_id)] = mod
+        unused = [key for key in self._spec_rows if key not in self._specs]
+        self._spec_rows = None
+        for e in self._specs.values():
+            e.stored = True
+        self._spec_touched.clear()
+        if bad:
+            self._quarantine(bad)
+        if unused:
+            self._send([], [{"request_delete_range": {"key": _b64(self._skey(k))}} for k in unused])
+
+    @staticmethod
+    def _split(kind: str, value: str) -> tuple[str, Optional[str]]:
+        if kind == "task":
+            spec_key, _, data = value.partition("\n")
+            return data, spec_key or None
+        return value, None
+
+    def _quarantine(self, bad: list[tuple[str, str, str, str, int]]) -> None:
+        now = time.time()
+        for kind, obj_id, value, error, mod in bad:
+            q = json.dumps({"kind": kind, "id": obj_id, "data": value, "error": error, "at": now})
+            self.client.txn([{"key": _b64(self._okey(kind, obj_id)), "target": "MOD", "result": "EQUAL",
+                              "mod_revision": str(mod)}],
+                            [{"request_put": {"key": _b64(self.prefix + f"q/{kind}/{obj_id}".encode()),
+                                              "value": _b64(q)}},
+                             {"request_delete_range": {"key": _b64(self._okey(kind, obj_id))}}])
+            log.error("store: %s %s (%s) does not load and was set aside under %sq/: %s",
+                      kind, obj_id, _row_name(value), self.prefix.decode(), error)
+
+    def quarantined(self) -> list[dict]:
+        out = []
+        for _k, v, _r in self.client.range_prefix(self.prefix + b"q/"):
+            d = json.loads(v)
+            out.append({"kind": d["kind"], "id": d["id"], "error": d["error"], "at": d["at"]})
+        return sorted(out, key=lambda d: d["at"])
+
+    # -- the backend -------------------------------------------------------------
+    def _commit(self, wrote: bool) -> None:
+        new, gone = self._spec_changes()
+        ops: list[dict] = [{"request_put": {"key": _b64(self._skey(k)), "value": _b64(data)}} for k, _n, data in new]
+        compare: list[dict] = []
+        written: list[tuple[str, str]] = []
+        for (kind, obj_id), row in self._rows.items():
+            key = _b64(self._okey(kind, obj_id))
+            compare.append({"key": key, "target": "MOD", "result": "EQUAL",
+                            "mod_revision": str(self._modrev.get((kind, obj_id), 0))})
+            if row is None:
+                ops.append({"request_delete_range": {"key": key}})
+            else:
+                value = f"{row[5]}\n{row[4]}" if kind == "task" else row[4]
+                ops.append({"request_put": {"key": key, "value": _b64(value)}})
+            written.append((kind, obj_id))
+        ops += [{"request_delete_range": {"key": _b64(self._skey(k))}} for k in gone]
+        self._rows = {}
+        if not ops:
+            return
+        rev = self._send(compare, ops, new_specs=len(new))
+        for k in written:
+            if self._objects[k[0]].get(k[1]) is None:
+                self._modrev.pop(k, None)
+            else:
+                self._modrev[k] = rev
+        if wrote:
+            self.rev = rev
+
+    def _send(self, compare: list[dict], ops: list[dict], new_specs: int = 0) -> int:
+        """Commit `ops` in as few etcd transactions as etcd takes; the compares of the objects
+        each part writes go with it. Returns the last revision."""
+        by_key = {c["key"]: c for c in compare}
+        rev = 0
+        i = 0
+        while i < len(ops):
+            part, size = [], 0
+            while i < len(ops) and len(part) < MAX_TXN_OPS and (not part or size < MAX_TXN_BYTES):
+                op = ops[i]
+                size += len(next(iter(op.values())).get("value", "")) + 100
+                part.append(op)
+                i += 1
+            conds = [by_key[k] for op in part if (k := next(iter(op.values()))["key"]) in by_key]
+            ok, rev, _ = self.client.txn(conds, part)
+            if not ok:
+                raise Conflict("another writer changed an object this transaction writes (etcd compare failed)")
+        return rev
+
+    def _read_row(self, kind: str, obj_id: str) -> Optional[tuple[str, Optional[str]]]:
+        got = self.client.get(self._okey(kind, obj_id))
+        if got is None:
+            self._modrev.pop((kind, obj_id), None)
+            return None
+        self._modrev[(kind, obj_id)] = got[1]
+        data, spec_key = self._split(kind, got[0].decode())
+        if spec_key and spec_key not in self._specs:  # a spec another writer stored
+            spec = self.client.get(self._skey(spec_key))
+            self._spec_rows = {spec_key: spec[0].decode()} if spec else {}
+            try:
+                self._decode(kind, data, spec_key)
+            finally:
+                self._spec_rows = None
+        return data, spec_key
+
+    # -- meta ---------------------------------------------------------------------
+    def meta_get(self, key: str) -> Optional[bytes]:
+        got = self.client.get(self._mkey(key))
+        return got[0] if got else None
+
+    def meta_set(self, key: str, value: bytes) -> None:
+        self.client.txn([], [{"request_put": {"key": _b64(self._mkey(key)), "value": _b64(value)}}])
+
+    def close(self) -> None:
+        self.client.close()
