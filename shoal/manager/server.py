@@ -61,11 +61,13 @@ class ManagerServer:
         self.runner: Optional[web.AppRunner] = None
         self.tls: Optional[ssl.SSLContext] = None
         self._tasks: list[asyncio.Task] = []
+        self._follow: Optional[asyncio.Task] = None
         self._unlocked = False
 
     async def start(self) -> None:
         L = self.layout
         self.store = open_store(self.info.get("store", "sqlite"), L.store, self.info["cluster_id"])
+        self._follow = asyncio.create_task(self.store.follow())  # other managers' writes (etcd)
         events = EventLog(L.events)
         self.store.observe(events.record)
         self.metrics.watch(self.store)
@@ -162,9 +164,10 @@ class ManagerServer:
                 await asyncio.sleep(60)
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, *([self._follow] if self._follow else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.runner:
             await self.runner.cleanup()
         self.store.close()

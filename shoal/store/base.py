@@ -163,6 +163,11 @@ class Store(abc.ABC):
         """(ids of services whose service or tasks were written, whether any node was) since
         the last call. For the orchestrator, the one consumer."""
 
+    async def follow(self) -> None:
+        """Keep the view current with what other writers commit (a store several managers
+        share); returns at once for a store this manager alone writes."""
+        return None
+
     @abc.abstractmethod
     def quarantined(self) -> list[dict]:
         """Rows that failed to load (kind, id, error): set aside, never silently dropped."""

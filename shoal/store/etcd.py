@@ -16,21 +16,30 @@ transaction takes (``--max-txn-ops``, 128 by default, and ~1 MiB) is committed i
 each compared on its own, as swarmkit's batches are: a crash between parts leaves the first
 ones written, which the orchestrator's reconciliation tolerates (it re-derives the rest).
 
-The store talks to etcd's v3 JSON gateway (``/v3/kv/…``) over one keep-alive HTTP(S)
-connection: no gRPC stack to install. Not yet here (the next steps of #15): following
-other managers' writes with a watch, leases and leadership fencing.
+Other writers' commits reach the view through a watch on the prefix (`follow`): a thread
+reads etcd's watch stream and hands each batch of events to the event loop, which applies
+them as its own commits are applied (indexes, change feeds, observers, revision waiters).
+Each (re)connection first reads the whole prefix at one revision and applies the
+difference, then watches from the revision after it, so a broken stream or a compacted
+history never leaves the view behind.
+
+The store talks to etcd's v3 JSON gateway (``/v3/kv/…``, ``/v3/watch``) over keep-alive
+HTTP(S): no gRPC stack to install. Not yet here (the next steps of #15): leases and
+leadership fencing.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
 import logging
 import ssl
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from shoal.store.base import Conflict
 from shoal.store.memory import KINDS, ViewStore, _first_line, _row_name
@@ -157,6 +166,47 @@ class EtcdClient:
             self._conn.close()
             self._conn = None
 
+    def watch(self, prefix: bytes, start_revision: int, on_events: Callable[[list[dict], int], None],
+              stop: threading.Event, conns: Optional[list] = None) -> None:
+        """Stream the events under `prefix` from `start_revision` to `on_events(events, revision)`
+        until the stream breaks (EtcdError, or CompactedError when that history is gone) or
+        `stop` is set. Runs on its own connection (the stream holds it)."""
+        c = EtcdClient(self.ep)
+        conn = c._connect()
+        if conns is not None:
+            conns.append(conn)  # so that the stream can be broken from another thread
+        body = {"create_request": {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)),
+                                   "start_revision": start_revision}}
+        try:
+            conn.request("POST", "/v3/watch", json.dumps(body).encode(), {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                raise EtcdError(f"etcd at {self.ep.url}: watch: HTTP {resp.status}")
+            if conn.sock is not None:
+                conn.sock.settimeout(None)  # a quiet cluster sends nothing for long
+            while not stop.is_set():
+                line = resp.readline()
+                if not line:
+                    raise EtcdError(f"etcd at {self.ep.url}: the watch stream ended")
+                msg = json.loads(line)
+                if "error" in msg:
+                    raise EtcdError(f"etcd at {self.ep.url}: watch: {msg['error'].get('message')}")
+                r = msg.get("result") or {}
+                if int(r.get("compact_revision", 0) or 0):
+                    raise CompactedError(f"etcd compacted the history before revision {start_revision}")
+                if r.get("canceled"):
+                    raise EtcdError(f"etcd at {self.ep.url}: the watch was canceled: {r.get('cancel_reason')}")
+                if r.get("events"):
+                    on_events(r["events"], int(r["header"]["revision"]))
+        except (OSError, http.client.HTTPException, ValueError) as e:
+            raise EtcdError(f"etcd at {self.ep.url}: watch: {e}") from None
+        finally:
+            c.close()
+
+
+class CompactedError(EtcdError):
+    """The history a watch asked for is gone: read the whole prefix again."""
+
 
 def parse_store_url(url: str) -> Endpoint:
     """``etcd://host:port`` (plain) or ``etcds://host:port?ca=…&cert=…&key=…`` (TLS); etcd's
@@ -176,6 +226,8 @@ class EtcdStore(ViewStore):
         self.client = EtcdClient(ep)
         self.prefix = prefix.encode()
         self._modrev: dict[tuple[str, str], int] = {}  # (kind, id) -> mod revision the view has
+        self._seen = 0  # the revision the view has applied everything up to (own and others')
+        self._remote_specs: dict[str, str] = {}  # spec rows other writers stored, by key
         self._load()
 
     # -- keys --------------------------------------------------------------------
@@ -190,7 +242,7 @@ class EtcdStore(ViewStore):
 
     # -- loading -----------------------------------------------------------------
     def _load(self) -> None:
-        self.rev = self.client.revision()
+        self.rev = self._seen = self.client.revision()
         plen = len(self.prefix) + 2
         self._spec_rows = {k[plen:].decode(): v.decode() for k, v, _r in self.client.range_prefix(self.prefix + b"s/")}
         bad: list[tuple[str, str, str, str, int]] = []
@@ -262,19 +314,22 @@ class EtcdStore(ViewStore):
         self._rows = {}
         if not ops:
             return
-        rev = self._send(compare, ops, new_specs=len(new))
+        rev, rev_of = self._send(compare, ops)
         for k in written:
             if self._objects[k[0]].get(k[1]) is None:
                 self._modrev.pop(k, None)
             else:
-                self._modrev[k] = rev
+                self._modrev[k] = rev_of[_b64(self._okey(*k))]
+        self._seen = max(self._seen, rev)
         if wrote:
-            self.rev = rev
+            self.rev = max(self.rev + 1, rev)
 
-    def _send(self, compare: list[dict], ops: list[dict], new_specs: int = 0) -> int:
+    def _send(self, compare: list[dict], ops: list[dict]) -> tuple[int, dict[str, int]]:
         """Commit `ops` in as few etcd transactions as etcd takes; the compares of the objects
-        each part writes go with it. Returns the last revision."""
+        each part writes go with it. Returns the last revision, and the revision each key
+        was written at (its part's)."""
         by_key = {c["key"]: c for c in compare}
+        rev_of: dict[str, int] = {}
         rev = 0
         i = 0
         while i < len(ops):
@@ -288,7 +343,153 @@ class EtcdStore(ViewStore):
             ok, rev, _ = self.client.txn(conds, part)
             if not ok:
                 raise Conflict("another writer changed an object this transaction writes (etcd compare failed)")
-        return rev
+            for op in part:
+                rev_of[next(iter(op.values()))["key"]] = rev
+        return rev, rev_of
+
+    # -- other writers' commits ---------------------------------------------------------
+    async def follow(self) -> None:
+        """Apply what other writers commit, for as long as the manager runs (see the module's
+        docstring); a broken stream is opened again after reading the whole prefix."""
+        loop = asyncio.get_running_loop()
+        delay = 0.0
+        while True:
+            if delay:
+                await asyncio.sleep(delay)
+                try:
+                    self._resync()
+                except EtcdError as e:
+                    log.warning("cannot read the store again (%s); retrying", e)
+                    delay = min(5.0, delay * 2)
+                    continue
+            stop, conns = threading.Event(), []
+            ended: asyncio.Future = loop.create_future()
+            start = self._seen + 1
+
+            def to_loop(fn: Callable, *args: Any) -> None:
+                if not stop.is_set():
+                    try:
+                        loop.call_soon_threadsafe(fn, *args)
+                    except RuntimeError:  # the loop is gone (the manager stopped)
+                        stop.set()
+
+            def on_events(events: list[dict], rev: int) -> None:
+                to_loop(self._apply_remote, events, rev)
+
+            def run() -> None:
+                err: Optional[Exception] = None
+                try:
+                    self.client.watch(self.prefix, start, on_events, stop, conns)
+                except EtcdError as e:
+                    err = e
+                to_loop(lambda: ended.done() or ended.set_result(err))
+
+            threading.Thread(target=run, name="etcd-watch", daemon=True).start()
+            try:
+                err = await ended
+            except asyncio.CancelledError:
+                stop.set()
+                for conn in conns:
+                    if conn.sock is not None:
+                        try:
+                            conn.sock.shutdown(2)  # SHUT_RDWR: the thread's read returns
+                        except OSError:
+                            pass
+                raise
+            if not stop.is_set():
+                log.warning("following the store's other writers: %s; reading the store again", err)
+                delay = 0.5 if delay == 0 else min(5.0, delay * 2)
+
+    def _resync(self) -> None:
+        """Read the whole prefix and apply its difference with the view (after a broken or
+        compacted watch): as if each difference had come as an event."""
+        events: list[dict] = []
+        seen: set[tuple[str, str]] = set()
+        rev = self.client.revision()
+        plen = len(self.prefix) + 2
+        for k, v, mod in self.client.range_prefix(self.prefix + b"o/"):
+            kind, _, oid = k[plen:].decode().partition("/")
+            seen.add((kind, oid))
+            if self._modrev.get((kind, oid)) != mod:
+                events.append({"type": "PUT", "kv": {"key": _b64(k), "value": _b64(v), "mod_revision": str(mod)}})
+        for kind, oid in [k for k in self._modrev if k not in seen]:
+            events.append({"type": "DELETE", "kv": {"key": _b64(self._okey(kind, oid)), "mod_revision": str(rev)},
+                           "force": True})
+        self._apply_remote(events, rev)
+
+    def _apply_remote(self, events: list[dict], rev: int) -> None:
+        """Apply other writers' events to the view, as a commit of this store's would be."""
+        if self._in_txn:  # a transaction of ours is open (across an await): after it
+            asyncio.get_running_loop().call_later(0.005, self._apply_remote, events, rev)
+            return
+        changes: list = []
+        plen = len(self.prefix)
+        for ev in events:
+            kv = ev["kv"]
+            rel = _unb64(kv["key"])[plen:].decode()
+            mod = int(kv.get("mod_revision", 0))
+            deleted = ev.get("type") == "DELETE"
+            if rel.startswith("s/"):  # a spec row: kept for the tasks that follow it
+                skey = rel[2:]
+                e = self._specs.get(skey)
+                if deleted:
+                    self._remote_specs.pop(skey, None)
+                    if e is not None:
+                        e.stored = False  # written again with the next task of ours that uses it
+                else:
+                    self._remote_specs[skey] = _unb64(kv.get("value", "")).decode()
+                    if e is not None:
+                        e.stored = True
+                continue
+            if not rel.startswith("o/"):
+                continue
+            kind, _, oid = rel[2:].partition("/")
+            if kind not in KINDS:
+                continue
+            key = (kind, oid)
+            old = self._objects[kind].get(oid)
+            if deleted:
+                if old is None or (self._modrev.get(key, 0) >= mod and not ev.get("force")):
+                    continue
+                self._unindex(kind, oid)
+                self._modrev.pop(key, None)
+                changes.append((old, None))
+                continue
+            if self._modrev.get(key, 0) >= mod:
+                continue  # ours, or older than what the view has
+            data, spec_key = self._split(kind, _unb64(kv.get("value", "")).decode())
+            try:
+                obj = self._decode_remote(kind, data, spec_key)
+            except (ValueError, EtcdError) as e:
+                log.error("store: %s %s written by another manager does not load: %s", kind, oid, _first_line(e))
+                continue
+            self._index(kind, obj)
+            self._modrev[key] = mod
+            changes.append((old, obj))
+        for e in [e for e in self._spec_touched if e.refs <= 0]:
+            self._drop_spec(e)
+        self._spec_touched.clear()
+        self._seen = max(self._seen, rev)
+        if not changes:
+            return
+        self.rev = max(self.rev + 1, rev)
+        self._notify()
+        for fn in self._observers:
+            try:
+                fn(changes)
+            except Exception:  # an observer never undoes a commit
+                log.exception("store observer failed")
+
+    def _decode_remote(self, kind: str, data: str, spec_key: Optional[str]):
+        if spec_key and spec_key not in self._specs and spec_key not in self._remote_specs:
+            got = self.client.get(self._skey(spec_key))  # its event came before ours was watched
+            if got is not None:
+                self._remote_specs[spec_key] = got[0].decode()
+        self._spec_rows = self._remote_specs
+        try:
+            return self._decode(kind, data, spec_key)
+        finally:
+            self._spec_rows = None
 
     def _read_row(self, kind: str, obj_id: str) -> Optional[tuple[str, Optional[str]]]:
         got = self.client.get(self._okey(kind, obj_id))

@@ -252,3 +252,72 @@ def test_etcd_two_writers_never_overwrite_each_other_silently(etcd, tmp_path):
     with pytest.raises(Conflict):  # c never saw svc1: creating it again is refused too
         c.put(svc(image="busybox:again"))
     b.close()
+
+
+async def _until(pred, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not pred():
+        assert asyncio.get_running_loop().time() < deadline, "the follower's view did not catch up"
+        await asyncio.sleep(0.02)
+
+
+def test_etcd_a_second_manager_follows_what_the_first_commits(etcd, tmp_path):
+    """Manager B's view follows manager A's commits through the watch: objects, indexes, specs
+    it never saw, deletes; its observers, change feed and revision waiters hear of them; and
+    B can then write on top of them without a conflict."""
+    b = Backend("etcd", tmp_path, etcd)
+    first, second = b.open(), b.open()
+    seen: list = []
+    second.observe(lambda changes: seen.extend((x and x.id, y and y.id) for x, y in changes))
+    feed = second.change_feed()
+
+    async def go():
+        follower = asyncio.create_task(second.follow())
+        try:
+            rev = second.rev
+            waiter = asyncio.ensure_future(second.wait_for_change(rev, 10))
+            s = first.put(svc())
+            with first.txn():
+                for i in range(150):  # more than one etcd transaction, a spec B never saw
+                    first.put(task(i, f"n{i % 3}", service=s))
+            assert await waiter > rev
+            await _until(lambda: second.count(Task) == 150)
+            assert len(second.tasks_of_node("n1")) == 50 and second.get(Service, "svc1").version == 1
+            assert second.get(Task, "t7").spec is second.get(Task, "t8").spec  # shared, as its own
+            first.put(first.get(Task, "t7").model_copy(update={"node_id": "n9"}))
+            first.delete(Task, "t8")
+            await _until(lambda: second.get(Task, "t8") is None and second.tasks_of_node("n9") != [])
+            assert [t.id for t in second.tasks_of_node("n9")] == ["t7"]
+            assert ("t8", None) in seen and (None, "svc1") in seen
+            tasks, services = feed.take()
+            assert {"t7", "t8", "t0"} <= tasks and services == {"svc1"}
+            # B writes on what it followed: no conflict; A follows back
+            first_follows = asyncio.create_task(first.follow())
+            second.put(second.get(Service, "svc1").model_copy(update={"spec": svc(image="busybox:b").spec}))
+            await _until(lambda: first.get(Service, "svc1").spec.container.image == "busybox:b")
+            first.put(first.get(Service, "svc1"))  # A's view has B's version: accepted
+            first_follows.cancel()
+            await asyncio.gather(first_follows, return_exceptions=True)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+
+    asyncio.run(go())
+    b.close()
+
+
+def test_etcd_a_follower_that_missed_events_reads_the_difference(etcd, tmp_path):
+    b = Backend("etcd", tmp_path, etcd)
+    first = b.open()
+    first.put(svc())
+    for i in range(3):
+        first.put(task(i, "n1"))
+    second = b.open()
+    first.delete(Task, "t0")  # B does not follow: it misses these
+    first.put(task(5, "n2"))
+    first.put(first.get(Task, "t1").model_copy(update={"node_id": "n3"}))
+    second._resync()  # what a broken or compacted watch leads to
+    assert second.get(Task, "t0") is None and second.get(Task, "t5").node_id == "n2"
+    assert [t.id for t in second.tasks_of_node("n3")] == ["t1"]
+    assert sorted(t.id for t in second.tasks_of_service("svc1")) == ["t1", "t2", "t5"]
+    b.close()
