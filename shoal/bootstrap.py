@@ -175,8 +175,9 @@ def split_addr(remote: str) -> tuple[str, int]:
 
 
 def join_cluster(layout: Layout, token: str, remote: str, advertise_addr: Optional[str] = None,
-                 availability: str = "active") -> dict:
-    """Join the cluster `remote` manages, as the token says; cluster.json written, daemon not started."""
+                 availability: str = "active", port: int = DEFAULT_PORT) -> dict:
+    """Join the cluster `remote` manages, as the token says (a worker, or a manager: `port` is
+    then its API's); cluster.json written, daemon not started."""
     if read_cluster(layout) is not None:
         raise AlreadyInCluster("This node is already part of a cluster. Use \"shoal leave\" to leave it "
                                "and join another one.")
@@ -184,13 +185,13 @@ def join_cluster(layout: Layout, token: str, remote: str, advertise_addr: Option
         digest, _ = pki.parse_token(token)
     except pki.PkiError as e:
         raise JoinError(str(e)) from None
-    host, port = split_addr(remote)
+    host, remote_port = split_addr(remote)
     # 1. The CA, fetched without trusting anyone, then pinned by the token's digest.
     ca_pem = None
     last: object = None
     for attempt in range(5):
         try:
-            status, body = _request(host, port, pki.unverified_context(), "GET", "/v1/join/ca", timeout=5)
+            status, body = _request(host, remote_port, pki.unverified_context(), "GET", "/v1/join/ca", timeout=5)
             if status == 200:
                 ca_pem = body
                 break
@@ -199,40 +200,81 @@ def join_cluster(layout: Layout, token: str, remote: str, advertise_addr: Option
             last = e
         time.sleep(min(2.0, 0.2 * 2 ** attempt))
     if ca_pem is None:
-        raise JoinError(f"cannot reach a manager at {host}:{port}: {last}")
+        raise JoinError(f"cannot reach a manager at {host}:{remote_port}: {last}")
     if not pki.same_secret(pki.ca_digest(ca_pem), digest):
-        raise JoinError(f"the manager at {host}:{port} is not the one the token is for "
+        raise JoinError(f"the manager at {host}:{remote_port} is not the one the token is for "
                         "(its CA certificate does not match the token's digest)")
     # 2. This node's key, made here; the manager signs its CSR if the token is good.
     key = pki.new_key()
     addr = advertise_addr or _source_address_towards(host)
     ctx = pki.client_context(None, ca_data=ca_pem.decode())
     try:
-        status, body = _request(host, port, ctx, "POST", "/v1/join", {
+        status, body = _request(host, remote_port, ctx, "POST", "/v1/join", {
             "token": token.strip(), "csr": pki.make_csr(key).decode(), "hostname": socket.gethostname(),
             "advertise_addr": addr or "", "availability": availability}, timeout=15)
     except ssl.SSLCertVerificationError as e:
-        raise JoinError(f"the peer at {host}:{port} is not a manager of that cluster: {e}") from None
+        raise JoinError(f"the peer at {host}:{remote_port} is not a manager of that cluster: {e}") from None
     except OSError as e:
-        raise JoinError(f"joining through {host}:{port} failed: {e}") from None
+        raise JoinError(f"joining through {host}:{remote_port} failed: {e}") from None
     answer = json.loads(body) if body else {}
     if status != 200:
         raise JoinError(answer.get("message") or f"HTTP {status}")
     cert = answer["cert"].encode()
     pki.verify_chain(cert, ca_pem)
     info = pki.cert_info(cert)
-    if info.common_name != answer["node_id"] or info.role != pki.ROLE_WORKER:
+    role = answer.get("role", "worker")
+    want = pki.ROLE_MANAGER if role == "manager" else pki.ROLE_WORKER
+    if info.common_name != answer["node_id"] or info.role != want or (role == "manager") != ("manager" in answer):
         raise JoinError("the manager answered with a certificate for another identity")
     os.makedirs(layout.root, exist_ok=True)
     os.chmod(layout.root, 0o700)
     os.makedirs(os.path.dirname(layout.ca_cert), exist_ok=True)
     pki.write_file(layout.ca_cert, ca_pem, 0o644)
     pki.write_pair(pki.KeyPair(cert, pki.key_pem(key)), layout.node_cert, layout.node_key)
-    managers = list(dict.fromkeys(list(answer.get("managers") or []) + [f"{host}:{port}"]))
+    managers = list(dict.fromkeys(list(answer.get("managers") or []) + [f"{host}:{remote_port}"]))
     out = {"cluster_id": answer["cluster_id"], "node_id": answer["node_id"], "role": "worker",
            "advertise_addr": addr or "", "managers": managers, "created_at": time.time()}
+    if role == "manager":
+        try:
+            _become_manager(layout, answer, addr or "")
+        except Exception:
+            forget_cluster(layout)
+            raise
+        out.update({"role": "manager", "port": port, "managers": [f"127.0.0.1:{port}"]})
+        if answer["manager"].get("store", "sqlite") != "sqlite":
+            out["store"] = answer["manager"]["store"]
     write_cluster(layout, out)
     return out
+
+
+def _become_manager(layout: Layout, answer: dict, addr: str) -> None:
+    """A manager's keys from what the join answered: the cluster key and the CA's key as the
+    cluster keeps them, then this manager's own node and API certificates, issued here."""
+    import base64
+    from shoal.manager.ca import CertAuthority  # a manager's parts: only a manager's join needs them
+    from shoal.manager.keyring import BadUnlockKey, Keyring, Locked
+    material = answer["manager"]
+    os.makedirs(os.path.dirname(layout.cluster_key), exist_ok=True)
+    os.chmod(os.path.dirname(layout.cluster_key), 0o700)
+    pki.write_file(layout.cluster_key, base64.b64decode(material["cluster_key"]), 0o600)
+    pki.write_file(layout.ca_key, base64.b64decode(material["ca_key"]), 0o600)
+    keyring = Keyring(layout.cluster_key)
+    try:
+        keyring.load()
+    except Locked:
+        unlock_key = os.environ.get("SHOAL_UNLOCK_KEY")
+        if not unlock_key:
+            raise JoinError("the cluster is autolocked: give its unlock key to join as a manager "
+                            "(SHOAL_UNLOCK_KEY=… shoal join …)") from None
+        try:
+            keyring.unlock(unlock_key)
+        except BadUnlockKey:
+            raise JoinError("invalid unlock key") from None
+    password = keyring.tls_password()
+    lifetime = float(material.get("cert_expiry") or DEFAULT_CERT_EXPIRY)
+    ca = CertAuthority(layout, lambda: password, answer["cluster_id"])
+    ca.issue_node_cert(answer["node_id"], pki.ROLE_MANAGER, lifetime)
+    ca.issue_server_cert(answer["node_id"], sorted(set(local_addresses() + ([addr] if addr else []))), lifetime)
 
 
 def _source_address_towards(host: str) -> Optional[str]:
@@ -353,8 +395,14 @@ def _erase_etcd(info: dict) -> None:
     from shoal.store import store_prefix
     from shoal.store.etcd import EtcdClient, EtcdError, parse_store_url
     client = EtcdClient(parse_store_url(info["store"]))
+    prefix = store_prefix(info["cluster_id"]).encode()
     try:
-        client.delete_prefix(store_prefix(info["cluster_id"]).encode())
+        for _k, v, _r in client.range_prefix(prefix + b"o/node/"):
+            node = json.loads(v)
+            if node.get("role") == "manager" and node.get("id") != info.get("node_id"):
+                log.info("other managers remain: the cluster's state stays in etcd")
+                return
+        client.delete_prefix(prefix)
     except EtcdError as e:
         log.warning("the cluster's keys in etcd were not erased: %s", e)
     finally:

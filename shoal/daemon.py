@@ -31,7 +31,7 @@ from shoal.agent.metrics import AgentMetrics
 from shoal.bootstrap import AlreadyInCluster
 from shoal.metrics_listener import DEFAULT_METRICS_ADDR, MetricsListener, configured_addr
 from shoal.node_files import read_cluster, write_cluster
-from shoal.paths import Layout
+from shoal.paths import DEFAULT_PORT, Layout
 
 log = logging.getLogger("shoal.daemon")
 
@@ -69,13 +69,20 @@ class Node:
             elif os.environ.get("SHOAL_NO_DATAPATH") != "1":
                 import shoal.agent.netplane  # noqa: F401 - loaded now, not when the join is waited for
 
-    async def join(self, token: str, manager: str, advertise_addr: Optional[str], availability: str) -> dict:
-        """`shoal join` on a node whose daemon already runs (not in a cluster yet)."""
+    async def join(self, token: str, manager: str, advertise_addr: Optional[str], availability: str,
+                   port: int = DEFAULT_PORT) -> dict:
+        """`shoal join` on a node whose daemon already runs (not in a cluster yet). Joined as a
+        manager, the node needs a daemon with a manager in it: the CLI starts it again."""
         from shoal.bootstrap import join_cluster
         if self.role != "none":
             raise AlreadyInCluster("This node is already part of a cluster. Use \"shoal leave\" to leave it "
                                    "and join another one.")
-        self.info = await asyncio.to_thread(join_cluster, self.layout, token, manager, advertise_addr, availability)
+        self.info = await asyncio.to_thread(join_cluster, self.layout, token, manager, advertise_addr, availability,
+                                            port)
+        if self.info["role"] == "manager":
+            log.info("joined the cluster %s as manager %s: the daemon starts again as a manager",
+                     self.info["cluster_id"], self.info["node_id"])
+            return {"role": "manager", "node_id": self.info["node_id"], "cluster_id": self.info["cluster_id"]}
         self.role = "worker"
         self.start_agent(None)
         assert self.agent is not None

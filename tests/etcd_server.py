@@ -18,15 +18,16 @@ def _free_port() -> int:
 
 
 class EtcdServer:
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, host: str = "127.0.0.1"):
         self.data_dir = data_dir
+        self.host = host  # where clients reach it (the lab's hosts: the lab bridge's address)
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> "EtcdServer":
         binary = shutil.which("etcd")
@@ -34,7 +35,7 @@ class EtcdServer:
             raise RuntimeError("etcd is not installed: run scripts/setup.sh --install-only --with-tests "
                                "(it installs Debian's etcd-server)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        client, peer = f"http://127.0.0.1:{self.client_port}", f"http://127.0.0.1:{self.peer_port}"
+        client, peer = self.url, f"http://127.0.0.1:{self.peer_port}"
         self.log = open(self.data_dir / "etcd.log", "w")
         self.proc = subprocess.Popen(
             [binary, "--name", "test", "--data-dir", str(self.data_dir / "data"),

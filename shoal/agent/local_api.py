@@ -74,8 +74,10 @@ class LocalApi:
         except ValueError as e:
             return self._reply({"message": f"invalid request: {e}"}, 400)
         try:
+            port = body.get("port")
             info = await self.join(body["token"], body["manager"], body.get("advertise_addr"),
-                                   body.get("availability") or "active")
+                                   body.get("availability") or "active",
+                                   *([port] if isinstance(port, int) and 0 < port < 65536 else []))
         except Exception as e:  # noqa: BLE001 - the CLI shows why (JoinError, AlreadyInCluster, a timeout…)
             status = 409 if type(e).__name__ == "AlreadyInCluster" else 400
             return self._reply({"message": str(e) or type(e).__name__}, status)

@@ -106,11 +106,16 @@ def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_e
                    "will not be able to restart the manager.")
 
 
-def _wait_for_node(obj: Ctx, timeout: float = 30.0) -> None:
-    """`init` returns once this node's agent has registered: every command works from then on."""
+def _wait_for_node(obj: Ctx, timeout: float = 30.0, node_id: str = "") -> None:
+    """`init` (and a manager's `join`) returns once this node's agent has registered: every
+    command works from then on."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(n["state"] == "ready" for n in obj.api.get("/v1/nodes")):
+        try:
+            nodes = obj.api.get("/v1/nodes")
+        except ApiFailure:
+            nodes = []  # the manager is still starting
+        if any(n["state"] == "ready" and (not node_id or n.get("id") == node_id) for n in nodes):
             return
         time.sleep(0.05)
     raise RuntimeError(f"the node's agent did not register within {timeout:.0f}s; its log ({obj.layout.log}) "
@@ -125,11 +130,14 @@ def _wait_for_node(obj: Ctx, timeout: float = 30.0) -> None:
               show_default=True)
 @click.option("--metrics-addr", default=None,
               help="Where this node serves Prometheus metrics at /metrics (HOST:PORT, default 127.0.0.1:9323; off: none).")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=int,
+              help="With a manager token: the port this manager's API listens on (TLS).")
 @click.argument("manager")
 @click.pass_obj
 def join(obj: Ctx, token: str, advertise_addr: str | None, availability: str, metrics_addr: str | None,
-         manager: str) -> None:
-    """Join a cluster as a worker, through one of its managers (ADDR[:PORT])."""
+         port: int, manager: str) -> None:
+    """Join a cluster through one of its managers (ADDR[:PORT]), as a worker or, with a manager
+    token, as a manager (the cluster's state must then be in etcd: `init --store`)."""
     from shoal.node_files import daemon_pid, read_cluster
     _metrics_addr(obj, metrics_addr, record=False)
     if read_cluster(obj.layout) is None and daemon_pid(obj.layout):
@@ -137,27 +145,35 @@ def join(obj: Ctx, token: str, advertise_addr: str | None, availability: str, me
         if metrics_addr is not None:
             click.echo("Note: the daemon runs already; --metrics-addr takes effect at its next start.", err=True)
         # the daemon runs already (`shoal start`), waiting for a cluster: it joins itself
-        obj.api.post("/v1/local/join", {"token": token, "manager": manager, "advertise_addr": advertise_addr,
-                                        "availability": availability})
-        click.echo("This node joined a cluster as a worker.")
+        r = obj.api.post("/v1/local/join", {"token": token, "manager": manager, "advertise_addr": advertise_addr,
+                                            "availability": availability, "port": port})
+        if r.get("role") == "manager":  # the waiting daemon has no manager in it: start it again as one
+            from shoal.bootstrap import start_daemon, stop_daemon
+            stop_daemon(obj.layout)
+            start_daemon(obj.layout)
+            _wait_for_node(obj, node_id=r["node_id"])
+        click.echo(f"This node joined a cluster as a {r.get('role', 'worker')}.")
         return
     from shoal.bootstrap import AlreadyInCluster, JoinError, join_cluster, leave_node, start_daemon
     try:
-        info = join_cluster(obj.layout, token, manager, advertise_addr, availability)
+        info = join_cluster(obj.layout, token, manager, advertise_addr, availability, port)
     except (AlreadyInCluster, JoinError) as e:
         _fail(str(e))
     _metrics_addr(obj, metrics_addr)
     try:
         start_daemon(obj.layout)
-        deadline = time.monotonic() + 30
-        while not obj.api.get("/v1/info").get("registered"):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the node's agent did not reach a manager within 30s; see {obj.layout.log}")
-            time.sleep(0.02)
+        if info["role"] == "manager":
+            _wait_for_node(obj, node_id=info["node_id"])
+        else:
+            deadline = time.monotonic() + 30
+            while not obj.api.get("/v1/info").get("registered"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the node's agent did not reach a manager within 30s; see {obj.layout.log}")
+                time.sleep(0.02)
     except (RuntimeError, ApiFailure) as e:
         leave_node(obj.layout, info["node_id"])
         _fail(f"{getattr(e, 'message', e)} (the node did not join)")
-    click.echo("This node joined a cluster as a worker.")
+    click.echo(f"This node joined a cluster as a {info['role']}.")
 
 
 @cli.command("join-token")

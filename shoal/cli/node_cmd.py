@@ -34,7 +34,7 @@ def ls(obj: Ctx, quiet: bool, fmt: str | None) -> None:
     for n in nodes:
         rows.append({"ID": n["id"] + (" *" if n["self"] else ""), "Hostname": n["description"]["hostname"],
                      "Status": _status(n), "Availability": n["availability"].capitalize(),
-                     "ManagerStatus": ("Leader" if n.get("leader") else "Reachable") if n["role"] == "manager" else "",
+                     "ManagerStatus": _manager_status(n),
                      "EngineVersion": n["description"]["engine_version"]})
     if fmt == "json":
         for r in rows:
@@ -55,7 +55,7 @@ def pretty_text(n: dict) -> str:
               f" Address:\t\t{n['addr']}"]
     if n["role"] == "manager":
         lines += ["Manager Status:", f" Address:\t\t{n['addr']}",
-                  f" Raft Status:\t\t{'Reachable'}", f" Leader:\t\t{'Yes' if n.get('leader') else 'No'}"]
+                  f" Raft Status:\t\t{_manager_status(n) if _manager_status(n) != 'Leader' else 'Reachable'}", f" Leader:\t\t{'Yes' if n.get('leader') else 'No'}"]
     lines += ["Platform:", f" Operating System:\t{d['os']}", f" Architecture:\t\t{d['arch']}", "Resources:",
               f" CPUs:\t\t\t{d['nano_cpus'] // 1_000_000_000}", f" Memory:\t\t{bytes_h(d['memory_bytes'])}",
               "Engine Version:\t\t" + d["engine_version"]]
@@ -120,3 +120,12 @@ def ps(obj: Ctx, no_trunc: bool, quiet: bool, node_ref: str) -> None:
     if node_ref == "self":
         node_ref = obj.api.get("/v1/nodes/self")["id"]
     print_tasks(obj.api, obj.api.get(f"/v1/tasks?node={node_ref}"), quiet, no_trunc, None)
+
+
+def _manager_status(n: dict) -> str:
+    """Docker's MANAGER STATUS: Leader, Reachable, or Unreachable (a manager node that is down)."""
+    if n.get("role") != "manager":
+        return ""
+    if n.get("leader"):
+        return "Leader"
+    return "Unreachable" if n.get("state") == "down" else "Reachable"

@@ -66,6 +66,7 @@ class Heartbeats:
         self.metrics = metrics or ManagerMetrics()
         self.on_subnets_changed = on_subnets_changed
         self.started = time.time()
+        self.judging = True  # this manager judges nodes down (the leader; see ManagerServer._lead)
         self.last_seen: dict[str, float] = {}  # node id -> time of its last heartbeat (this process)
         self._unsaved: set[str] = set()
         self._stalls: list[tuple[float, float]] = []  # (when, seconds) this loop was held up
@@ -173,9 +174,25 @@ class Heartbeats:
         window = self.down_after()
         return sum(lag for at, lag in self._stalls if now - at < window + lag)
 
+    def lead(self, now: float) -> None:
+        """This manager starts judging (it became the leader): every node gets the grace a
+        manager's start gives, as it may have been beating to another manager."""
+        self.started = now
+        self.judging = True
+
+    def _heard(self) -> dict[str, float]:
+        """When each node was last heard, by this manager or (through the store) another
+        manager, since this one began judging (older times would judge a node down at once
+        after a restart: it gets the start's grace instead)."""
+        seen = dict(self.last_seen)
+        for f in self.store.all(NodeFacts):
+            if f.last_heartbeat > max(seen.get(f.id, 0.0), self.started):
+                seen[f.id] = f.last_heartbeat
+        return seen
+
     def check(self, now: float) -> list[str]:
         """Mark silent nodes down; the ids marked."""
-        verdicts = judge(self.store.all(Node), self.last_seen, now, self.started, self._judging_period(now),
+        verdicts = judge(self.store.all(Node), self._heard(), now, self.started, self._judging_period(now),
                          HEARTBEAT_GRACE, self.stalled(now))
         marked: list[str] = []
         if not verdicts:
@@ -215,7 +232,8 @@ class Heartbeats:
                 self._stalls.append((time.time(), lag))
                 del self._stalls[:-100]
             try:
-                self.check(time.time())
+                if self.judging:
+                    self.check(time.time())
                 if time.monotonic() - last_flush >= FLUSH_EVERY:
                     last_flush = time.monotonic()
                     self.flush()

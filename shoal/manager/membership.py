@@ -8,6 +8,8 @@ its last certificate would have expired anyway).
 """
 from __future__ import annotations
 
+import base64
+
 import ipaddress
 import logging
 import time
@@ -25,16 +27,23 @@ from shoal.store import Store
 log = logging.getLogger("shoal.membership")
 
 CLUSTER = "cluster"
-MANAGER_JOIN_LATER = ("joining as a manager needs several managers on a replicated store (etcd), which "
-                      "Shoal does not have yet: only workers can join for now (`shoal join-token worker`)")
+MANAGER_NEEDS_ETCD = ("joining as a manager needs the cluster's state in etcd, which every manager "
+                      "reaches (`shoal init --store etcd://HOST:PORT`); this cluster keeps it in SQLite on "
+                      "its one manager: only workers can join it (`shoal join-token worker`)")
 
 
 class Membership:
-    def __init__(self, store: Store, ca: CertAuthority, keyring: Keyring, cluster_id: str):
+    def __init__(self, store: Store, ca: CertAuthority, keyring: Keyring, cluster_id: str,
+                 store_spec: str = "sqlite"):
         self.store = store
         self.ca = ca
         self.keyring = keyring
         self.cluster_id = cluster_id
+        self.store_spec = store_spec  # several managers need a store they all reach (etcd)
+
+    @property
+    def managers_can_join(self) -> bool:
+        return self.store_spec != "sqlite"
 
     # -- the cluster object ------------------------------------------------------------
     def settings(self) -> ClusterObj:
@@ -108,8 +117,8 @@ class Membership:
     def join(self, token: str, csr: str, hostname: str, advertise_addr: str, availability: str,
              peer: str) -> dict:
         role = self._role_of(token)
-        if role == "manager":
-            raise ApiError(MANAGER_JOIN_LATER, 501)
+        if role == "manager" and not self.managers_can_join:
+            raise ApiError(MANAGER_NEEDS_ETCD, 501)
         addr = advertise_addr or peer
         try:
             addr = str(ipaddress.ip_address(addr))
@@ -118,16 +127,32 @@ class Membership:
         node_id = new_id()
         obj = self.settings()
         try:
-            cert = self.ca.sign_node(csr.encode(), node_id, pki.ROLE_WORKER, obj.cert_expiry)
+            cert = self.ca.sign_node(csr.encode(), node_id, pki.ROLE_MANAGER if role == "manager" else pki.ROLE_WORKER,
+                                     obj.cert_expiry)
         except pki.PkiError as e:
             raise ApiError(str(e)) from None
-        self.store.put(Node(id=node_id, role="worker", availability=availability, state="unknown",
+        self.store.put(Node(id=node_id, role=role, availability=availability, state="unknown",
                             message="joined; waiting for its first heartbeat", addr=addr,
                             description=NodeDescription(hostname=hostname)))
-        log.info("node %s (%s, %s) joined as a worker", node_id, hostname or "?", addr)
-        return {"node_id": node_id, "cluster_id": self.cluster_id, "role": "worker", "cert": cert.decode(),
-                "ca": self.ca.ca_pem.decode(), "managers": self.managers(),
-                "heartbeat_period": obj.heartbeat_period}
+        log.info("node %s (%s, %s) joined as a %s", node_id, hostname or "?", addr, role)
+        answer = {"node_id": node_id, "cluster_id": self.cluster_id, "role": role, "cert": cert.decode(),
+                  "ca": self.ca.ca_pem.decode(), "managers": self.managers(),
+                  "heartbeat_period": obj.heartbeat_period}
+        if role == "manager":
+            answer["manager"] = self._manager_material(obj)
+        return answer
+
+    def _manager_material(self, obj: ClusterObj) -> dict:
+        """What a new manager needs to be one: the cluster key (as this manager keeps it: sealed
+        under the unlock key when the cluster is autolocked), the CA's key (encrypted under a
+        password derived from the cluster key) and where the store is. Sent only over the join's
+        TLS, to a holder of the manager token (Swarm's manager token grants as much)."""
+        with open(self.keyring.path, "rb") as f:
+            cluster_key = f.read()
+        with open(self.ca.layout.ca_key, "rb") as f:
+            ca_key = f.read()
+        return {"cluster_key": base64.b64encode(cluster_key).decode(), "ca_key": base64.b64encode(ca_key).decode(),
+                "store": self.store_spec, "cert_expiry": obj.cert_expiry}
 
     def managers(self) -> list[str]:
         return sorted(f"{n.addr}:{n.port}" for n in self.store.all(Node) if n.role == "manager" and n.addr and n.port)

@@ -38,7 +38,7 @@ from shoal.manager.orchestrator import Orchestrator
 from shoal.manager.volumes import VolumeRegistry
 from shoal.model.objects import Node
 from shoal.paths import Layout
-from shoal.store import open_store
+from shoal.store import Deposed, open_leadership, open_store
 
 log = logging.getLogger("shoal.manager")
 
@@ -62,15 +62,17 @@ class ManagerServer:
         self.tls: Optional[ssl.SSLContext] = None
         self._tasks: list[asyncio.Task] = []
         self._follow: Optional[asyncio.Task] = None
+        self._leading: Optional[asyncio.Task] = None  # the orchestrator, while this manager leads
         self._unlocked = False
 
     async def start(self) -> None:
         L = self.layout
         self.store = open_store(self.info.get("store", "sqlite"), L.store, self.info["cluster_id"])
         self._follow = asyncio.create_task(self.store.follow())  # other managers' writes (etcd)
+        self.leadership = open_leadership(self.store, self.info["node_id"])
         events = EventLog(L.events)
         self.store.observe(events.record)
-        self.metrics.watch(self.store)
+        self.metrics.watch(self.store, lambda: self.leadership.is_leader)
         self.store.on_commit_seconds = self.metrics.store_write.observe
         # The store keeps every object in memory (100,000 tasks are millions of objects): keep
         # what was loaded out of the collector's scans, and collect the youngest generation less
@@ -91,7 +93,8 @@ class ManagerServer:
         volumes = VolumeRegistry(self.store)
         self.components = Components(
             store=self.store, keyring=self.keyring, cluster=cluster,
-            membership=Membership(self.store, self.ca, self.keyring, cluster_id), heartbeats=self.heartbeats,
+            membership=Membership(self.store, self.ca, self.keyring, cluster_id, self.info.get("store", "sqlite")),
+            heartbeats=self.heartbeats,
             dispatcher=Dispatcher(self.store, cluster, self.metrics), log_hub=LogHub(self.store), actions=ActionHub(),
             volumes=volumes, events=events, dashboard=Sessions(), info={k: v for k, v in self.info.items() if k != "unlock_key"},
             on_unlock=self._unlocked_now)
@@ -124,8 +127,9 @@ class ManagerServer:
         self.tls = pki.server_context(L.ca_cert, L.manager_cert, L.manager_key, password)
         assert self.runner is not None
         await web.TCPSite(self.runner, self.listen, self.port, ssl_context=self.tls, reuse_address=True).start()
+        self.heartbeats.judging = False  # until this manager leads (see _lead)
         self._tasks = [asyncio.create_task(t) for t in (
-            c.dispatcher.run(), self.heartbeats.run(), self.orchestrator.run(), self._renew_server_cert())]
+            c.dispatcher.run(), self.heartbeats.run(), self._renew_server_cert(), self.leadership.run(self._lead))]
         log.info("manager listening on %s:%d and %s", self.listen, self.port, L.socket)
         self.on_unlocked(password)
 
@@ -134,11 +138,34 @@ class ManagerServer:
         node_id, addr = self.info["node_id"], self.info.get("advertise_addr", "")
         node = self.store.get(Node, node_id)
         if node is None:
-            self.store.put(Node(id=node_id, role="manager", addr=addr, port=self.port, leader=True,
+            self.store.put(Node(id=node_id, role="manager", addr=addr, port=self.port,
                                 message="waiting for its agent's first heartbeat"))
-        elif (node.addr, node.port, node.role, node.leader) != (addr or node.addr, self.port, "manager", True):
-            self.store.put(node.model_copy(update={"addr": addr or node.addr, "port": self.port, "role": "manager",
-                                                   "leader": True}))
+        elif (node.addr, node.port, node.role) != (addr or node.addr, self.port, "manager"):
+            self.store.put(node.model_copy(update={"addr": addr or node.addr, "port": self.port, "role": "manager"}))
+
+    def _lead(self, leading: bool) -> None:
+        """This manager starts or stops leading: the orchestrator and the judgement of nodes run
+        on the leader alone; every manager serves the API and its agents."""
+        if self._leading is not None:
+            self._leading.cancel()
+            self._leading = None
+        self.heartbeats.judging = leading
+        if not leading:
+            return
+        self.heartbeats.lead(time.time())  # nodes get their grace again before any is judged down
+        try:
+            self._mark_leader()
+        except Deposed:
+            return  # lost already: the leadership loop says so next
+        self._leading = asyncio.create_task(self.orchestrator.run())
+
+    def _mark_leader(self) -> None:
+        """`node ls`: this manager Leader, the others not (as Swarm's MANAGER STATUS)."""
+        me = self.info["node_id"]
+        with self.store.txn():
+            for n in self.store.all(Node):
+                if n.role == "manager" and n.leader != (n.id == me):
+                    self.store.put(n.model_copy(update={"leader": n.id == me}))
 
     async def _renew_server_cert(self) -> None:
         """Renew the API's certificate at a random point in 50–80 % of its lifetime (as nodes do)."""
@@ -164,7 +191,10 @@ class ManagerServer:
                 await asyncio.sleep(60)
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *([self._follow] if self._follow else [])]
+        resign = getattr(getattr(self, "leadership", None), "resign", None)
+        if resign is not None:
+            resign()  # another manager leads at once, not when the lease expires
+        tasks = [*self._tasks, *[t for t in (self._follow, self._leading) if t is not None]]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,9 +1,10 @@
 """The cluster store: an interface (`base.Store`) and its implementations (`sqlite`, `etcd`)."""
 from __future__ import annotations
 
-from shoal.store.base import ChangeFeed, Conflict, InvalidObject, Store
+from shoal.store.base import ChangeFeed, Conflict, Deposed, InvalidObject, Store
 
-__all__ = ["ChangeFeed", "Conflict", "InvalidObject", "Store", "check_store_spec", "open_store", "store_prefix"]
+__all__ = ["ChangeFeed", "Conflict", "Deposed", "InvalidObject", "Store", "check_store_spec", "open_leadership", "open_store",
+           "store_prefix"]
 
 
 def check_store_spec(spec: str) -> str:
@@ -29,3 +30,12 @@ def open_store(spec: str, sqlite_path: str, cluster_id: str) -> Store:
         return SqliteStore(sqlite_path)
     from shoal.store.etcd import EtcdStore
     return EtcdStore(spec, prefix=store_prefix(cluster_id))
+
+
+def open_leadership(store: Store, node_id: str):
+    """Who leads among the managers sharing `store` (see leadership.py)."""
+    from shoal.store.leadership import EtcdLeadership, SoleLeadership
+    from shoal.store.etcd import EtcdStore
+    if isinstance(store, EtcdStore):
+        return EtcdLeadership(store, node_id)
+    return SoleLeadership(node_id)

@@ -28,6 +28,10 @@ class Conflict(Exception):
     """A write was based on an outdated version of the object."""
 
 
+class Deposed(Conflict):
+    """A write made as the cluster's leader, refused because this manager no longer is."""
+
+
 class InvalidObject(ValueError):
     """An object its own model refuses: never written (it would poison the next load)."""
 

@@ -41,7 +41,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from shoal.store.base import Conflict
+from shoal.store.base import Conflict, Deposed
 from shoal.store.memory import KINDS, ViewStore, _first_line, _row_name
 
 log = logging.getLogger("shoal.store.etcd")
@@ -228,6 +228,10 @@ class EtcdStore(ViewStore):
         self._modrev: dict[tuple[str, str], int] = {}  # (kind, id) -> mod revision the view has
         self._seen = 0  # the revision the view has applied everything up to (own and others')
         self._remote_specs: dict[str, str] = {}  # spec rows other writers stored, by key
+        # While this manager leads: (leader key, its create revision). Every commit then also
+        # checks that the key is still the one this manager created (see leadership.py), so a
+        # deposed leader's writes are refused (Deposed) even before it knows.
+        self.fence: Optional[tuple[bytes, int]] = None
         self._load()
 
     # -- keys --------------------------------------------------------------------
@@ -340,8 +344,14 @@ class EtcdStore(ViewStore):
                 part.append(op)
                 i += 1
             conds = [by_key[k] for op in part if (k := next(iter(op.values()))["key"]) in by_key]
+            fence = self.fence
+            if fence is not None:
+                conds.append({"key": _b64(fence[0]), "target": "CREATE", "result": "EQUAL",
+                              "create_revision": str(fence[1])})
             ok, rev, _ = self.client.txn(conds, part)
             if not ok:
+                if fence is not None and self._deposed(fence):
+                    raise Deposed("this manager is no longer the cluster's leader: its write was refused")
                 raise Conflict("another writer changed an object this transaction writes (etcd compare failed)")
             for op in part:
                 rev_of[next(iter(op.values()))["key"]] = rev
@@ -490,6 +500,11 @@ class EtcdStore(ViewStore):
             return self._decode(kind, data, spec_key)
         finally:
             self._spec_rows = None
+
+    def _deposed(self, fence: tuple[bytes, int]) -> bool:
+        r = self.client.call("/v3/kv/range", {"key": _b64(fence[0])})
+        kvs = r.get("kvs") or []
+        return not kvs or int(kvs[0].get("create_revision", 0)) != fence[1]
 
     def _read_row(self, kind: str, obj_id: str) -> Optional[tuple[str, Optional[str]]]:
         got = self.client.get(self._okey(kind, obj_id))

@@ -96,10 +96,10 @@ class ClusterRoutes:
         body: JoinTokenBody = request[BODY]
         role = request.match_info["role"]
         token = self.c.membership.token(role, rotate=body.rotate)
-        if role == "manager":
-            from shoal.manager.membership import MANAGER_JOIN_LATER
+        if role == "manager" and not self.c.membership.managers_can_join:
+            from shoal.manager.membership import MANAGER_NEEDS_ETCD
             return reply({"token": token, "managers": self.c.heartbeats.managers(), "usable": False,
-                          "message": MANAGER_JOIN_LATER})
+                          "message": MANAGER_NEEDS_ETCD})
         return reply({"token": token, "managers": self.c.heartbeats.managers(), "usable": True})
 
     # -- nodes -------------------------------------------------------------------------
