@@ -27,6 +27,7 @@ from shoal.store import Store
 log = logging.getLogger("shoal.heartbeats")
 
 FLUSH_EVERY = 1.0  # seconds between batched writes of heartbeat times
+SILENT_PERIODS = 2.0  # a node not heard for this many periods gets no new tasks (see silent)
 MAX_HEARTBEATS_PER_SECOND = 200.0  # see Heartbeats.period
 # Subnets an engine may report as its own (Docker's address pools are private ranges).
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
@@ -189,6 +190,18 @@ class Heartbeats:
             if f.last_heartbeat > max(seen.get(f.id, 0.0), self.started):
                 seen[f.id] = f.last_heartbeat
         return seen
+
+    def silent(self, now: float) -> set[str]:
+        """Ready nodes not heard from (by any manager) for SILENT_PERIODS heartbeat periods: not
+        judged down yet (that takes HEARTBEAT_GRACE periods, more after a leader's start), but
+        given no new tasks meanwhile -- a scale right after a node died does not place replicas
+        on it, to be replaced once it is judged down (Swarm does)."""
+        limit = now - SILENT_PERIODS * self._judging_period(now)
+        heard = dict(self.last_seen)
+        for f in self.store.all(NodeFacts):
+            if f.last_heartbeat > heard.get(f.id, 0.0):
+                heard[f.id] = f.last_heartbeat
+        return {n.id for n in self.store.all(Node) if n.state == "ready" and heard.get(n.id, 0.0) < limit}
 
     def check(self, now: float) -> list[str]:
         """Mark silent nodes down; the ids marked."""

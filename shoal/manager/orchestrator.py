@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from shoal.core import task_states as ts
 from shoal.core.deps import deps_status
@@ -43,10 +43,12 @@ SCHEDULE_BATCH = 5000
 
 
 class Orchestrator:
-    def __init__(self, store: Store, volume_nodes=None, metrics: Optional[ManagerMetrics] = None):
+    def __init__(self, store: Store, volume_nodes=None, metrics: Optional[ManagerMetrics] = None,
+                 silent_nodes: Callable[[float], set[str]] = lambda now: set()):
         self.store = store
         self.metrics = metrics or ManagerMetrics()
         self.volume_nodes = volume_nodes or (lambda: {})
+        self.silent_nodes = silent_nodes  # ready nodes not heard from lately: no new tasks there
         self.started = time.time()
         self._last_full = 0.0
         self._wake: dict[str, float] = {}  # service id -> when its plan asked to be called again
@@ -169,7 +171,12 @@ class Orchestrator:
         pending = [t for t in st.pending_tasks() if t.desired_state in (ts.RUNNING, ts.READY, ts.COMPLETE)]
         if not pending:
             return False
-        idle_key = (len(pending), tuple((n.id, n.version) for n in nodes))
+        # Nodes gone silent (not judged down yet) take no new tasks: the scheduler sees them as
+        # not ready ("not available for new tasks"); their running tasks are left alone.
+        silent = self.silent_nodes(now)
+        if silent:
+            nodes = [n.model_copy(update={"state": "unknown"}) if n.id in silent else n for n in nodes]
+        idle_key = (len(pending), tuple((n.id, n.version) for n in nodes), tuple(sorted(silent)))
         if now < self._idle_until and idle_key == self._idle_key:
             return False
         left = False

@@ -98,7 +98,8 @@ class ManagerServer:
             dispatcher=Dispatcher(self.store, cluster, self.metrics), log_hub=LogHub(self.store), actions=ActionHub(),
             volumes=volumes, events=events, dashboard=Sessions(), info={k: v for k, v in self.info.items() if k != "unlock_key"},
             on_unlock=self._unlocked_now)
-        self.orchestrator = Orchestrator(self.store, volume_nodes=volumes.volume_nodes, metrics=self.metrics)
+        self.orchestrator = Orchestrator(self.store, volume_nodes=volumes.volume_nodes, metrics=self.metrics,
+                                         silent_nodes=self.heartbeats.silent)
         app = ManagerApp(self.components).application()
         # Long polls (agents, logs) would hold shutdown for their whole wait: give them 1 s.
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)

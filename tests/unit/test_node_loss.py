@@ -149,3 +149,49 @@ async def test_a_node_that_left_stays_down_even_if_a_heartbeat_was_on_its_way(mg
     with pytest.raises(KeyError):
         mgr.server.heartbeats.beat(node_id, node.description, "", "", None)
     assert st.get(Node, node_id).state == "down"
+
+
+async def test_a_silent_node_gets_no_new_tasks_before_it_is_judged_down(mgr):
+    """A node not heard from for two periods is not judged down yet (three, and a new leader's
+    grace) but gets no new tasks meanwhile: a scale right after it died places its replicas on
+    the nodes that answer, and its running tasks are left alone."""
+    st = mgr.server.store
+    assert (await mgr.call("POST", "/v1/cluster/update", {"dispatcher_heartbeat": 0.2}))[0] == 200
+    mgr.server.heartbeats.judging = False  # as during a new leader's grace: nothing judged down
+    a_id, a = await mgr.join()
+    b_id, b = await mgr.join()
+
+    async def beat(ctx, host):
+        return await mgr.node_call(ctx, "POST", "/v1/agent/heartbeat", {"description": {"hostname": host}})
+
+    await beat(a, "a")
+    await beat(b, "b")
+    stack = {"name": "s", "services": [{"name": "s_web", "stack": "s", "container": {"image": "busybox"},
+                                        "replicas": 2}]}
+    assert (await mgr.call("POST", "/v1/stacks/s", {"stack": stack}))[0] == 200
+    svc = st.by_name(Service, "s_web")
+    await _until(lambda: len([t for t in st.tasks_of_service(svc.id) if t.node_id]) == 2)
+    on_b = {t.id for t in st.tasks_of_node(b_id)}
+    assert len(on_b) == 1
+    keep = True
+
+    async def keep_a():
+        while keep:
+            await beat(a, "a")
+            await asyncio.sleep(0.1)
+    beating = asyncio.create_task(keep_a())
+    try:
+        await asyncio.sleep(0.6)  # b silent for 3 periods; not judged (judging is off)
+        assert st.get(Node, b_id).state == "ready" and mgr.server.heartbeats.silent(time.time()) == {b_id}
+        assert (await mgr.call("POST", "/v1/services/s_web/scale", {"replicas": 6}))[0] == 200
+        await _until(lambda: len([t for t in st.tasks_of_service(svc.id) if t.node_id]) == 6)
+        assert {t.id for t in st.tasks_of_node(b_id)} == on_b  # none of the 4 new ones on b
+        assert len(st.tasks_of_node(a_id)) == 5
+        # b beats again: it takes new tasks again
+        await beat(b, "b")
+        assert mgr.server.heartbeats.silent(time.time()) == set()
+        assert (await mgr.call("POST", "/v1/services/s_web/scale", {"replicas": 8}))[0] == 200
+        await _until(lambda: len(st.tasks_of_node(b_id)) > 1)
+    finally:
+        keep = False
+        await beating
