@@ -18,6 +18,12 @@ manager's unix socket, polled every 20 ms, and the engines' containers.
 - nodeloss: 6 replicas spread 2/2/2, kill -9 of lab3 (engine, containerd, shims, containers,
   agent): the time until the manager calls it down, and until 6 replicas run on the others.
 - blip: lab3's link down for 3 s, then 15 s more: how many tasks were started elsewhere.
+- failover: three managers (Shoal: its state in an etcd member on this machine's side of the
+  lab bridge, `init --store etcd://…`, lab2 and lab3 joined with the manager token; Swarm:
+  lab2 and lab3 joined as managers), 6 replicas 2/2/2, kill -9 of lab1 (the leader): the time
+  until lab2 shows a leader among the living managers, until `service scale …=8` issued to
+  lab2 (retried every 0.2 s) is accepted, until 6 replicas run on lab2 and lab3 (the scale
+  applied), and until all 8 run there (the dead manager's tasks back elsewhere).
 """
 from __future__ import annotations
 
@@ -43,6 +49,9 @@ REFERENCE = {  # Swarm, measured here: SWARM-REFERENCE.md "Swarm on three hosts"
     "join": ("join -> Ready", 0.13),
     "down": ("node loss: down", 13.5),
     "back": ("node loss: 6 running elsewhere", 19.1),
+    "failover: leader": ("failover: a new leader", 14.7),
+    "failover: scale accepted": ("failover: scale accepted", 22.3),
+    "failover: all back": ("failover: dead manager's tasks elsewhere", 47.0),
 }
 POLL = 0.02
 mono = time.monotonic
@@ -115,9 +124,48 @@ def containers_running(hosts: list[str], label: Optional[str] = None) -> int:
 class ShoalLab:
     name = "shoal"
     sock = f"{DATA}/lab1/shoal/shoal.sock"
+    etcd: Optional[subprocess.Popen] = None
 
-    def init(self) -> None:
-        lab("exec", "lab1", "shoal", "init", "--advertise-addr", addr("lab1"))
+    def init(self, store: str = "") -> None:
+        lab("exec", "lab1", "shoal", "init", "--advertise-addr", addr("lab1"), *(["--store", store] if store else []))
+
+    def use(self, host: str) -> None:
+        """Ask this host's manager from now on."""
+        self.sock = f"{DATA}/{host}/shoal/shoal.sock"
+        self.host = host
+
+    def managers(self) -> None:
+        """Three managers: the state in an etcd member on this machine's side of the lab bridge."""
+        import shutil
+        shutil.rmtree("/tmp/shoal-bench-etcd", ignore_errors=True)
+        port = 23790
+        self.etcd = subprocess.Popen(
+            ["etcd", "--name", "bench", "--data-dir", "/tmp/shoal-bench-etcd",
+             "--listen-client-urls", f"http://10.77.0.1:{port}", "--advertise-client-urls", f"http://10.77.0.1:{port}",
+             "--listen-peer-urls", "http://127.0.0.1:23800", "--initial-advertise-peer-urls", "http://127.0.0.1:23800",
+             "--initial-cluster", "bench=http://127.0.0.1:23800"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        until(lambda: subprocess.run(["curl", "-sf", f"http://10.77.0.1:{port}/health"], capture_output=True)
+              .returncode == 0, 20, "etcd healthy")
+        self.init(f"etcd://10.77.0.1:{port}")
+        token = lab("exec", "lab1", "shoal", "join-token", "-q", "manager").strip()
+        for h in ("lab2", "lab3"):
+            lab("exec", h, "shoal", "join", "--token", token, f"{addr('lab1')}:4343")
+
+    def leader(self) -> str:
+        for n in get(self.sock, "/v1/nodes"):
+            if n.get("leader") and n["state"] != "down":
+                return n["description"]["hostname"]
+        return ""
+
+    def scale(self, service: str, n: int) -> bool:
+        return subprocess.run(["bash", LAB, "exec", self.host, "shoal", "service", "scale", f"b_{service}={n}"],
+                              capture_output=True, timeout=30).returncode == 0
+
+    def cleanup(self) -> None:
+        if self.etcd is not None:
+            self.etcd.kill()
+            self.etcd.wait()
+            self.etcd = None
 
     def join(self, host: str) -> float:
         token = lab("exec", "lab1", "shoal", "join-token", "-q", "worker").strip()
@@ -167,6 +215,34 @@ class SwarmLab:
 
     def init(self) -> None:
         lab("exec", "lab1", "docker", "swarm", "init", "--advertise-addr", addr("lab1"))
+
+    def use(self, host: str) -> None:
+        self.sock = f"{RUN}/{host}/docker.sock"
+        self.host = host
+
+    def managers(self) -> None:
+        self.init()
+        token = lab("exec", "lab1", "docker", "swarm", "join-token", "-q", "manager").strip()
+        for h in ("lab2", "lab3"):
+            lab("exec", h, "docker", "swarm", "join", "--token", token, f"{addr('lab1')}:2377")
+
+    def leader(self) -> str:
+        try:
+            nodes = get(self.sock, "/nodes")
+        except Exception:  # noqa: BLE001 - no quorum yet: Swarm answers with an error
+            return ""
+        for n in nodes if isinstance(nodes, list) else []:
+            ms = n.get("ManagerStatus") or {}
+            if ms.get("Leader") and n["Status"]["State"] != "down":
+                return n["Description"]["Hostname"]
+        return ""
+
+    def scale(self, service: str, n: int) -> bool:
+        return subprocess.run(["bash", LAB, "exec", self.host, "docker", "service", "scale", "-d", f"b_{service}={n}"],
+                              capture_output=True, timeout=30).returncode == 0
+
+    def cleanup(self) -> None:
+        pass
 
     def join(self, host: str) -> float:
         token = lab("exec", "lab1", "docker", "swarm", "join-token", "-q", "worker").strip()
@@ -258,7 +334,28 @@ def run_blip(o) -> dict[str, float]:
     return {"blip: tasks rescheduled": float(len(o.task_ids("bl") - before))}
 
 
-WORKLOADS = {"join": run_join, "deploy": run_deploy, "nodeloss": run_nodeloss, "blip": run_blip}
+def run_failover(o) -> dict[str, float]:
+    fresh_lab()
+    try:
+        o.managers()
+        o.use("lab1")
+        o.create("fo", 6)
+        until(lambda: o.running("fo") == 6 and containers_running(["lab1"]) == 2, 120, "6 running, 2 on lab1")
+        o.use("lab2")
+        t0 = mono()
+        lab("kill", "lab1")
+        t_leader = until(lambda: o.leader() in ("lab2", "lab3"), 120, "a new leader")
+        t_accepted = until(lambda: o.scale("fo", 8), 120, "the scale accepted")
+        t_applied = until(lambda: o.running("fo", exclude_host="lab1") >= 6, 180, "6 running on lab2 and lab3")
+        t_back = until(lambda: o.running("fo", exclude_host="lab1") >= 8, 180, "8 running on lab2 and lab3")
+        return {"failover: leader": t_leader - t0, "failover: scale accepted": t_accepted - t0,
+                "failover: scale applied": t_applied - t0, "failover: all back": t_back - t0}
+    finally:
+        o.cleanup()
+
+
+WORKLOADS = {"join": run_join, "deploy": run_deploy, "nodeloss": run_nodeloss, "blip": run_blip,
+             "failover": run_failover}
 
 
 def fmt(xs: list[float]) -> str:
