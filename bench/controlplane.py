@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Optional
 
 import aiohttp
@@ -147,7 +148,13 @@ class Run:
     async def main(self) -> dict:
         a = self.a
         t = time.time()
-        self.shoal("init", "--port", str(self.port))
+        store = []
+        if a.store == "etcd":  # a fresh etcd member of its own (Debian's), the state in it
+            sys.path.insert(0, os.path.join(ROOT, "tests"))
+            from etcd_server import EtcdServer
+            self.etcd = EtcdServer(Path(self.dir, "etcd")).start()
+            store = ["--store", f"etcd://127.0.0.1:{self.etcd.client_port}"]
+        self.shoal("init", "--port", str(self.port), *store)
         self.pid = int(open(os.path.join(self.data, "shoal.pid")).read().strip())
         api = Api(os.path.join(self.data, "shoal.sock"))
         try:
@@ -325,6 +332,8 @@ class Run:
                 os.kill(self.pid, signal.SIGKILL)
             except OSError:
                 pass
+        if getattr(self, "etcd", None) is not None:
+            self.etcd.stop()
         if not self.a.keep:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -376,6 +385,8 @@ def main() -> None:
     ap.add_argument("--stall", type=float, default=120.0, help="give up after this long without progress")
     ap.add_argument("--port", type=int, default=0, help="manager port (default: a free one)")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs, sim stats)")
+    ap.add_argument("--store", choices=["sqlite", "etcd"], default="sqlite",
+                    help="the manager's store: its SQLite file, or a fresh etcd member (Debian's etcd)")
     ap.add_argument("--profile", default=None, help="py-spy record the manager into this dir")
     ap.add_argument("--profile-format", default="speedscope", choices=["speedscope", "flamegraph", "raw"])
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")

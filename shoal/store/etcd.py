@@ -338,7 +338,8 @@ class EtcdStore(ViewStore):
         i = 0
         while i < len(ops):
             part, size = [], 0
-            while i < len(ops) and len(part) < MAX_TXN_OPS and (not part or size < MAX_TXN_BYTES):
+            # (one compare of the 128 etcd takes is kept for the leader's fence)
+            while i < len(ops) and len(part) < MAX_TXN_OPS - 1 and (not part or size < MAX_TXN_BYTES):
                 op = ops[i]
                 size += len(next(iter(op.values())).get("value", "")) + 100
                 part.append(op)

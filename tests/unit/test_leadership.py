@@ -85,6 +85,12 @@ def test_one_leader_at_a_time_and_a_dead_one_is_replaced_within_its_lease(etcd, 
         with pytest.raises(Deposed):
             a_store.put(svc("busybox:from-the-deposed"))
         b_store.put(svc("busybox:from-the-leader"))
+        # a leader's big transaction: committed in parts, each with the fence among its compares
+        with b_store.txn():
+            for i in range(300):
+                b_store.put(Service(id=f"big{i}", spec=ServiceSpec(name=f"big_{i}",
+                                                                   container=ContainerSpec(image="busybox"))))
+        assert EtcdStore(etcd.url, prefix=prefix).count(Service) == 301
         ta.cancel()
         tb.cancel()
         await asyncio.gather(ta, tb, return_exceptions=True)
