@@ -1,9 +1,9 @@
 """The cluster store: an interface (`base.Store`) and its implementations (`sqlite`, `etcd`)."""
 from __future__ import annotations
 
-from shoal.store.base import ChangeFeed, Conflict, Deposed, InvalidObject, Store
+from shoal.store.base import ChangeFeed, Conflict, Deposed, InvalidObject, Store, StoreUnavailable
 
-__all__ = ["ChangeFeed", "Conflict", "Deposed", "InvalidObject", "Store", "check_store_spec", "open_leadership", "open_store",
+__all__ = ["ChangeFeed", "Conflict", "Deposed", "InvalidObject", "StoreUnavailable", "Store", "check_store_spec", "open_leadership", "open_store",
            "store_prefix"]
 
 

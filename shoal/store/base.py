@@ -28,6 +28,10 @@ class Conflict(Exception):
     """A write was based on an outdated version of the object."""
 
 
+class StoreUnavailable(Exception):
+    """The store cannot be reached (a replicated store without quorum, or cut off from it)."""
+
+
 class Deposed(Conflict):
     """A write made as the cluster's leader, refused because this manager no longer is."""
 

@@ -41,7 +41,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
-from shoal.store.base import Conflict, Deposed
+from shoal.store.base import Conflict, Deposed, StoreUnavailable
 from shoal.store.memory import KINDS, ViewStore, _first_line, _row_name
 
 log = logging.getLogger("shoal.store.etcd")
@@ -51,7 +51,7 @@ MAX_TXN_BYTES = 1 << 20  # under etcd's default --max-request-bytes (1.5 MiB)
 PAGE = 5000  # keys per range request when loading
 
 
-class EtcdError(Exception):
+class EtcdError(StoreUnavailable):
     """etcd did not answer, or refused a request."""
 
 

@@ -18,6 +18,7 @@ import asyncio
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Callable, Optional
 
 from shoal.store.etcd import EtcdClient, EtcdError, EtcdStore, _b64, _unb64
@@ -56,7 +57,9 @@ class EtcdLeadership(Leadership):
         self.store = store
         self.ttl = ttl
         self.key = store.prefix + b"leader"
-        self.client = EtcdClient(store.client.ep)  # its own connection, used from a thread
+        # its own connection, used from a thread; a short timeout, so that a leader cut off
+        # from etcd finds out (and steps down) within half its lease, not etcd's 10 s
+        self.client = EtcdClient(replace(store.client.ep, timeout=min(2.0, ttl / 2)))
         self.lease = 0
 
     async def run(self, on_change: Callable[[bool], None]) -> None:

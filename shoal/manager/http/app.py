@@ -14,6 +14,7 @@ from aiohttp import web
 
 from shoal.manager.components import Components
 from shoal.manager.errors import ApiError
+from shoal.store import Conflict as StoreConflict, StoreUnavailable
 from shoal.manager.http.agent_routes import AgentRoutes
 from shoal.manager.http.authz import Policy, identify
 from shoal.manager.http.bodies import MiB, parse, read_json
@@ -67,6 +68,11 @@ class ManagerApp:
             return await handler(request)
         except ApiError as e:
             return reply({"message": str(e)}, status=e.status)
+        except StoreUnavailable as e:  # etcd cut off or without quorum: nothing was written
+            log.warning("%s %s: the cluster store does not answer: %s", request.method, request.path, e)
+            return reply({"message": f"the cluster store does not answer, nothing was changed: {e}"}, status=503)
+        except StoreConflict as e:  # another manager changed it meanwhile, or this one was deposed
+            return reply({"message": f"{e}; try again"}, status=409)
         except (web.HTTPException, asyncio.CancelledError, ConnectionResetError):
             raise
         except Exception:  # noqa: BLE001 - a bug: logged, never a traceback to the caller
