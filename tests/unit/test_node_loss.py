@@ -37,7 +37,9 @@ async def _until(pred, timeout=10.0):
     raise AssertionError("timed out")
 
 
-async def test_a_silent_node_goes_down_its_tasks_become_unknown_and_are_replaced(mgr):
+async def _two_nodes_and_a_service(mgr, replicas: int):
+    """Heartbeats every 0.2 s, nodes a and b joined and heard from, a service of `replicas`
+    placed on them: (a's id, a's TLS context, b's id, b's context, the service, beat())."""
     st = mgr.server.store
     assert (await mgr.call("POST", "/v1/cluster/update", {"dispatcher_heartbeat": 0.2}))[0] == 200
     a_id, a = await mgr.join()
@@ -49,10 +51,16 @@ async def test_a_silent_node_goes_down_its_tasks_become_unknown_and_are_replaced
     await beat(a, "a")
     await beat(b, "b")
     stack = {"name": "s", "services": [{"name": "s_web", "stack": "s", "container": {"image": "busybox"},
-                                        "replicas": 4}]}
+                                        "replicas": replicas}]}
     assert (await mgr.call("POST", "/v1/stacks/s", {"stack": stack}))[0] == 200
     svc = st.by_name(Service, "s_web")
-    await _until(lambda: len([t for t in st.tasks_of_service(svc.id) if t.node_id]) == 4)
+    await _until(lambda: len([t for t in st.tasks_of_service(svc.id) if t.node_id]) == replicas)
+    return a_id, a, b_id, b, svc, beat
+
+
+async def test_a_silent_node_goes_down_its_tasks_become_unknown_and_are_replaced(mgr):
+    st = mgr.server.store
+    a_id, a, b_id, b, svc, beat = await _two_nodes_and_a_service(mgr, 4)
     on_b = [t.id for t in st.tasks_of_service(svc.id) if t.node_id == b_id]
     assert len(on_b) == 2  # spread 2/2 (the manager's own node has no agent here: not ready)
     for ctx, node in ((a, a_id), (b, b_id)):
@@ -156,21 +164,8 @@ async def test_a_silent_node_gets_no_new_tasks_before_it_is_judged_down(mgr):
     grace) but gets no new tasks meanwhile: a scale right after it died places its replicas on
     the nodes that answer, and its running tasks are left alone."""
     st = mgr.server.store
-    assert (await mgr.call("POST", "/v1/cluster/update", {"dispatcher_heartbeat": 0.2}))[0] == 200
     mgr.server.heartbeats.judging = False  # as during a new leader's grace: nothing judged down
-    a_id, a = await mgr.join()
-    b_id, b = await mgr.join()
-
-    async def beat(ctx, host):
-        return await mgr.node_call(ctx, "POST", "/v1/agent/heartbeat", {"description": {"hostname": host}})
-
-    await beat(a, "a")
-    await beat(b, "b")
-    stack = {"name": "s", "services": [{"name": "s_web", "stack": "s", "container": {"image": "busybox"},
-                                        "replicas": 2}]}
-    assert (await mgr.call("POST", "/v1/stacks/s", {"stack": stack}))[0] == 200
-    svc = st.by_name(Service, "s_web")
-    await _until(lambda: len([t for t in st.tasks_of_service(svc.id) if t.node_id]) == 2)
+    a_id, a, b_id, b, svc, beat = await _two_nodes_and_a_service(mgr, 2)
     on_b = {t.id for t in st.tasks_of_node(b_id)}
     assert len(on_b) == 1
     keep = True
