@@ -181,13 +181,14 @@ class Heartbeats:
         self.started = now
         self.judging = True
 
-    def _heard(self) -> dict[str, float]:
+    def _heard(self, since: float = 0.0) -> dict[str, float]:
         """When each node was last heard, by this manager or (through the store) another
-        manager, since this one began judging (older times would judge a node down at once
-        after a restart: it gets the start's grace instead)."""
+        manager; store times at or before `since` are left out (judging passes the time it
+        began: older times would judge a node down at once after a restart, which gets the
+        start's grace instead)."""
         seen = dict(self.last_seen)
         for f in self.store.all(NodeFacts):
-            if f.last_heartbeat > max(seen.get(f.id, 0.0), self.started):
+            if f.last_heartbeat > max(seen.get(f.id, 0.0), since):
                 seen[f.id] = f.last_heartbeat
         return seen
 
@@ -197,15 +198,12 @@ class Heartbeats:
         given no new tasks meanwhile -- a scale right after a node died does not place replicas
         on it, to be replaced once it is judged down (Swarm does)."""
         limit = now - SILENT_PERIODS * self._judging_period(now)
-        heard = dict(self.last_seen)
-        for f in self.store.all(NodeFacts):
-            if f.last_heartbeat > heard.get(f.id, 0.0):
-                heard[f.id] = f.last_heartbeat
+        heard = self._heard()
         return {n.id for n in self.store.all(Node) if n.state == "ready" and heard.get(n.id, 0.0) < limit}
 
     def check(self, now: float) -> list[str]:
         """Mark silent nodes down; the ids marked."""
-        verdicts = judge(self.store.all(Node), self._heard(), now, self.started, self._judging_period(now),
+        verdicts = judge(self.store.all(Node), self._heard(self.started), now, self.started, self._judging_period(now),
                          HEARTBEAT_GRACE, self.stalled(now))
         marked: list[str] = []
         if not verdicts:

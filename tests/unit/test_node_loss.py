@@ -37,6 +37,13 @@ async def _until(pred, timeout=10.0):
     raise AssertionError("timed out")
 
 
+async def _keep_beating(beat, ctx, host: str) -> None:
+    """One node's heartbeats every 0.1 s, until cancelled (the other node falls silent)."""
+    while True:
+        await beat(ctx, host)
+        await asyncio.sleep(0.1)
+
+
 async def _two_nodes_and_a_service(mgr, replicas: int):
     """Heartbeats every 0.2 s, nodes a and b joined and heard from, a service of `replicas`
     placed on them: (a's id, a's TLS context, b's id, b's context, the service, beat())."""
@@ -69,13 +76,7 @@ async def test_a_silent_node_goes_down_its_tasks_become_unknown_and_are_replaced
 
     # a keeps beating, b falls silent: down after 3 periods (0.6 s), not before
     t0 = time.monotonic()
-    keep = True
-
-    async def keep_a():
-        while keep:
-            await beat(a, "a")
-            await asyncio.sleep(0.1)
-    beating = asyncio.create_task(keep_a())
+    beating = asyncio.create_task(_keep_beating(beat, a, "a"))
     try:
         await _until(lambda: st.get(Node, b_id).state == "down")
         assert time.monotonic() - t0 >= 0.5 and st.get(Node, a_id).state == "ready"
@@ -97,8 +98,8 @@ async def test_a_silent_node_goes_down_its_tasks_become_unknown_and_are_replaced
         _, view = await mgr.call("GET", "/v1/services/s_web")
         assert view["replicas_unknown"] == 0
     finally:
-        keep = False
-        await beating
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
 
 
 async def test_a_manager_restart_gives_nodes_time_to_report_back(mgr):
@@ -168,13 +169,7 @@ async def test_a_silent_node_gets_no_new_tasks_before_it_is_judged_down(mgr):
     a_id, a, b_id, b, svc, beat = await _two_nodes_and_a_service(mgr, 2)
     on_b = {t.id for t in st.tasks_of_node(b_id)}
     assert len(on_b) == 1
-    keep = True
-
-    async def keep_a():
-        while keep:
-            await beat(a, "a")
-            await asyncio.sleep(0.1)
-    beating = asyncio.create_task(keep_a())
+    beating = asyncio.create_task(_keep_beating(beat, a, "a"))
     try:
         await asyncio.sleep(0.6)  # b silent for 3 periods; not judged (judging is off)
         assert st.get(Node, b_id).state == "ready" and mgr.server.heartbeats.silent(time.time()) == {b_id}
@@ -188,5 +183,5 @@ async def test_a_silent_node_gets_no_new_tasks_before_it_is_judged_down(mgr):
         assert (await mgr.call("POST", "/v1/services/s_web/scale", {"replicas": 8}))[0] == 200
         await _until(lambda: len(st.tasks_of_node(b_id)) > 1)
     finally:
-        keep = False
-        await beating
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
