@@ -62,7 +62,23 @@ class Orchestrator:
         self.addresses = AddressBook(store)
 
     async def run(self) -> None:
+        """Orchestrate while this manager leads (called again at each new leadership)."""
+        self._forget()
         await self._run()
+
+    def _forget(self) -> None:
+        """What a previous leadership of this manager cached is stale: another manager led
+        meanwhile and gave addresses, made and ended tasks (found in the lab: a manager leading
+        again handed out an address the other leader had given, and the task failed to start)."""
+        self.addresses = AddressBook(self.store)
+        self.pruner = VersionPruner(self.store)
+        self._last_full = 0.0  # the first pass looks at every service
+        self._wake.clear()
+        self._carry = set()
+        self._more = False
+        self._cursor = 0
+        self._round_placed = 0
+        self._idle_until, self._idle_key = 0.0, ()
 
     async def _run(self) -> None:
         while True:

@@ -213,3 +213,24 @@ def test_another_epoch_starts_the_agents_table_afresh(st):
     agent.at[NET]["10.0.9.99"] = 1  # something an older manager said
     got = follow(PeerLog(st), agent)  # a restarted manager: a new epoch
     assert got["full"] and agent.peers(NET, "c") == [("10.0.9.2", "192.168.50.2")]
+
+
+def test_a_manager_leading_again_never_gives_an_address_another_leader_gave(st):
+    """Found in the lab: a manager led (its address book loaded), another led meanwhile and
+    gave a new task an address, then the first led again and gave that address once more
+    (the new task failed to start). Each leadership starts with a fresh book."""
+    import asyncio
+
+    from shoal.manager.orchestrator import Orchestrator
+    orch = Orchestrator(st)
+    first = give(st, orch.addresses, task(st, "t1"), "a")  # this manager's first leadership
+    # the other manager's leadership: it gives t2 the next address, which this one never saw
+    other = give(st, AddressBook(st), task(st, "t2"), "b")
+
+    async def lead_briefly():
+        run = asyncio.ensure_future(orch.run())
+        await asyncio.sleep(0)  # run() starts: a new leadership
+        run.cancel()
+    asyncio.run(lead_briefly())
+    again = give(st, orch.addresses, task(st, "t3"), "c")
+    assert again not in (first, other)
