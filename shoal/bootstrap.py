@@ -99,7 +99,7 @@ def create_cluster(layout: Layout, advertise_addr: Optional[str], port: int = DE
         store = check_store_spec(store)
     except ValueError as e:
         raise BadStore(str(e)) from None
-    if store != "sqlite":
+    if store not in ("sqlite", "etcd"):
         _check_etcd(store)
     os.makedirs(layout.root, exist_ok=True)
     os.chmod(layout.root, 0o700)
@@ -112,6 +112,10 @@ def create_cluster(layout: Layout, advertise_addr: Optional[str], port: int = DE
     ca = CertAuthority.create(layout, password, cluster_id)
     ca.issue_node_cert(node_id, pki.ROLE_MANAGER, lifetime)
     ca.issue_server_cert(node_id, sorted(set(local_addresses() + [addr])), lifetime)
+    if store == "etcd":  # a member of Shoal's own: its CA and certificate, started by the daemon
+        from shoal.manager.etcd_member import create_etcd_ca, issue_member_cert, new_member_config
+        create_etcd_ca(layout, password)
+        issue_member_cert(layout, password, node_id, addr, lifetime)
     info = {"cluster_id": cluster_id, "node_id": node_id, "role": "manager", "advertise_addr": addr,
             "advertise_addr_chosen": how, "port": port, "managers": [f"127.0.0.1:{port}"],
             "created_at": time.time()}
@@ -123,8 +127,30 @@ def create_cluster(layout: Layout, advertise_addr: Optional[str], port: int = DE
         info["data_path_port"] = data_path_port
     if store != "sqlite":
         info["store"] = store
+    if store == "etcd":
+        info["etcd"] = {**new_member_config(node_id, addr), "cluster_token": cluster_id}
     write_cluster(layout, info)
     return {**info, "unlock_key": unlock_key}
+
+
+def force_new_cluster(layout: Layout) -> dict:
+    """`init --force-new-cluster`: etcd's disaster recovery for a cluster that lost its quorum
+    for good. This manager's member starts alone as a new etcd cluster with its data (the
+    other members are dropped); the daemon must be (re)started. As Swarm's flag of that name."""
+    info = read_cluster(layout)
+    if info is None or info.get("role") != "manager":
+        raise AlreadyInCluster("--force-new-cluster re-forms the cluster around this node, which must be one of "
+                               "its managers (this node is " + ("in no cluster)" if info is None else "a worker)"))
+    store = info.get("store", "sqlite")
+    if store == "sqlite":
+        raise AlreadyInCluster("this cluster keeps its state in SQLite on its one manager: there is no quorum to "
+                               "lose (`shoal start` starts it)")
+    if store != "etcd":
+        raise AlreadyInCluster(f"the cluster's etcd ({store}) is not run by Shoal: recover it with etcd's own "
+                               "disaster recovery (docs/store.md), then `shoal start`")
+    info["etcd"] = {**info["etcd"], "force_new_cluster": True}
+    write_cluster(layout, info)
+    return info
 
 
 def _check_etcd(spec: str) -> None:
@@ -243,6 +269,10 @@ def join_cluster(layout: Layout, token: str, remote: str, advertise_addr: Option
         out.update({"role": "manager", "port": port, "managers": [f"127.0.0.1:{port}"]})
         if answer["manager"].get("store", "sqlite") != "sqlite":
             out["store"] = answer["manager"]["store"]
+        if "etcd" in answer["manager"]:
+            from shoal.manager.etcd_member import new_member_config
+            out["etcd"] = {**new_member_config(answer["node_id"], addr or "", answer["manager"]["etcd"]["initial_cluster"]),
+                           "cluster_token": answer["cluster_id"], "member_id": answer["manager"]["etcd"]["member_id"]}
     write_cluster(layout, out)
     return out
 
@@ -275,6 +305,12 @@ def _become_manager(layout: Layout, answer: dict, addr: str) -> None:
     ca = CertAuthority(layout, lambda: password, answer["cluster_id"])
     ca.issue_node_cert(answer["node_id"], pki.ROLE_MANAGER, lifetime)
     ca.issue_server_cert(answer["node_id"], sorted(set(local_addresses() + ([addr] if addr else []))), lifetime)
+    etcd = material.get("etcd")
+    if etcd:  # the managers run their own etcd: this one's member, with the managers' etcd CA
+        from shoal.manager.etcd_member import issue_member_cert
+        pki.write_file(layout.etcd_ca_cert, etcd["ca_cert"].encode(), 0o644)
+        pki.write_file(layout.etcd_ca_key, base64.b64decode(etcd["ca_key"]), 0o600)
+        issue_member_cert(layout, password, answer["node_id"], addr, lifetime)
 
 
 def _source_address_towards(host: str) -> Optional[str]:
@@ -289,12 +325,17 @@ def _source_address_towards(host: str) -> Optional[str]:
 
 # -- the daemon process ------------------------------------------------------------------
 
-def start_daemon(layout: Layout, wait: float = 30.0) -> int:
+def start_daemon(layout: Layout, wait: Optional[float] = None) -> int:
     """Start the daemon in the background; its pid once its socket answers. If it does not, it is
     stopped again (a failed start must not keep the API port) and the error names its log."""
     pid = daemon_pid(layout)
     if pid:
         return pid
+    if wait is None:
+        wait = 30.0
+        if (read_cluster(layout) or {}).get("store") == "etcd":  # it waits for its etcd member (joining: to vote)
+            from shoal.manager.etcd_member import START_TIMEOUT
+            wait += START_TIMEOUT
     logf = open(layout.log, "ab")
     env = dict(os.environ, SHOAL_DATA_DIR=layout.root)
     proc = subprocess.Popen([sys.executable, "-m", "shoal", "--data-dir", layout.root, "daemon"],
@@ -377,9 +418,10 @@ def forget_cluster(layout: Layout) -> None:
     or `join` starts afresh); the daemon's log stays."""
     import shutil
     info = read_cluster(layout)
-    if info and info.get("role", "manager") == "manager" and info.get("store", "sqlite") != "sqlite":
+    if info and info.get("role", "manager") == "manager" and info.get("store", "sqlite") not in ("sqlite", "etcd"):
         _erase_etcd(info)
-    for sub in ("manager", "certs", "agent"):
+    for sub in ("manager", "certs", "agent", "etcd"):  # etcd: this manager's own member's data
+
         shutil.rmtree(layout.p(sub), ignore_errors=True)
     for path in (layout.cluster_file, layout.socket, layout.pidfile):
         try:

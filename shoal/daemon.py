@@ -50,6 +50,7 @@ class Node:
         self.agent: Optional[Agent] = None
         self.agent_task: Optional[asyncio.Task] = None
         self.manager = None
+        self.etcd = None  # this manager's own etcd member (`init --store etcd`)
         self.local_api: Optional[LocalApi] = None
 
     async def start(self) -> None:
@@ -58,6 +59,8 @@ class Node:
         if self.role == "manager":
             from shoal.manager.metrics import ManagerMetrics
             from shoal.manager.server import ManagerServer  # only managers carry the manager's code
+            if self.info.get("store") == "etcd":
+                await self._start_etcd()
             self.manager = ManagerServer(self.layout, self.info, self.listen, int(self.info.get("port", 4343)),
                                          on_unlocked=self.start_agent, metrics=ManagerMetrics(self.registry))
             await self.manager.start()
@@ -68,6 +71,17 @@ class Node:
                 self.start_agent(None)
             elif os.environ.get("SHOAL_NO_DATAPATH") != "1":
                 import shoal.agent.netplane  # noqa: F401 - loaded now, not when the join is waited for
+
+    async def _start_etcd(self) -> None:
+        """The store's etcd member before the manager that reads it (it dies with this process)."""
+        from shoal.manager.etcd_member import EtcdMember
+
+        def save(cfg: dict) -> None:
+            info = read_cluster(self.layout) or self.info
+            info["etcd"] = cfg
+            write_cluster(self.layout, info)
+        self.etcd = EtcdMember(self.layout, self.info["etcd"], save)
+        await self.etcd.start()
 
     async def join(self, token: str, manager: str, advertise_addr: Optional[str], availability: str,
                    port: int = DEFAULT_PORT) -> dict:
@@ -143,6 +157,8 @@ class Node:
             await self.agent.stop()
         if self.manager is not None:
             await self.manager.stop()
+        if self.etcd is not None:
+            await self.etcd.stop()
         if self.local_api is not None:
             await self.local_api.stop()
         await self.metrics.stop()

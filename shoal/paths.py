@@ -64,6 +64,30 @@ class Layout:
 
 
     @property
+    def etcd_dir(self) -> str:
+        """The etcd member Shoal runs for this manager (`init --store etcd`): data, TLS, log."""
+        return self.p("etcd")
+
+    @property
+    def etcd_ca_cert(self) -> str:
+        """The CA of the managers' etcd members (not the cluster CA: workers' certificates must
+        not open etcd)."""
+        return self.p("certs", "etcd-ca.crt")
+
+    @property
+    def etcd_ca_key(self) -> str:
+        return self.p("manager", "etcd-ca.key")
+
+    @property
+    def etcd_cert(self) -> str:
+        """This member's certificate: etcd's peer and client TLS, and the manager's as its client."""
+        return self.p("etcd", "member.crt")
+
+    @property
+    def etcd_key(self) -> str:
+        return self.p("etcd", "member.key")
+
+    @property
     def socket(self) -> str:
         return self.p("shoal.sock")
 

@@ -58,15 +58,22 @@ def _human(seconds: float) -> str:
 @click.option("--metrics-addr", default=None,
               help="Where this node serves Prometheus metrics at /metrics (HOST:PORT, default 127.0.0.1:9323; off: none).")
 @click.option("--store", default="sqlite", show_default=True,
-              help="Where the cluster's state lives: sqlite (a file in the data dir) or an etcd you run: "
-                   "etcd://HOST:PORT, etcds://HOST:PORT?ca=FILE&cert=FILE&key=FILE (TLS).")
+              help="Where the cluster's state lives: sqlite (a file in the data dir); etcd (an etcd member "
+                   "Shoal runs for each manager: several managers); or an etcd you run: etcd://HOST:PORT, "
+                   "etcds://HOST:PORT?ca=FILE&cert=FILE&key=FILE (TLS).")
+@click.option("--force-new-cluster", is_flag=True,
+              help="On a manager of a cluster that lost its quorum for good: this manager alone forms the "
+                   "cluster again, with its state (the other managers must join again).")
 @click.pass_obj
 def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_expiry: str | None,
          dispatcher_heartbeat: str | None, data_path_port: int | None, metrics_addr: str | None,
-         store: str) -> None:
+         store: str, force_new_cluster: bool) -> None:
     """Create a cluster with this node as its manager, and start the daemon."""
     from shoal.bootstrap import AlreadyInCluster, BadStore, StoreUnavailable, create_cluster, daemon_pid, leave_node, \
         read_cluster, start_daemon, stop_daemon
+    if force_new_cluster:
+        _force_new_cluster(obj)
+        return
     _metrics_addr(obj, metrics_addr, record=False)
     if read_cluster(obj.layout) is None and daemon_pid(obj.layout):
         stop_daemon(obj.layout)  # a daemon waiting for a cluster: this one is made here
@@ -104,6 +111,23 @@ def init(obj: Ctx, advertise_addr: str | None, port: int, autolock: bool, cert_e
         click.echo(f"    {info['unlock_key']}\n")
         click.echo("Please remember to store this key in a password manager, since without it you\n"
                    "will not be able to restart the manager.")
+
+
+def _force_new_cluster(obj: Ctx) -> None:
+    from shoal.bootstrap import AlreadyInCluster, force_new_cluster, start_daemon, stop_daemon
+    try:
+        info = force_new_cluster(obj.layout)
+    except AlreadyInCluster as e:
+        _fail(str(e))
+    stop_daemon(obj.layout)
+    try:
+        start_daemon(obj.layout)
+        _wait_for_node(obj, timeout=60, node_id=info["node_id"])
+    except (RuntimeError, ApiFailure) as e:
+        _fail(f"{getattr(e, 'message', e)} (see {obj.layout.log})")
+    click.echo(f"This manager ({info['node_id']}) now forms a new cluster alone, with the cluster's state: its etcd "
+               "member is the only one.\nThe other managers are gone from etcd: remove them (`shoal node rm "
+               "--force`), then have managers join again (`shoal join-token manager`).")
 
 
 def _wait_for_node(obj: Ctx, timeout: float = 30.0, node_id: str = "") -> None:
@@ -335,5 +359,13 @@ def info(obj: Ctx) -> None:
             click.echo(f"Data path port: {i['data_path_port']}")
         if i.get("store"):
             click.echo(f"Store: {i['store']}")
+        if i.get("etcd_members") is not None:
+            ms = i["etcd_members"]
+            voting = sum(1 for m in ms if m["voting"])
+            click.echo(f"Etcd members (run by the managers): {voting} voting"
+                       + (f", {len(ms) - voting} learning (joining)" if len(ms) > voting else "")
+                       + f"; a quorum is {voting // 2 + 1}")
+        if i.get("etcd_members_error"):
+            click.echo(f"Etcd members: unknown ({i['etcd_members_error']})")
         if i.get("quarantined"):
             click.echo(f"Quarantined store rows: {i['quarantined']} (set aside at load: see the manager's log)")

@@ -34,8 +34,9 @@ MANAGER_NEEDS_ETCD = ("joining as a manager needs the cluster's state in etcd, w
 
 class Membership:
     def __init__(self, store: Store, ca: CertAuthority, keyring: Keyring, cluster_id: str,
-                 store_spec: str = "sqlite"):
+                 store_spec: str = "sqlite", etcd_members=None):
         self.store = store
+        self.etcd_members = etcd_members  # etcd_member.Members when the managers run their own etcd
         self.ca = ca
         self.keyring = keyring
         self.cluster_id = cluster_id
@@ -115,7 +116,7 @@ class Membership:
 
     # -- joining -----------------------------------------------------------------------
     def join(self, token: str, csr: str, hostname: str, advertise_addr: str, availability: str,
-             peer: str) -> dict:
+             peer: str, etcd_peer_port: int = 2380) -> dict:
         role = self._role_of(token)
         if role == "manager" and not self.managers_can_join:
             raise ApiError(MANAGER_NEEDS_ETCD, 501)
@@ -126,6 +127,9 @@ class Membership:
             raise ApiError(f"advertise address {advertise_addr!r} is not an IP address") from None
         node_id = new_id()
         obj = self.settings()
+        member = None
+        if role == "manager" and self.etcd_members is not None:
+            member = self._add_etcd_member(node_id, addr, etcd_peer_port)
         try:
             cert = self.ca.sign_node(csr.encode(), node_id, pki.ROLE_MANAGER if role == "manager" else pki.ROLE_WORKER,
                                      obj.cert_expiry)
@@ -140,7 +144,30 @@ class Membership:
                   "heartbeat_period": obj.heartbeat_period}
         if role == "manager":
             answer["manager"] = self._manager_material(obj)
+            if member is not None:
+                answer["manager"]["etcd"] = {**member, **self._etcd_material()}
         return answer
+
+    def _add_etcd_member(self, node_id: str, addr: str, peer_port: int) -> dict:
+        """The joining manager's etcd member, added as a learner (it votes once the leader
+        promotes it, after it has caught up)."""
+        from shoal.manager.etcd_member import peer_url
+        from shoal.store import StoreUnavailable
+        try:
+            return self.etcd_members.add_learner(node_id, peer_url(addr, peer_port))
+        except ValueError as e:
+            raise Conflict(str(e)) from None
+        except StoreUnavailable as e:
+            raise ApiError(f"adding the new manager's etcd member failed, nothing was changed: {e}", 503) from None
+
+    def _etcd_material(self) -> dict:
+        """The etcd CA (its key as the managers keep it: encrypted under the cluster key)."""
+        layout = self.ca.layout
+        with open(layout.etcd_ca_cert, "rb") as f:
+            ca_cert = f.read()
+        with open(layout.etcd_ca_key, "rb") as f:
+            ca_key = f.read()
+        return {"ca_cert": ca_cert.decode(), "ca_key": base64.b64encode(ca_key).decode()}
 
     def _manager_material(self, obj: ClusterObj) -> dict:
         """What a new manager needs to be one: the cluster key (as this manager keeps it: sealed
@@ -186,14 +213,24 @@ class Membership:
     def remove(self, node: Node, force: bool, self_id: str) -> None:
         """`node rm`: the node's certificate is refused from now on; its tasks are orphaned
         (replaced elsewhere by the next pass)."""
-        if node.id == self_id or node.role == "manager":
-            raise Conflict(f"node {node.description.hostname or node.id} is a manager: it cannot be removed "
-                           "(a one-manager cluster ends with `shoal leave --force` on it)")
+        name = node.description.hostname or node.id
+        if node.id == self_id:
+            raise Conflict(f"node {name} is the manager you are talking to: it cannot remove itself "
+                           "(`shoal leave --force` on it)")
+        if node.role == "manager" and (node.state == "ready" or not force):
+            raise Conflict(f"node {name} is a manager: it cannot be removed while it is one (a manager "
+                           "lost for good, down, is removed with --force: its etcd member goes with it)")
         if node.state == "ready" and not force:
             raise Conflict(f"node {node.description.hostname or node.id} is not down and can't be removed "
                            "(use --force to remove it anyway: its tasks are moved, its certificate refused)")
         st = self.store
         now = time.time()
+        if node.role == "manager" and self.etcd_members is not None:
+            from shoal.store import StoreUnavailable
+            try:
+                self.etcd_members.remove(node.id)  # it would count towards the quorum forever
+            except StoreUnavailable as e:
+                raise ApiError(f"removing the manager's etcd member failed, nothing was changed: {e}", 503) from None
         with st.txn():
             self._retire(node.id, now)
             for t in st.tasks_of_node(node.id):

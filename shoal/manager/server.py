@@ -38,6 +38,8 @@ from shoal.manager.orchestrator import Orchestrator
 from shoal.manager.volumes import VolumeRegistry
 from shoal.model.objects import Node
 from shoal.paths import Layout
+from shoal.manager.etcd_member import Members
+from shoal.manager.etcd_member import store_url as etcd_store_url
 from shoal.store import Deposed, open_leadership, open_store
 
 log = logging.getLogger("shoal.manager")
@@ -67,7 +69,12 @@ class ManagerServer:
 
     async def start(self) -> None:
         L = self.layout
-        self.store = open_store(self.info.get("store", "sqlite"), L.store, self.info["cluster_id"])
+        spec = self.info.get("store", "sqlite")
+        self.etcd_members: Optional[Members] = None
+        if spec == "etcd":  # the member this manager's daemon runs (etcd_member.py)
+            spec = etcd_store_url(L, self.info["etcd"])
+            self.etcd_members = Members(spec)
+        self.store = open_store(spec, L.store, self.info["cluster_id"])
         self._follow = asyncio.create_task(self.store.follow())  # other managers' writes (etcd)
         self.leadership = open_leadership(self.store, self.info["node_id"])
         events = EventLog(L.events)
@@ -93,7 +100,8 @@ class ManagerServer:
         volumes = VolumeRegistry(self.store)
         self.components = Components(
             store=self.store, keyring=self.keyring, cluster=cluster,
-            membership=Membership(self.store, self.ca, self.keyring, cluster_id, self.info.get("store", "sqlite")),
+            membership=Membership(self.store, self.ca, self.keyring, cluster_id, self.info.get("store", "sqlite"),
+                                  etcd_members=self.etcd_members),
             heartbeats=self.heartbeats,
             dispatcher=Dispatcher(self.store, cluster, self.metrics), log_hub=LogHub(self.store), actions=ActionHub(),
             volumes=volumes, events=events, dashboard=Sessions(), info={k: v for k, v in self.info.items() if k != "unlock_key"},
@@ -158,7 +166,13 @@ class ManagerServer:
             self._mark_leader()
         except Deposed:
             return  # lost already: the leadership loop says so next
-        self._leading = asyncio.create_task(self.orchestrator.run())
+        self._leading = asyncio.create_task(self._leader_duties())
+
+    async def _leader_duties(self) -> None:
+        duties = [self.orchestrator.run()]
+        if self.etcd_members is not None:  # joining managers' etcd members vote once caught up
+            duties.append(self.etcd_members.keep_promoting())
+        await asyncio.gather(*duties)
 
     def _mark_leader(self) -> None:
         """`node ls`: this manager Leader, the others not (as Swarm's MANAGER STATUS)."""

@@ -9,10 +9,13 @@ __all__ = ["ChangeFeed", "Conflict", "Deposed", "InvalidObject", "StoreUnavailab
 
 def check_store_spec(spec: str) -> str:
     """The store a manager is told to use, checked: ``sqlite`` (the default: a file in the data
-    dir) or an etcd endpoint (``etcd://HOST:PORT``, ``etcds://HOST:PORT?ca=…&cert=…&key=…``).
-    Raises ValueError naming what is wrong."""
+    dir), ``etcd`` (an etcd member the manager runs itself) or an etcd the user runs
+    (``etcd://HOST:PORT``, ``etcds://HOST:PORT?ca=…&cert=…&key=…``). Raises ValueError naming
+    what is wrong."""
     if spec in ("", "sqlite"):
         return "sqlite"
+    if spec == "etcd":
+        return spec
     from shoal.store.etcd import parse_store_url
     parse_store_url(spec)
     return spec

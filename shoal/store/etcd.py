@@ -161,6 +161,26 @@ class EtcdClient:
         r = self.call("/v3/kv/txn", {"compare": compare, "success": success})
         return bool(r.get("succeeded")), int(r["header"]["revision"]), r.get("responses") or []
 
+    # -- membership (the members Shoal runs itself: shoal/manager/etcd_member.py) ----------
+    # Member IDs are uint64: etcd's JSON gateway writes them as strings, and so do we.
+    def status(self) -> dict:
+        """This member's status (answered by a learner too: `isLearner`)."""
+        return self.call("/v3/maintenance/status", {})
+
+    def members(self) -> list[dict]:
+        return self.call("/v3/cluster/member/list", {}).get("members") or []
+
+    def member_add(self, peer_url: str, learner: bool = True) -> tuple[dict, list[dict]]:
+        """(the new member, every member). A learner takes no part in quorum until promoted."""
+        r = self.call("/v3/cluster/member/add", {"peerURLs": [peer_url], "isLearner": learner})
+        return r["member"], r.get("members") or []
+
+    def member_promote(self, member_id: str) -> None:
+        self.call("/v3/cluster/member/promote", {"ID": member_id})
+
+    def member_remove(self, member_id: str) -> None:
+        self.call("/v3/cluster/member/remove", {"ID": member_id})
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -213,7 +233,8 @@ def parse_store_url(url: str) -> Endpoint:
     own ``http://`` and ``https://`` forms are taken too."""
     u = urllib.parse.urlsplit(url)
     if u.scheme not in ("etcd", "etcds", "http", "https") or not u.hostname:
-        raise ValueError(f"store {url!r}: give etcd://HOST:PORT or etcds://HOST:PORT?ca=FILE&cert=FILE&key=FILE")
+        raise ValueError(f"store {url!r}: give sqlite, etcd (a member Shoal runs), etcd://HOST:PORT or "
+                         "etcds://HOST:PORT?ca=FILE&cert=FILE&key=FILE")
     q = dict(urllib.parse.parse_qsl(u.query))
     scheme = "https" if u.scheme in ("etcds", "https") else "http"
     return Endpoint(f"{scheme}://{u.hostname}:{u.port or 2379}", ca=q.get("ca"), cert=q.get("cert"), key=q.get("key"))

@@ -179,6 +179,7 @@ class JoinBody(Body):
     hostname: Annotated[str, Field(max_length=253)] = ""
     advertise_addr: Annotated[str, Field(max_length=64)] = ""
     availability: Literal["active", "pause", "drain"] = "active"
+    etcd_peer_port: Annotated[int, Field(ge=1, le=65535)] = 2380  # a manager's etcd member (`init --store etcd`)
 
 
 # -- reading ---------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """User routes for the cluster itself: info, unlock, settings, join tokens, nodes."""
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from shoal.manager.cluster import resolve
@@ -13,6 +15,7 @@ from shoal.manager.http.route import BODY, Route
 from shoal.manager.http.views import node_view
 from shoal.manager.keyring import BadUnlockKey
 from shoal.model.objects import ClusterObj, Node, NodeFacts, Service, Task
+from shoal.store import StoreUnavailable
 
 VERSION = "0.2.0"
 
@@ -38,7 +41,14 @@ class ClusterRoutes:
     async def info(self, request: web.Request) -> web.Response:
         st, k = self.c.store, self.c.keyring
         s = st.get(ClusterObj, "cluster")
-        return reply({**{key: v for key, v in self.c.info.items() if key != "unlock_key"},
+        extra: dict = {}
+        members = self.c.membership.etcd_members
+        if members is not None:  # the managers' own etcd members
+            try:
+                extra["etcd_members"] = await asyncio.to_thread(members.listing)
+            except StoreUnavailable as e:
+                extra["etcd_members_error"] = str(e)
+        return reply({**extra, **{key: v for key, v in self.c.info.items() if key != "unlock_key"},
                       "role": "manager", "version": VERSION, "locked": not k.unlocked, "autolock": k.autolocked,
                       "nodes": st.count(Node), "services": st.count(Service), "tasks": st.count(Task),
                       "managers": self.c.heartbeats.managers(),

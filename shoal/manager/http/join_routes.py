@@ -33,4 +33,5 @@ class JoinRoutes:
         body: JoinBody = request[BODY]
         peer = request.transport.get_extra_info("peername") if request.transport else None
         return reply(self.c.membership.join(body.token, body.csr, body.hostname, body.advertise_addr,
-                                            body.availability, peer[0] if isinstance(peer, tuple) else ""))
+                                            body.availability, peer[0] if isinstance(peer, tuple) else "",
+                                            body.etcd_peer_port))
