@@ -154,9 +154,18 @@ def issue(ca: KeyPair, common_name: str, role: str, org: str, lifetime: float,
     return KeyPair(cert, key_pem(key, password))
 
 
+def check_csr(csr_pem: bytes) -> None:
+    """PkiError unless `csr_pem` is a CSR a manager signs (see sign_csr)."""
+    _csr_key(csr_pem)
+
+
 def sign_csr(ca: KeyPair, csr_pem: bytes, common_name: str, role: str, org: str, lifetime: float,
              ca_password: Optional[bytes] = None) -> bytes:
     """Sign a node's CSR (its key stays on the node); the identity is the manager's choice."""
+    return sign(ca, _csr_key(csr_pem), common_name, role, org, lifetime, None, ca_password)
+
+
+def _csr_key(csr_pem: bytes):
     try:
         csr = x509.load_pem_x509_csr(csr_pem)
     except ValueError:
@@ -166,7 +175,7 @@ def sign_csr(ca: KeyPair, csr_pem: bytes, common_name: str, role: str, org: str,
     pub = csr.public_key()
     if not isinstance(pub, ec.EllipticCurvePublicKey) or pub.curve.name != "secp256r1":
         raise PkiError("the certificate signing request must be for an ECDSA P-256 key")
-    return sign(ca, pub, common_name, role, org, lifetime, None, ca_password)
+    return pub
 
 
 def cert_info(cert_pem: bytes) -> CertInfo:

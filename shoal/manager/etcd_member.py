@@ -40,7 +40,8 @@ DEFAULT_CLIENT_PORT = 2379
 DEFAULT_PEER_PORT = 2380
 MEMBER_ROLE = "etcd-member"  # OU of a member's certificate (it opens etcd only, never the manager API)
 START_TIMEOUT = 120.0  # seconds a daemon waits for its member to answer (and, joining, to vote)
-PROMOTE_EVERY = 2.0  # seconds between the leader's looks for learners to promote
+PROMOTE_EVERY = 2.0
+ADD_PATIENCE = 30.0  # seconds a join waits for etcd to accept one more member  # seconds between the leader's looks for learners to promote
 
 
 # -- configuration (cluster.json's "etcd") ----------------------------------------------------
@@ -253,7 +254,17 @@ class Members:
                                      "(`shoal node demote` / `node rm`) before joining from that address again")
                 self.client.member_remove(m["ID"])  # a join that never started its member
                 log.info("removed the etcd learner %s that never started (%s)", m["ID"], peer)
-        member, members = self.client.member_add(peer, learner=True)
+        deadline = time.monotonic() + ADD_PATIENCE
+        while True:
+            try:
+                member, members = self.client.member_add(peer, learner=True)
+                break
+            except EtcdError as e:
+                # etcd refuses a change of members until every member has been healthy a few
+                # seconds (--strict-reconfig-check): right after another manager joined
+                if "unhealthy cluster" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
         initial = ",".join(f"{name if m['ID'] == member['ID'] else m.get('name', '')}={u}"
                            for m in members for u in m.get("peerURLs") or [])
         log.info("etcd member for manager %s added as a learner (%s)", name, peer)

@@ -115,8 +115,8 @@ class Membership:
         raise Forbidden("invalid join token")
 
     # -- joining -----------------------------------------------------------------------
-    def join(self, token: str, csr: str, hostname: str, advertise_addr: str, availability: str,
-             peer: str, etcd_peer_port: int = 2380) -> dict:
+    def plan_join(self, token: str, advertise_addr: str, peer: str) -> tuple[str, str, str]:
+        """(role, new node id, address) for a join, once its token is checked."""
         role = self._role_of(token)
         if role == "manager" and not self.managers_can_join:
             raise ApiError(MANAGER_NEEDS_ETCD, 501)
@@ -125,11 +125,14 @@ class Membership:
             addr = str(ipaddress.ip_address(addr))
         except ValueError:
             raise ApiError(f"advertise address {advertise_addr!r} is not an IP address") from None
-        node_id = new_id()
+        return role, new_id(), addr
+
+    def join(self, plan: tuple[str, str, str], csr: str, hostname: str, availability: str,
+             etcd_member: Optional[dict] = None) -> dict:
+        """The node made and its CSR signed; a manager also gets the cluster's keys (and, when
+        the managers run their own etcd, the member `add_etcd_member` added for it)."""
+        role, node_id, addr = plan
         obj = self.settings()
-        member = None
-        if role == "manager" and self.etcd_members is not None:
-            member = self._add_etcd_member(node_id, addr, etcd_peer_port)
         try:
             cert = self.ca.sign_node(csr.encode(), node_id, pki.ROLE_MANAGER if role == "manager" else pki.ROLE_WORKER,
                                      obj.cert_expiry)
@@ -144,15 +147,20 @@ class Membership:
                   "heartbeat_period": obj.heartbeat_period}
         if role == "manager":
             answer["manager"] = self._manager_material(obj)
-            if member is not None:
-                answer["manager"]["etcd"] = {**member, **self._etcd_material()}
+            if etcd_member is not None:
+                answer["manager"]["etcd"] = {**etcd_member, **self._etcd_material()}
         return answer
 
-    def _add_etcd_member(self, node_id: str, addr: str, peer_port: int) -> dict:
+    def needs_etcd_member(self, plan: tuple[str, str, str]) -> bool:
+        return plan[0] == "manager" and self.etcd_members is not None
+
+    def add_etcd_member(self, plan: tuple[str, str, str], peer_port: int) -> dict:
         """The joining manager's etcd member, added as a learner (it votes once the leader
-        promotes it, after it has caught up)."""
+        promotes it, after it has caught up). Blocking (etcd may ask to wait until the last
+        member added is healthy): run in a thread."""
         from shoal.manager.etcd_member import peer_url
         from shoal.store import StoreUnavailable
+        _role, node_id, addr = plan
         try:
             return self.etcd_members.add_learner(node_id, peer_url(addr, peer_port))
         except ValueError as e:

@@ -8,9 +8,14 @@ and certificate.
 """
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
+from shoal import pki
+
 from shoal.manager.components import Components
+from shoal.manager.errors import ApiError
 from shoal.manager.http.bodies import JoinBody
 from shoal.manager.http.reply import reply
 from shoal.manager.http.route import BODY, Route
@@ -32,6 +37,12 @@ class JoinRoutes:
     async def join(self, request: web.Request) -> web.Response:
         body: JoinBody = request[BODY]
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        return reply(self.c.membership.join(body.token, body.csr, body.hostname, body.advertise_addr,
-                                            body.availability, peer[0] if isinstance(peer, tuple) else "",
-                                            body.etcd_peer_port))
+        m = self.c.membership
+        plan = m.plan_join(body.token, body.advertise_addr, peer[0] if isinstance(peer, tuple) else "")
+        try:
+            pki.check_csr(body.csr.encode())  # before an etcd member is added for it
+        except pki.PkiError as e:
+            raise ApiError(str(e)) from None
+        member = await asyncio.to_thread(m.add_etcd_member, plan, body.etcd_peer_port) \
+            if m.needs_etcd_member(plan) else None
+        return reply(m.join(plan, body.csr, body.hostname, body.availability, member))
