@@ -266,13 +266,54 @@ def join_cluster(layout: Layout, token: str, remote: str, advertise_addr: Option
         except Exception:
             forget_cluster(layout)
             raise
-        out.update({"role": "manager", "port": port, "managers": [f"127.0.0.1:{port}"]})
-        if answer["manager"].get("store", "sqlite") != "sqlite":
-            out["store"] = answer["manager"]["store"]
-        if "etcd" in answer["manager"]:
-            from shoal.manager.etcd_member import new_member_config
-            out["etcd"] = {**new_member_config(answer["node_id"], addr or "", answer["manager"]["etcd"]["initial_cluster"]),
-                           "cluster_token": answer["cluster_id"], "member_id": answer["manager"]["etcd"]["member_id"]}
+        out = _as_manager(out, answer, port)
+    write_cluster(layout, out)
+    return out
+
+
+def _as_manager(info: dict, answer: dict, port: int) -> dict:
+    """cluster.json of a node that became a manager (joined as one, or promoted)."""
+    out = {**info, "role": "manager", "port": port, "managers": [f"127.0.0.1:{port}"]}
+    if answer["manager"].get("store", "sqlite") != "sqlite":
+        out["store"] = answer["manager"]["store"]
+    if "etcd" in answer["manager"]:
+        from shoal.manager.etcd_member import new_member_config
+        etcd = answer["manager"]["etcd"]
+        out["etcd"] = {**new_member_config(answer["node_id"], info.get("advertise_addr", ""), etcd["initial_cluster"]),
+                       "cluster_token": answer["cluster_id"], "member_id": etcd["member_id"]}
+    return out
+
+
+def become_manager(layout: Layout, info: dict, answer: dict) -> dict:
+    """A worker promoted (`node promote`): a manager's keys from what its promotion answered
+    (as a manager's join), its own certificates issued here; the new cluster.json. The daemon
+    then starts again as a manager."""
+    _become_manager(layout, answer, info.get("advertise_addr", ""))
+    out = _as_manager(info, answer, int(info.get("port") or DEFAULT_PORT))
+    write_cluster(layout, out)
+    return out
+
+
+def become_worker(layout: Layout, info: dict, managers: list[str], password: bytes,
+                  lifetime: Optional[float]) -> dict:
+    """A manager demoted (`node demote`): a worker's certificate, issued with the cluster CA it
+    still holds, then every manager's key and state erased (cluster key, CA keys, store, etcd
+    member's data); the new cluster.json. The daemon then starts again as a worker."""
+    import shutil
+    from shoal.manager.ca import CertAuthority
+    ca = CertAuthority(layout, lambda: password, info["cluster_id"])
+    pair = pki.issue(ca.pair(), info["node_id"], pki.ROLE_WORKER, info["cluster_id"], lifetime or DEFAULT_CERT_EXPIRY,
+                     ca_password=password)  # a worker's key is in clear
+    pki.write_pair(pair, layout.node_cert, layout.node_key)
+    for sub in ("manager", "etcd"):
+        shutil.rmtree(layout.p(sub), ignore_errors=True)
+    for path in (layout.manager_cert, layout.manager_key, layout.etcd_ca_cert):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    out = {k: v for k, v in info.items() if k not in ("port", "store", "etcd")}
+    out.update({"role": "worker", "managers": managers})
     write_cluster(layout, out)
     return out
 

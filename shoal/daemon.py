@@ -52,9 +52,15 @@ class Node:
         self.manager = None
         self.etcd = None  # this manager's own etcd member (`init --store etcd`)
         self.local_api: Optional[LocalApi] = None
+        self._role_watch: Optional[asyncio.Task] = None
+        self.changing = False  # between roles: the old parts stopped, the new ones starting
 
     async def start(self) -> None:
         await self.metrics.start()
+        await self._start_parts()
+        self._role_watch = asyncio.get_running_loop().create_task(self._follow_role())
+
+    async def _start_parts(self) -> None:
         self.is_manager.set(1 if self.role == "manager" else 0)
         if self.role == "manager":
             from shoal.manager.metrics import ManagerMetrics
@@ -153,6 +159,12 @@ class Node:
             await self.agent.client.call("POST", "/v1/agent/leave", json={}, timeout=10)
 
     async def stop(self) -> None:
+        if self._role_watch is not None:
+            self._role_watch.cancel()
+        await self._stop_parts()
+        await self.metrics.stop()
+
+    async def _stop_parts(self) -> None:
         if self.agent is not None:
             await self.agent.stop()
         if self.manager is not None:
@@ -161,7 +173,67 @@ class Node:
             await self.etcd.stop()
         if self.local_api is not None:
             await self.local_api.stop()
-        await self.metrics.stop()
+        self.agent = self.agent_task = self.manager = self.etcd = self.local_api = None
+
+    # -- promotion and demotion (`node promote|demote`, decided on a manager) ----------------
+    async def _follow_role(self) -> None:
+        """The role the cluster gives this node comes with its heartbeats' answers: when it is
+        not the one this daemon runs, the node becomes what it is told, in this process (its
+        containers keep running and are adopted again, as after a restart)."""
+        while True:
+            await asyncio.sleep(1.0)
+            a = self.agent
+            want = a.heartbeat.role if a is not None else None
+            if not want or self.role not in ("worker", "manager") or want == self.role:
+                continue
+            self.changing = True
+            try:
+                if want == "manager":
+                    await self._promoted()
+                else:
+                    await self._demoted()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001 - tried again; the node keeps running as it is
+                log.error("becoming a %s failed, trying again in 30s: %s", want, e)
+                if self.agent is None and self.manager is None and self.local_api is None:
+                    await self._start_parts()  # stopped already: as it was, until the next try
+                await asyncio.sleep(30)
+            finally:
+                self.changing = False
+
+    async def _promoted(self) -> None:
+        from shoal.bootstrap import become_manager
+        assert self.agent is not None
+        log.info("this node was promoted to a manager: fetching a manager's keys")
+        answer = await self.agent.client.call("POST", "/v1/agent/promotion", json={}, timeout=90)
+        info = await asyncio.to_thread(become_manager, self.layout, self.info, answer)
+        await self._become(info)
+
+    async def _demoted(self) -> None:
+        from shoal.bootstrap import become_worker
+        assert self.agent is not None and self.manager is not None
+        managers = [m for m in self.agent.client.managers.addresses if not m.startswith("127.")]
+        if not managers:
+            raise RuntimeError("demoted, but no other manager is known yet")
+        log.info("this manager was demoted to a worker: its manager and etcd member stop; it reports to %s",
+                 ", ".join(managers))
+        password = self.manager.keyring.tls_password()
+        expiry = self.agent.heartbeat.cert_expiry
+        await self._stop_parts()
+        info = await asyncio.to_thread(become_worker, self.layout, self.info, managers, password, expiry)
+        await self._become(info, stopped=True)
+
+    async def _become(self, info: dict, stopped: bool = False) -> None:
+        if not stopped:
+            await self._stop_parts()
+        self.info, self.role = info, info["role"]
+        # the parts register their metrics again: a registry of their own
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.is_manager = Gauge("swarm_node_manager", "Whether this node is a manager", registry=self.registry)
+        self.metrics.registry = self.registry
+        await self._start_parts()
+        log.info("this node is now a %s", self.role)
 
 
 async def run_daemon(layout: Layout, listen: str = "0.0.0.0", metrics_addr: Optional[str] = None) -> None:
@@ -181,10 +253,11 @@ async def run_daemon(layout: Layout, listen: str = "0.0.0.0", metrics_addr: Opti
         log.info("shoal daemon running (node %s, %s)", info["node_id"], node.role)
     stopper = asyncio.create_task(stop.wait())
     while not stop.is_set():
-        waits = {stopper} | ({node.agent_task} if node.agent_task else set())
-        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED, timeout=None if node.agent_task else 1)
-        if node.agent_task in done:
-            exc = node.agent_task.exception() if not node.agent_task.cancelled() else None
+        agent = node.agent_task
+        waits = {stopper} | ({agent} if agent else set())
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED, timeout=1)
+        if agent is not None and agent in done and agent is node.agent_task and not node.changing:
+            exc = agent.exception() if not agent.cancelled() else None
             log.error("agent stopped: %r", exc)
             break
     await node.stop()

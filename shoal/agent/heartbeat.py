@@ -40,6 +40,7 @@ class Heartbeater:
         self.period = DEFAULT_HEARTBEAT
         self.down_after = DEFAULT_HEARTBEAT * HEARTBEAT_GRACE
         self.cert_expiry: Optional[float] = None
+        self.role: Optional[str] = None
         self.last_contact = time.monotonic()  # when a manager last answered a heartbeat
         self.registered = asyncio.Event()  # set by the first heartbeat a manager accepted
         self._acked = ""  # the facts digest the manager last answered with
@@ -82,6 +83,7 @@ class Heartbeater:
         self.period = float(resp.get("heartbeat_period") or DEFAULT_HEARTBEAT)
         self.down_after = float(resp.get("down_after") or self.period * HEARTBEAT_GRACE)
         self.cert_expiry = resp.get("cert_expiry")
+        self.role = resp.get("role")  # what the cluster says this node is (the daemon follows it)
         if resp.get("managers"):
             self.client.managers.update(list(resp["managers"]))
         self.last_contact = time.monotonic()

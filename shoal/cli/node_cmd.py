@@ -110,6 +110,35 @@ def rm(obj: Ctx, force: bool, nodes) -> None:
     for_each(nodes, remove)
 
 
+@node.command("promote")
+@click.argument("nodes", nargs=-1, required=True)
+@click.pass_obj
+def promote(obj: Ctx, nodes) -> None:
+    """Make nodes managers (the cluster's state must be in etcd)."""
+    from shoal.cli.each import for_each
+
+    def one(n: str) -> None:
+        r = obj.api.post(f"/v1/nodes/{n}/promote", {})
+        name = r.get("hostname") or n
+        click.echo(f"Node {name} promoted to a manager in the cluster." if r["changed"]
+                   else f"Node {name} is already a manager.")
+    for_each(nodes, one)
+
+
+@node.command("demote")
+@click.argument("nodes", nargs=-1, required=True)
+@click.pass_obj
+def demote(obj: Ctx, nodes) -> None:
+    """Make managers workers (refused for the last one, or when it would lose the quorum)."""
+    from shoal.cli.each import for_each
+
+    def one(n: str) -> None:
+        r = obj.api.post(f"/v1/nodes/{n}/demote", {})
+        name = r.get("hostname") or n
+        click.echo(f"Manager {name} demoted in the cluster." if r["changed"] else f"Node {name} is already a worker.")
+    for_each(nodes, one)
+
+
 @node.command("ps")
 @click.option("--no-trunc", is_flag=True)
 @click.option("-q", "--quiet", is_flag=True)

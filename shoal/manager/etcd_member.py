@@ -40,8 +40,8 @@ DEFAULT_CLIENT_PORT = 2379
 DEFAULT_PEER_PORT = 2380
 MEMBER_ROLE = "etcd-member"  # OU of a member's certificate (it opens etcd only, never the manager API)
 START_TIMEOUT = 120.0  # seconds a daemon waits for its member to answer (and, joining, to vote)
-PROMOTE_EVERY = 2.0
-ADD_PATIENCE = 30.0  # seconds a join waits for etcd to accept one more member  # seconds between the leader's looks for learners to promote
+PROMOTE_EVERY = 2.0  # seconds between the leader's looks for learners to promote
+ADD_PATIENCE = 30.0  # seconds a join waits for etcd to accept one more member
 
 
 # -- configuration (cluster.json's "etcd") ----------------------------------------------------
@@ -80,6 +80,9 @@ def command(binary: str, layout: Layout, cfg: dict) -> list[str]:
            "--initial-cluster-token", cfg.get("cluster_token", "shoal"),
            # the store resumes its watch from a revision, or reads everything again if compacted
            "--auto-compaction-mode", "periodic", "--auto-compaction-retention", "5m",
+           # a member back from a crash or a partition asks before it calls an election, so it
+           # does not depose a healthy etcd leader (the default from etcd 3.5 on)
+           "--pre-vote",
            "--logger", "zap", "--log-outputs", "stderr", *tls]
     if cfg.get("force_new_cluster"):
         cmd.append("--force-new-cluster")

@@ -124,7 +124,7 @@ class Heartbeats:
         if period != self._told[-1][1]:
             self._told.append((now, period))
         return {"heartbeat_period": period, "down_after": period * HEARTBEAT_GRACE,
-                "cert_expiry": s.cert_expiry, "managers": self.managers(),
+                "cert_expiry": s.cert_expiry, "managers": self.managers(), "role": node.role,
                 "facts_digest": _digest_of(current)}
 
     def _address(self, node: Node, claimed: str, peer: str) -> str:

@@ -217,6 +217,62 @@ class Membership:
             return f"node {node_id} is not a member of this cluster"
         return None
 
+    # -- the manager role ----------------------------------------------------------------
+    def promote(self, node: Node) -> bool:
+        """`node promote`: the node becomes a manager. Its daemon learns it from its next
+        heartbeat and asks for what a manager needs (`promotion`). False: it already is one."""
+        if node.role == "manager":
+            return False
+        if not self.managers_can_join:
+            raise ApiError(MANAGER_NEEDS_ETCD.replace("joining as a manager", "a second manager"), 501)
+        self.store.put(node.model_copy(update={"role": "manager"}))
+        log.info("node %s (%s) promoted to a manager", node.description.hostname, node.id)
+        return True
+
+    def demote(self, node: Node) -> bool:
+        """`node demote`: the node becomes a worker; its etcd member leaves etcd's cluster first.
+        Refused when it is the last manager, or when the managers left reachable would not make a
+        quorum of those that stay (as Swarm refuses it). False: it already is a worker."""
+        if node.role != "manager":
+            return False
+        name = node.description.hostname or node.id
+        managers = [n for n in self.store.all(Node) if n.role == "manager"]
+        if len(managers) == 1:
+            raise Conflict(f"node {name} is the last manager of the cluster: it cannot be demoted "
+                           "(`shoal leave --force` ends the cluster)")
+        staying = [n for n in managers if n.id != node.id]
+        reachable = [n for n in staying if n.state == "ready"]
+        quorum = len(staying) // 2 + 1
+        # with an etcd of the user's, its quorum is its own business; with the managers' own
+        # members, one member a manager
+        if self.etcd_members is not None and len(reachable) < quorum:
+            raise Conflict(f"demoting {name} would leave {len(staying)} managers of which {len(reachable)} are "
+                           f"reachable: the cluster would lose its quorum ({quorum} needed). Bring the "
+                           "unreachable managers back, or remove the lost ones (`node rm --force`), first")
+        if self.etcd_members is not None:
+            from shoal.store import StoreUnavailable
+            try:
+                self.etcd_members.remove(node.id)
+            except StoreUnavailable as e:
+                raise ApiError(f"removing the manager's etcd member failed, nothing was changed: {e}", 503) from None
+        self.store.put(node.model_copy(update={"role": "worker", "leader": False}))
+        log.info("manager %s (%s) demoted to a worker", name, node.id)
+        return True
+
+    def promotion(self, node_id: str) -> tuple[str, str, str]:
+        """The plan for a promoted node asking for a manager's keys (its daemon, with its node
+        certificate): refused unless the store says it is a manager."""
+        node = self.store.get(Node, node_id)
+        if node is None or node.role != "manager":
+            raise Forbidden(f"node {node_id} is not a manager")
+        return "manager", node_id, node.addr
+
+    def promoted(self, plan: tuple[str, str, str], etcd_member: Optional[dict]) -> dict:
+        answer = {"node_id": plan[1], "cluster_id": self.cluster_id, "manager": self._manager_material(self.settings())}
+        if etcd_member is not None:
+            answer["manager"]["etcd"] = {**etcd_member, **self._etcd_material()}
+        return answer
+
     # -- leaving -----------------------------------------------------------------------
     def remove(self, node: Node, force: bool, self_id: str) -> None:
         """`node rm`: the node's certificate is refused from now on; its tasks are orphaned

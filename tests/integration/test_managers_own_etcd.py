@@ -136,9 +136,8 @@ def test_the_dead_manager_comes_back_and_follows(cl):
     lab = cl
     lab.start("lab1")  # its engine; then its Shoal, whose member rejoins with its data
     lab.shoal("lab1", "start", timeout=240)
-    now = leader(lab, "lab2")
-    until("lab1 follows", lambda: leader(lab, "lab1") == now and lab.nodes("lab2")["lab1"]["Status"] == "Ready"
-          and "V=2" in lab.shoal("lab1", "service", "inspect", "o_app"),
+    until("lab1 follows", lambda: leader(lab, "lab1") == leader(lab, "lab2") != ""
+          and lab.nodes("lab2")["lab1"]["Status"] == "Ready" and "V=2" in lab.shoal("lab1", "service", "inspect", "o_app"),
           timeout=90, what_else=lambda: lab.shoal("lab1", "node", "ls", check=False))
     until("three voting members again", lambda: "3 voting;" in info(lab, "lab1"), timeout=30)
 
@@ -166,3 +165,28 @@ def test_a_lost_quorum_refuses_writes_until_force_new_cluster(cl):
     for host in ("lab1", "lab2"):
         lab.shoal(survivor, "node", "rm", "--force", host)
     assert set(lab.nodes(survivor)) == {survivor}
+
+
+def test_a_worker_promoted_runs_an_etcd_member_and_demoted_gives_it_up(cl):
+    lab = cl
+    lab.start("lab1")
+    lab.shoal("lab1", "leave", "--force")  # it was removed from the cluster: its old state goes
+    token = lab.shoal("lab3", "join-token", "-q", "worker").strip()
+    lab.shoal("lab1", "join", "--token", token, f"{lab.addr('lab3')}:4343")
+    out = lab.shoal("lab3", "node", "promote", "lab1")
+    assert "Node lab1 promoted to a manager in the cluster." in out, out
+    until("lab1 a manager, with a voting etcd member", lambda: status(lab, "lab3").get("lab1") == "Reachable"
+          and "2 voting; a quorum is 2" in info(lab, "lab3") and "Role: manager" in info(lab, "lab1"),
+          timeout=150, what_else=lambda: info(lab, "lab1") + lab.shoal("lab3", "node", "ls", check=False))
+    assert "o_app" in lab.shoal("lab1", "service", "ls")  # it serves the whole API
+    assert "Node lab1 is already a manager." in lab.shoal("lab3", "node", "promote", "lab1")
+    out = lab.shoal("lab1", "node", "demote", "lab1")  # a manager may demote itself
+    assert "Manager lab1 demoted in the cluster." in out, out
+    until("lab1 a worker again, its member gone", lambda: status(lab, "lab3").get("lab1") == ""
+          and "1 voting; a quorum is 1" in info(lab, "lab3") and "Role: worker" in info(lab, "lab1"),
+          timeout=120, what_else=lambda: info(lab, "lab1") + lab.shoal("lab3", "node", "ls", check=False))
+    left = lab.exec("lab1", "sh", "-c", 'ls -d "$SHOAL_DATA_DIR"/etcd "$SHOAL_DATA_DIR"/manager 2>/dev/null || true')
+    assert left.stdout.strip() == ""  # no manager's key or etcd data stays on a worker
+    until("lab1 ready as a worker", lambda: lab.nodes("lab3")["lab1"]["Status"] == "Ready", timeout=60)
+    p = lab.exec("lab3", "shoal", "node", "demote", "lab3", check=False)
+    assert p.returncode != 0 and "last manager" in p.stderr, p.stderr

@@ -8,8 +8,8 @@ from aiohttp import web
 
 from shoal.manager.components import Components
 from shoal.manager.errors import Forbidden
-from shoal.manager.http.bodies import (KiB, MiB, ActionAnswerBody, HeartbeatBody, LeaveBody, RenewBody, StatusBody,
-                                       query_float, query_int, query_str)
+from shoal.manager.http.bodies import (KiB, MiB, ActionAnswerBody, HeartbeatBody, LeaveBody, PromotionBody, RenewBody,
+                                       StatusBody, query_float, query_int, query_str)
 from shoal.manager.http.reply import reply
 from shoal.manager.http.route import BODY, CALLER, Route
 
@@ -39,6 +39,7 @@ class AgentRoutes:
             Route("POST", "/v1/agent/status", self.status, "agent", StatusBody, 8 * MiB),
             Route("POST", "/v1/agent/renew", self.renew, "agent", RenewBody, 32 * KiB),
             Route("POST", "/v1/agent/leave", self.leave, "agent", LeaveBody),
+            Route("POST", "/v1/agent/promotion", self.promotion, "agent", PromotionBody),
             Route("GET", "/v1/agent/logs", self.log_requests, "agent", query=(wait,)),
             # the body is a stream of log lines: LogHub reads it with its own bounds
             Route("POST", "/v1/agent/logs/{req}", self.log_data, "agent"),
@@ -117,6 +118,15 @@ class AgentRoutes:
         body: RenewBody = request[BODY]
         caller = request[CALLER]
         return reply(self.c.membership.renew(caller.node_id, caller.role, body.csr))
+
+    async def promotion(self, request: web.Request) -> web.Response:
+        """A promoted node's daemon asks for a manager's keys (and its etcd member, added now)."""
+        body: PromotionBody = request[BODY]
+        m = self.c.membership
+        plan = m.promotion(self._node(request))
+        member = await asyncio.to_thread(m.add_etcd_member, plan, body.etcd_peer_port) \
+            if m.needs_etcd_member(plan) else None
+        return reply(m.promoted(plan, member))
 
     async def leave(self, request: web.Request) -> web.Response:
         self.c.membership.left(self._node(request))

@@ -97,6 +97,10 @@ class NodeRemoveBody(Body):
     force: bool = False
 
 
+class PromotionBody(Body):
+    etcd_peer_port: Annotated[int, Field(ge=1, le=65535)] = 2380
+
+
 class FileObjectBody(Body):
     """A config or secret: its data base64 (never echoed in errors)."""
     name: Annotated[str, Field(max_length=256)] = ""

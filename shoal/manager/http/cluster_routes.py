@@ -36,6 +36,8 @@ class ClusterRoutes:
             Route("GET", "/v1/nodes/{ref}", self.node_inspect, "user"),
             Route("POST", "/v1/nodes/{ref}/update", self.node_update, "user", NodeUpdateBody),
             Route("POST", "/v1/nodes/{ref}/remove", self.node_rm, "user", NodeRemoveBody),
+            Route("POST", "/v1/nodes/{ref}/promote", self.node_promote, "user"),
+            Route("POST", "/v1/nodes/{ref}/demote", self.node_demote, "user"),
         ]
 
     async def info(self, request: web.Request) -> web.Response:
@@ -129,6 +131,16 @@ class ClusterRoutes:
         body: NodeUpdateBody = request[BODY]
         node = self._node(request.match_info["ref"])
         return reply(self._view(self.c.cluster.update_node(node.id, body.label_add, body.label_rm, body.availability)))
+
+    async def node_promote(self, request: web.Request) -> web.Response:
+        node = self._node(request.match_info["ref"])
+        return reply({"id": node.id, "hostname": node.description.hostname,
+                      "changed": self.c.membership.promote(node)})
+
+    async def node_demote(self, request: web.Request) -> web.Response:
+        node = self._node(request.match_info["ref"])
+        return reply({"id": node.id, "hostname": node.description.hostname,
+                      "changed": self.c.membership.demote(node)})
 
     async def node_rm(self, request: web.Request) -> web.Response:
         body: NodeRemoveBody = request[BODY]
