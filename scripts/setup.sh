@@ -9,6 +9,7 @@
 #   2. Shoal itself: `pip install -e .` into the Python that runs this script's `python3`
 #      (3.11+).  A Debian system Python is "externally managed" (PEP 668): then Shoal goes
 #      into a virtual environment at .venv/ and `shoal` is linked into /usr/local/bin.
+#      Debian's etcd-server too: the etcd members of several managers (`init --store etcd`).
 #   3. The images, built offline: scripts/build-images.sh (cached; seconds the second time).
 #   4. The demo: `shoal init` (or `shoal start` when the cluster exists but its daemon is
 #      stopped), config `todo-list-config` and secret `todo-list-secret` from examples/todo/
@@ -19,8 +20,7 @@
 # Options (used by scripts/test.sh):
 #   --install-only   steps 1-3 only
 #   --with-tests     also the test extras (`pip install -e '.[test]'`), Debian's chromium
-#                    for the browser test, wrk for the benchmarks' smoke test and etcd-server
-#                    for the store's contract tests on etcd
+#                    for the browser test and wrk for the benchmarks' smoke test
 # Environment:
 #   SHOAL_DATA_DIR   the demo cluster's data dir (default /var/lib/shoal)
 #   SHOAL_VENV=DIR   always install into a virtual environment at DIR (default: only when the
@@ -142,9 +142,19 @@ if [ $WITH_TESTS -eq 1 ]; then
     # smoke test runs bench/run.py mesh, which drives wrk.
     command -v chromium >/dev/null || apt_install chromium
     command -v wrk >/dev/null || apt_install wrk
-    # The store's contract tests run against SQLite and etcd alike (tests/etcd_server.py
-    # starts its own etcd member on free ports; Debian's service, if any, is not used).
-    command -v etcd >/dev/null || apt_install etcd-server
+fi
+
+# Several managers keep the cluster's state in etcd members Shoal runs itself
+# (`shoal init --store etcd`), with Debian's etcd binary; the store's contract tests run
+# against it too (tests/etcd_server.py starts its own member on free ports).
+if ! command -v etcd >/dev/null; then
+    apt_install etcd-server
+    # Debian starts an etcd service of its own on 127.0.0.1:2379 where systemd runs; Shoal's
+    # members are started by Shoal (and that port is theirs): the package's service stays off.
+    if command -v systemctl >/dev/null && systemctl is-active -q etcd 2>/dev/null; then
+        say "stopping and disabling Debian's etcd.service (Shoal runs its own members)"
+        systemctl disable --now etcd || true
+    fi
 fi
 
 # --- 3. Images -------------------------------------------------------------------------

@@ -304,13 +304,29 @@ class Members:
                 return True
         return False
 
-    async def keep_promoting(self) -> None:
-        """The leader's duty while it leads: learners become voting members once caught up."""
+    def drop_workers(self, workers: set[str]) -> list[str]:
+        """Remove the members of managers demoted since (their demotion could not do it)."""
+        with self.lock:
+            ms = self.client.members()
+            gone = [m for m in ms if m.get("name") in workers]
+            if len(gone) >= len(ms):
+                return []  # never the last member
+            for m in gone:
+                self.client.member_remove(m["ID"])
+                log.info("etcd member %s removed: its node is a worker now", m["name"])
+            return [m["name"] for m in gone]
+
+    async def keep(self, workers: Callable[[], set[str]]) -> None:
+        """The leader's duty while it leads: learners become voting members once caught up, and
+        members of nodes that are workers now leave."""
         while True:
             try:
                 await asyncio.to_thread(self.promote_learners)
+                names = workers()
+                if names:
+                    await asyncio.to_thread(self.drop_workers, names)
             except EtcdError as e:
-                log.debug("looking for etcd learners failed: %s", e)
+                log.debug("looking after the etcd members failed: %s", e)
             await asyncio.sleep(PROMOTE_EVERY)
 
     def close(self) -> None:

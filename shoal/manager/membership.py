@@ -230,7 +230,7 @@ class Membership:
         return True
 
     def demote(self, node: Node) -> bool:
-        """`node demote`: the node becomes a worker; its etcd member leaves etcd's cluster first.
+        """`node demote`: the node becomes a worker and its etcd member leaves etcd's cluster.
         Refused when it is the last manager, or when the managers left reachable would not make a
         quorum of those that stay (as Swarm refuses it). False: it already is a worker."""
         if node.role != "manager":
@@ -249,14 +249,15 @@ class Membership:
             raise Conflict(f"demoting {name} would leave {len(staying)} managers of which {len(reachable)} are "
                            f"reachable: the cluster would lose its quorum ({quorum} needed). Bring the "
                            "unreachable managers back, or remove the lost ones (`node rm --force`), first")
+        # the store first: a manager demoting itself removes the member it writes through
+        self.store.put(node.model_copy(update={"role": "worker", "leader": False}))
+        log.info("manager %s (%s) demoted to a worker", name, node.id)
         if self.etcd_members is not None:
             from shoal.store import StoreUnavailable
             try:
                 self.etcd_members.remove(node.id)
-            except StoreUnavailable as e:
-                raise ApiError(f"removing the manager's etcd member failed, nothing was changed: {e}", 503) from None
-        self.store.put(node.model_copy(update={"role": "worker", "leader": False}))
-        log.info("manager %s (%s) demoted to a worker", name, node.id)
+            except StoreUnavailable as e:  # the leader removes it (Members.keep)
+                log.warning("the etcd member of %s was not removed yet: %s", name, e)
         return True
 
     def promotion(self, node_id: str) -> tuple[str, str, str]:

@@ -38,7 +38,7 @@ from shoal.manager.orchestrator import Orchestrator
 from shoal.manager.volumes import VolumeRegistry
 from shoal.model.objects import Node
 from shoal.paths import Layout
-from shoal.manager.etcd_member import Members
+from shoal.manager.etcd_member import Members, issue_member_cert
 from shoal.manager.etcd_member import store_url as etcd_store_url
 from shoal.store import Deposed, open_leadership, open_store
 
@@ -170,8 +170,9 @@ class ManagerServer:
 
     async def _leader_duties(self) -> None:
         duties = [self.orchestrator.run()]
-        if self.etcd_members is not None:  # joining managers' etcd members vote once caught up
-            duties.append(self.etcd_members.keep_promoting())
+        if self.etcd_members is not None:  # joining managers' members vote once caught up; demoted ones go
+            duties.append(self.etcd_members.keep(
+                lambda: {n.id for n in self.store.all(Node) if n.role == "worker"}))
         await asyncio.gather(*duties)
 
     def _mark_leader(self) -> None:
@@ -194,8 +195,10 @@ class ManagerServer:
                 if time.time() < due:
                     continue
                 addr = self.info.get("advertise_addr", "")
-                self.ca.issue_server_cert(self.info["node_id"], [addr] if addr else [],
-                                          self.components.membership.settings().cert_expiry)
+                lifetime = self.components.membership.settings().cert_expiry
+                self.ca.issue_server_cert(self.info["node_id"], [addr] if addr else [], lifetime)
+                if self.info.get("store") == "etcd":  # its etcd member's too (etcd reads it at each handshake)
+                    issue_member_cert(L, self.keyring.tls_password(), self.info["node_id"], addr, lifetime)
                 assert self.tls is not None
                 self.tls.load_cert_chain(L.manager_cert, L.manager_key, password=self.keyring.tls_password())
                 log.info("renewed the manager API's certificate")

@@ -137,7 +137,8 @@ def test_the_dead_manager_comes_back_and_follows(cl):
     lab.start("lab1")  # its engine; then its Shoal, whose member rejoins with its data
     lab.shoal("lab1", "start", timeout=240)
     until("lab1 follows", lambda: leader(lab, "lab1") == leader(lab, "lab2") != ""
-          and lab.nodes("lab2")["lab1"]["Status"] == "Ready" and "V=2" in lab.shoal("lab1", "service", "inspect", "o_app"),
+          and lab.nodes("lab2")["lab1"]["Status"] == "Ready"
+          and json.loads(lab.shoal("lab1", "service", "inspect", "o_app"))[0]["spec"]["container"]["env"].get("V") == "2",
           timeout=90, what_else=lambda: lab.shoal("lab1", "node", "ls", check=False))
     until("three voting members again", lambda: "3 voting;" in info(lab, "lab1"), timeout=30)
 
@@ -162,6 +163,8 @@ def test_a_lost_quorum_refuses_writes_until_force_new_cluster(cl):
           what_else=lambda: lab.shoal(survivor, "service", "ps", "o_app", check=False))
     assert set(running) <= set(lab.containers(survivor, "o_app"))  # none restarted
     # the lost managers are removed for good (a manager that comes back must join again)
+    until("lab1 and lab2 down", lambda: all(lab.nodes(survivor)[h]["Status"] == "Down" for h in ("lab1", "lab2")),
+          timeout=60, what_else=lambda: lab.shoal(survivor, "node", "ls", check=False))
     for host in ("lab1", "lab2"):
         lab.shoal(survivor, "node", "rm", "--force", host)
     assert set(lab.nodes(survivor)) == {survivor}
