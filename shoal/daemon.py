@@ -194,11 +194,14 @@ class Node:
                     await self._demoted()
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # noqa: BLE001 - tried again; the node keeps running as it is
-                log.error("becoming a %s failed, trying again in 30s: %s", want, e)
+            except Exception:  # noqa: BLE001 - tried again; the node keeps running as it is
+                log.exception("becoming a %s failed, trying again in 10s", want)
                 if self.agent is None and self.manager is None and self.local_api is None:
-                    await self._start_parts()  # stopped already: as it was, until the next try
-                await asyncio.sleep(30)
+                    try:  # stopped already: as it was, until the next try
+                        await self._start_parts()
+                    except Exception:  # noqa: BLE001
+                        log.exception("starting again as a %s failed", self.role)
+                await asyncio.sleep(10)
             finally:
                 self.changing = False
 

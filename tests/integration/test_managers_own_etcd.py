@@ -187,7 +187,8 @@ def test_a_worker_promoted_runs_an_etcd_member_and_demoted_gives_it_up(cl):
     assert "Manager lab1 demoted in the cluster." in out, out
     until("lab1 a worker again, its member gone", lambda: status(lab, "lab3").get("lab1") == ""
           and "1 voting; a quorum is 1" in info(lab, "lab3") and "Role: worker" in info(lab, "lab1"),
-          timeout=120, what_else=lambda: info(lab, "lab1") + lab.shoal("lab3", "node", "ls", check=False))
+          timeout=120, what_else=lambda: info(lab, "lab1") + lab.shoal("lab3", "node", "ls", check=False)
+          + lab.exec("lab1", "sh", "-c", 'grep -v "^{" "$SHOAL_DATA_DIR/shoal.log" | tail -40', check=False).stdout)
     left = lab.exec("lab1", "sh", "-c", 'ls -d "$SHOAL_DATA_DIR"/etcd "$SHOAL_DATA_DIR"/manager 2>/dev/null || true')
     assert left.stdout.strip() == ""  # no manager's key or etcd data stays on a worker
     until("lab1 ready as a worker", lambda: lab.nodes("lab3")["lab1"]["Status"] == "Ready", timeout=60)
