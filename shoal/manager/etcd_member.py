@@ -264,8 +264,10 @@ class Members:
                 break
             except EtcdError as e:
                 # etcd refuses a change of members until every member has been healthy a few
-                # seconds (--strict-reconfig-check): right after another manager joined
-                if "unhealthy cluster" not in str(e) or time.monotonic() > deadline:
+                # seconds (--strict-reconfig-check): right after another manager joined; and
+                # right after a removal, until etcd has applied it ("member not found")
+                if not any(w in str(e) for w in ("unhealthy cluster", "member not found")) \
+                        or time.monotonic() > deadline:
                     raise
                 time.sleep(1.0)
         initial = ",".join(f"{name if m['ID'] == member['ID'] else m.get('name', '')}={u}"
