@@ -114,8 +114,9 @@ class Node:
         if self.agent is not None:
             return
         L, info = self.layout, self.info
+        home = f"127.0.0.1:{info.get('port', 4343)}" if self.role == "manager" else None
         managers = ManagerList(info.get("managers") or [f"127.0.0.1:{info.get('port', 4343)}"],
-                               on_change=self._managers_changed)
+                               on_change=self._managers_changed, home=home)
         client = ManagerClient(managers, pki.client_context(L.ca_cert, L.node_cert, L.node_key, password))
         record = os.environ.get("SHOAL_AGENT_RECORD")
         if record:  # tests: everything the agent receives, in clear (what a worker learns)

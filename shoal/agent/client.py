@@ -37,8 +37,11 @@ class ManagerRefused(ManagerUnavailable):
 class ManagerList:
     """The managers this agent may talk to (`addr:port`), the one it uses first."""
 
-    def __init__(self, addresses: list[str], on_change: Callable[[list[str]], None] = lambda a: None):
-        self.addresses = list(dict.fromkeys(a for a in addresses if a)) or ["127.0.0.1:4343"]
+    def __init__(self, addresses: list[str], on_change: Callable[[list[str]], None] = lambda a: None,
+                 home: Optional[str] = None):
+        self.home = home  # a manager's own agent: its own manager, always first
+        self.addresses = list(dict.fromkeys([*([home] if home else []), *(a for a in addresses if a)])) \
+            or ["127.0.0.1:4343"]
         self.on_change = on_change
         self._i = 0
 
@@ -54,10 +57,12 @@ class ManagerList:
     def update(self, addresses: list[str]) -> None:
         """The managers a heartbeat answer named (the one in use stays first when it is there)."""
         new = [a for a in dict.fromkeys(addresses) if a]
+        if self.home:  # the others are its fallbacks (the heartbeat names managers by address)
+            new = [self.home] + [a for a in new if a != self.home]
         if not new or set(new) == set(self.addresses):
             return
         cur = self.current()
-        self.addresses = ([cur] if cur in new else []) + [a for a in new if a != cur]
+        self.addresses = new if self.home else ([cur] if cur in new else []) + [a for a in new if a != cur]
         self._i = 0
         self.on_change(self.addresses)
 

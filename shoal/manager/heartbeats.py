@@ -183,10 +183,13 @@ class Heartbeats:
 
     def _heard(self, since: float = 0.0) -> dict[str, float]:
         """When each node was last heard, by this manager or (through the store) another
-        manager; store times at or before `since` are left out (judging passes the time it
-        began: older times would judge a node down at once after a restart, which gets the
-        start's grace instead)."""
-        seen = dict(self.last_seen)
+        manager; times at or before `since` are left out (judging passes the time it began to
+        judge: older times would judge a node down at once after a restart or a change of
+        leader, which gets the start's grace instead)."""
+        # this manager's own times before `since` are as stale as the store's: a node whose
+        # heartbeats went to another manager meanwhile was judged down at once by a new leader
+        # that had heard it before (found in the lab)
+        seen = {k: v for k, v in self.last_seen.items() if v > since}
         for f in self.store.all(NodeFacts):
             if f.last_heartbeat > max(seen.get(f.id, 0.0), since):
                 seen[f.id] = f.last_heartbeat

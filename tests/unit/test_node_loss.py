@@ -185,3 +185,36 @@ async def test_a_silent_node_gets_no_new_tasks_before_it_is_judged_down(mgr):
     finally:
         beating.cancel()
         await asyncio.gather(beating, return_exceptions=True)
+
+
+def test_a_new_leader_does_not_judge_a_node_by_heartbeats_it_heard_before_leading(tmp_path):
+    """Found in the lab: a manager heard a node, the node's heartbeats then went to another
+    manager, and when the first became the leader it judged the node down at once on its own
+    stale time. Times heard before leading count no more than the store's: the node gets the
+    new leader's grace."""
+    from shoal.manager.heartbeats import Heartbeats
+    from shoal.model.objects import NodeDescription, NodeFacts
+    from shoal.store.sqlite import SqliteStore
+    st = SqliteStore(str(tmp_path / "s.db"))
+    hb = Heartbeats(st)
+    st.put(Node(id="n1", state="ready"))
+    hb.beat("n1", NodeDescription(), "", "10.0.0.1", None)
+    heard_here = hb.last_seen["n1"]
+    st.put(NodeFacts(id="n1", last_heartbeat=heard_here + 5.0), quiet=True)  # another manager's, before leading
+    later = heard_here + 7.0  # past down_after (6 s) for what this manager heard itself
+    hb.lead(later)
+    assert hb.check(later) == [] and st.get(Node, "n1").state == "ready"
+    assert hb.check(later + 6.0) == []  # the grace after leading: twice the limit
+    assert hb.check(later + 13.0) == ["n1"]  # never heard since: down after the grace
+
+
+def test_a_managers_own_agent_keeps_its_own_manager_first():
+    """Heartbeat answers name the managers by address; a manager's agent stays on its own
+    (127.0.0.1) and keeps the others as fallbacks; a worker's agent takes the list as it is."""
+    from shoal.agent.client import ManagerList
+    mine = ManagerList(["127.0.0.1:4343"], home="127.0.0.1:4343")
+    mine.update(["10.0.0.1:4343", "10.0.0.2:4343"])
+    assert mine.current() == "127.0.0.1:4343" and mine.addresses[1:] == ["10.0.0.1:4343", "10.0.0.2:4343"]
+    worker = ManagerList(["10.0.0.9:4343"])
+    worker.update(["10.0.0.1:4343", "10.0.0.2:4343"])
+    assert worker.current() == "10.0.0.1:4343"
