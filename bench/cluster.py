@@ -1,6 +1,7 @@
 """Shoal beside Docker Swarm on three lab hosts (scripts/lab.sh): join, deploy, node loss, a blip.
 
-    python3 bench/cluster.py [join deploy nodeloss blip | all] [--reps 3] [--no-record]
+    python3 bench/cluster.py [join deploy nodeloss blip failover | all] [--reps 3] [--no-record]
+                             [--shoal-store own|external]
 
 Every repetition builds a fresh lab of 3 hosts (each its own Docker Engine 20.10), runs the
 workload with Shoal, then with Swarm on new engines (odd reps Shoal first, even reps Swarm
@@ -18,8 +19,9 @@ manager's unix socket, polled every 20 ms, and the engines' containers.
 - nodeloss: 6 replicas spread 2/2/2, kill -9 of lab3 (engine, containerd, shims, containers,
   agent): the time until the manager calls it down, and until 6 replicas run on the others.
 - blip: lab3's link down for 3 s, then 15 s more: how many tasks were started elsewhere.
-- failover: three managers (Shoal: its state in an etcd member on this machine's side of the
-  lab bridge, `init --store etcd://…`, lab2 and lab3 joined with the manager token; Swarm:
+- failover: three managers (Shoal: `init --store etcd`, each manager with its etcd member, or
+  with `--shoal-store external` the state in one etcd member on this machine's side of the
+  lab bridge, `init --store etcd://…`; lab2 and lab3 joined with the manager token; Swarm:
   lab2 and lab3 joined as managers), 6 replicas 2/2/2, kill -9 of lab1 (the leader): the time
   until lab2 shows a leader among the living managers, until `service scale …=8` issued to
   lab2 (retried every 0.2 s) is accepted, until 6 replicas run on lab2 and lab3 (the scale
@@ -134,8 +136,18 @@ class ShoalLab:
         self.sock = f"{DATA}/{host}/shoal/shoal.sock"
         self.host = host
 
+    def __init__(self, store: str = "own"):
+        self.store = store  # own: the managers run their etcd members; external: one etcd on the bridge
+
     def managers(self) -> None:
-        """Three managers: the state in an etcd member on this machine's side of the lab bridge."""
+        """Three managers: each with its own etcd member (`init --store etcd`), or the state in
+        one etcd member on this machine's side of the lab bridge (`--shoal-store external`)."""
+        if self.store == "own":
+            self.init("etcd")
+            token = lab("exec", "lab1", "shoal", "join-token", "-q", "manager").strip()
+            for h in ("lab2", "lab3"):
+                lab("exec", h, "shoal", "join", "--token", token, f"{addr('lab1')}:4343")
+            return
         import shutil
         shutil.rmtree("/tmp/shoal-bench-etcd", ignore_errors=True)
         port = 23790
@@ -369,6 +381,8 @@ def main() -> None:
     ap.add_argument("workloads", nargs="*", default=["all"])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--shoal-store", choices=("own", "external"), default="own",
+                    help="failover: Shoal's managers on etcd members they run (own) or on one etcd on the bridge")
     args = ap.parse_args()
     names = list(WORKLOADS) if "all" in args.workloads else args.workloads
     import fcntl
@@ -379,7 +393,7 @@ def main() -> None:
     try:
         for name in names:
             for rep in range(args.reps):
-                order = [ShoalLab(), SwarmLab()] if rep % 2 == 0 else [SwarmLab(), ShoalLab()]
+                order = [ShoalLab(args.shoal_store), SwarmLab()] if rep % 2 == 0 else [SwarmLab(), ShoalLab(args.shoal_store)]
                 for o in order:
                     figures = WORKLOADS[name](o)
                     for k, v in figures.items():
