@@ -278,6 +278,8 @@ def leave(obj: Ctx, force: bool) -> None:
         _fail("You are attempting to leave the cluster on a node that is participating as a manager. "
               "Removing the last manager erases all current state of the cluster. Use `--force` to ignore "
               "this message.")
+    if info.get("role", "manager") == "manager":
+        info = _leave_as_one_of_several(obj, info)
     if info.get("role") == "worker":
         try:
             obj.api.post("/v1/local/leave", {})  # the managers move its tasks at once
@@ -286,6 +288,33 @@ def leave(obj: Ctx, force: bool) -> None:
                        err=True)
     leave_node(obj.layout, info["node_id"])
     click.echo("Node left the cluster.")
+
+
+def _leave_as_one_of_several(obj: Ctx, info: dict) -> dict:
+    """A manager that is not the last one leaves as a worker: demoted first (its etcd member
+    leaves etcd, the quorum is checked), then its daemon is a worker, which leaves. The last
+    manager (or one whose daemon is not running) leaves as it is, with the cluster's state."""
+    from shoal.node_files import daemon_pid, read_cluster
+    if not daemon_pid(obj.layout):
+        return info
+    try:
+        others = [n for n in obj.api.get("/v1/nodes") if n.get("role") == "manager" and n["id"] != info["node_id"]]
+    except ApiFailure:
+        return info
+    if not others:
+        return info
+    try:
+        obj.api.post(f"/v1/nodes/{info['node_id']}/demote", {})
+    except ApiFailure as e:
+        _fail(f"{e.message}; this manager stays (demote another manager, or bring the others back, first)")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # its daemon becomes a worker (heartbeat, then the change)
+        now = read_cluster(obj.layout) or info
+        if now.get("role") == "worker":
+            return now
+        time.sleep(0.2)
+    _fail(f"this manager was demoted but its daemon did not become a worker within 60s; see {obj.layout.log}")
+    return info
 
 
 @cli.command()

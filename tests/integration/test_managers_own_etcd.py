@@ -194,3 +194,18 @@ def test_a_worker_promoted_runs_an_etcd_member_and_demoted_gives_it_up(cl):
     until("lab1 ready as a worker", lambda: lab.nodes("lab3")["lab1"]["Status"] == "Ready", timeout=60)
     p = lab.exec("lab3", "shoal", "node", "demote", "lab3", check=False)
     assert p.returncode != 0 and "last manager" in p.stderr, p.stderr
+
+
+def test_a_manager_of_several_leaves_as_a_worker(cl):
+    """`leave --force` on a manager that is not the last: demoted first (its member leaves
+    etcd), then it leaves as a worker; the cluster and its state stay."""
+    lab = cl
+    lab.shoal("lab3", "node", "promote", "lab1")
+    until("lab1 a manager again", lambda: "2 voting;" in info(lab, "lab3") and "Role: manager" in info(lab, "lab1"),
+          timeout=150, what_else=lambda: info(lab, "lab1"))
+    lab.shoal("lab1", "leave", "--force", timeout=240)
+    assert "This node is not part of a cluster" in lab.exec("lab1", "shoal", "leave", check=False).stderr
+    until("lab1 gone from etcd and down", lambda: "1 voting; a quorum is 1" in info(lab, "lab3")
+          and lab.nodes("lab3")["lab1"]["Status"] == "Down", timeout=60,
+          what_else=lambda: info(lab, "lab3") + lab.shoal("lab3", "node", "ls", check=False))
+    assert leader(lab, "lab3") == "lab3" and "o_app" in lab.shoal("lab3", "service", "ls")
