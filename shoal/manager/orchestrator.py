@@ -24,7 +24,7 @@ from shoal.manager.metrics import ManagerMetrics
 from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import Node, Service, Task, TaskStatus
 from shoal.scheduler.pipeline import schedule
-from shoal.store import Store
+from shoal.store import Conflict, Store
 
 log = logging.getLogger("shoal.orchestrator")
 
@@ -87,6 +87,10 @@ class Orchestrator:
             try:
                 wake = self.tick(now)
                 self.metrics.orchestrator_pass.observe(time.perf_counter() - began)
+            except Conflict as e:  # another manager wrote meanwhile (several managers): again, on the new view
+                log.info("orchestrator pass not committed: %s; passing again", e)
+                wake = None
+                await asyncio.sleep(0.1)
             except Exception:
                 log.exception("orchestrator pass failed")
                 wake = None

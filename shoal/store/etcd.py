@@ -47,6 +47,10 @@ from shoal.store.memory import KINDS, ViewStore, _first_line, _row_name
 log = logging.getLogger("shoal.store.etcd")
 
 MAX_TXN_OPS = 128  # etcd's default --max-txn-ops
+# Commits that write these kinds also compare and bump one key (`m/serial`): they are
+# serialised across managers, so that what the API checks on its view before such a write --
+# a name not taken, a subnet, VIP, port or VNI not given -- still holds when it commits.
+SERIAL_KINDS = frozenset({"service", "network", "config", "secret", "cluster"})
 MAX_TXN_BYTES = 1 << 20  # under etcd's default --max-request-bytes (1.5 MiB)
 PAGE = 5000  # keys per range request when loading
 
@@ -253,6 +257,7 @@ class EtcdStore(ViewStore):
         # checks that the key is still the one this manager created (see leadership.py), so a
         # deposed leader's writes are refused (Deposed) even before it knows.
         self.fence: Optional[tuple[bytes, int]] = None
+        self._serial_rev = 0  # the revision of the last serialised commit the view has applied
         self._load()
 
     # -- keys --------------------------------------------------------------------
@@ -268,6 +273,8 @@ class EtcdStore(ViewStore):
     # -- loading -----------------------------------------------------------------
     def _load(self) -> None:
         self.rev = self._seen = self.client.revision()
+        got = self.client.get(self._mkey("serial"))
+        self._serial_rev = got[1] if got else 0
         plen = len(self.prefix) + 2
         self._spec_rows = {k[plen:].decode(): v.decode() for k, v, _r in self.client.range_prefix(self.prefix + b"s/")}
         bad: list[tuple[str, str, str, str, int]] = []
@@ -336,10 +343,11 @@ class EtcdStore(ViewStore):
                 ops.append({"request_put": {"key": key, "value": _b64(value)}})
             written.append((kind, obj_id))
         ops += [{"request_delete_range": {"key": _b64(self._skey(k))}} for k in gone]
+        serial = any(kind in SERIAL_KINDS for kind, _ in written)
         self._rows = {}
         if not ops:
             return
-        rev, rev_of = self._send(compare, ops)
+        rev, rev_of = self._send(compare, ops, serial)
         for k in written:
             if self._objects[k[0]].get(k[1]) is None:
                 self._modrev.pop(k, None)
@@ -349,18 +357,21 @@ class EtcdStore(ViewStore):
         if wrote:
             self.rev = max(self.rev + 1, rev)
 
-    def _send(self, compare: list[dict], ops: list[dict]) -> tuple[int, dict[str, int]]:
+    def _send(self, compare: list[dict], ops: list[dict], serial: bool = False) -> tuple[int, dict[str, int]]:
         """Commit `ops` in as few etcd transactions as etcd takes; the compares of the objects
-        each part writes go with it. Returns the last revision, and the revision each key
-        was written at (its part's)."""
+        each part writes go with it (and, `serial`, the serial key's: every part compares and
+        bumps it). Returns the last revision, and the revision each key was written at (its
+        part's)."""
         by_key = {c["key"]: c for c in compare}
         rev_of: dict[str, int] = {}
+        serial_key = _b64(self._mkey("serial"))
         rev = 0
         i = 0
         while i < len(ops):
             part, size = [], 0
-            # (one compare of the 128 etcd takes is kept for the leader's fence)
-            while i < len(ops) and len(part) < MAX_TXN_OPS - 1 and (not part or size < MAX_TXN_BYTES):
+            # (of the 128 compares and operations etcd takes, two are kept: the leader's
+            # fence and the serial key)
+            while i < len(ops) and len(part) < MAX_TXN_OPS - 2 and (not part or size < MAX_TXN_BYTES):
                 op = ops[i]
                 size += len(next(iter(op.values())).get("value", "")) + 100
                 part.append(op)
@@ -370,14 +381,27 @@ class EtcdStore(ViewStore):
             if fence is not None:
                 conds.append({"key": _b64(fence[0]), "target": "CREATE", "result": "EQUAL",
                               "create_revision": str(fence[1])})
+            if serial:
+                conds.append({"key": serial_key, "target": "MOD", "result": "EQUAL",
+                              "mod_revision": str(self._serial_rev)})
+                part = [*part, {"request_put": {"key": serial_key, "value": _b64(str(time.time()))}}]
             ok, rev, _ = self.client.txn(conds, part)
             if not ok:
                 if fence is not None and self._deposed(fence):
                     raise Deposed("this manager is no longer the cluster's leader: its write was refused")
+                if serial and self._serial_moved():
+                    raise Conflict("another manager changed the cluster's services, networks, configs or "
+                                   "secrets at the same moment")
                 raise Conflict("another writer changed an object this transaction writes (etcd compare failed)")
+            if serial:
+                self._serial_rev = rev
             for op in part:
                 rev_of[next(iter(op.values()))["key"]] = rev
         return rev, rev_of
+
+    def _serial_moved(self) -> bool:
+        got = self.client.get(self._mkey("serial"))
+        return (got[1] if got else 0) != self._serial_rev
 
     # -- other writers' commits ---------------------------------------------------------
     async def follow(self) -> None:
@@ -437,6 +461,9 @@ class EtcdStore(ViewStore):
         compacted watch): as if each difference had come as an event."""
         events: list[dict] = []
         seen: set[tuple[str, str]] = set()
+        got = self.client.get(self._mkey("serial"))  # before the objects: never ahead of them
+        if got:
+            events.append({"type": "PUT", "kv": {"key": _b64(self._mkey("serial")), "mod_revision": str(got[1])}})
         rev = self.client.revision()
         plen = len(self.prefix) + 2
         for k, v, mod in self.client.range_prefix(self.prefix + b"o/"):
@@ -472,6 +499,9 @@ class EtcdStore(ViewStore):
                     self._remote_specs[skey] = _unb64(kv.get("value", "")).decode()
                     if e is not None:
                         e.stored = True
+                continue
+            if rel == "m/serial":  # another manager's serialised commit (its objects come with it)
+                self._serial_rev = max(self._serial_rev, mod)
                 continue
             if not rel.startswith("o/"):
                 continue

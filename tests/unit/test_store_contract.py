@@ -321,3 +321,24 @@ def test_etcd_a_follower_that_missed_events_reads_the_difference(etcd, tmp_path)
     assert [t.id for t in second.tasks_of_node("n3")] == ["t1"]
     assert sorted(t.id for t in second.tasks_of_service("svc1")) == ["t1", "t2", "t5"]
     b.close()
+
+
+def test_etcd_writes_of_services_and_networks_are_serialised_across_managers(etcd, tmp_path):
+    """What the API checks on a manager's view before it creates a service, a network, a config
+    or a secret -- the name is free, a subnet, VIP or port is not given -- must still hold when
+    it commits: such commits compare one key every one of them bumps, so a manager whose view
+    lacks another's such commit is refused (Conflict), not silently given a duplicate. Writes
+    of tasks and nodes alone are not serialised."""
+    b = Backend("etcd", tmp_path, etcd)
+    a, c = b.open(), b.open()  # neither follows the other
+    a.put(svc())
+    with pytest.raises(Conflict, match="at the same moment"):  # another service, same name, other id
+        c.put(svc(sid="svc2"))
+    assert c.get(Service, "svc2") is None and b.open().get(Service, "svc2") is None
+    c.put(Node(id="n1", description=NodeDescription(hostname="h1")))  # not serialised: accepted
+    fresh = b.open()  # a view that has a's commit writes on top of it
+    fresh.put(ConfigObj(id="c1", name="conf", data=b"x"))
+    with pytest.raises(Conflict):
+        a.put(ConfigObj(id="c2", name="conf", data=b"y"))  # a has not seen fresh's config
+    assert b.open().count(ConfigObj) == 1
+    b.close()
