@@ -97,3 +97,33 @@ def test_a_lost_manager_is_removed_only_with_force_and_its_member_goes(st):
         m.remove(st.get(Node, "m3"), False, "m1")
     m.remove(st.get(Node, "m3"), True, "m1")
     assert members.removed == ["m3"] and st.get(Node, "m3") is None
+
+
+def test_a_users_change_that_lost_a_race_is_made_again_not_a_deposed_leaders(st):
+    """The API makes a user's change again when another manager's won the race (Conflict):
+    handlers compute their writes from the view. A deposed leader's refusal is not retried."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from shoal.manager.http.app import ManagerApp
+    from shoal.store import Conflict as StoreConflict, Deposed
+    app = ManagerApp.__new__(ManagerApp)
+    app.c = SimpleNamespace(store=st)
+    calls = []
+
+    async def lost_twice(request):
+        calls.append(1)
+        if len(calls) < 3:
+            st.put(Node(id=f"x{len(calls)}"))  # the other manager's change reaches the view
+            raise StoreConflict("another manager changed it at the same moment")
+        return "made"
+    assert asyncio.run(app._retrying(lost_twice, SimpleNamespace(method="POST", path="/v1/services"))) == "made"
+    assert len(calls) == 3
+
+    async def deposed(request):
+        calls.append(1)
+        raise Deposed("no longer the leader")
+    calls.clear()
+    with pytest.raises(Deposed):
+        asyncio.run(app._retrying(deposed, SimpleNamespace(method="POST", path="/v1/services")))
+    assert len(calls) == 1

@@ -14,7 +14,9 @@ from aiohttp import web
 
 from shoal.manager.components import Components
 from shoal.manager.errors import ApiError
-from shoal.store import Conflict as StoreConflict, StoreUnavailable
+from shoal.store import Conflict as StoreConflict, Deposed, StoreUnavailable
+
+CONFLICT_RETRIES = 3  # a user's change made again after another manager's won the race
 from shoal.manager.http.agent_routes import AgentRoutes
 from shoal.manager.http.authz import Policy, identify
 from shoal.manager.http.bodies import MiB, parse, read_json
@@ -53,6 +55,23 @@ class ManagerApp:
     async def openapi(self, request: web.Request) -> web.Response:
         return reply(document(self.routes))
 
+    async def _retrying(self, handler, request: web.Request) -> web.StreamResponse:
+        """A user's change that lost a race with another manager's (a Conflict: its commit
+        wrote nothing) is made again once this manager's view has the other's change: the
+        handlers compute their writes from the view, so running one again is what the user
+        would do after "try again". A deposed leader's refusal is not retried."""
+        store = self.c.store
+        for attempt in range(CONFLICT_RETRIES):
+            rev = store.rev
+            try:
+                return await handler(request)
+            except StoreConflict as e:
+                if isinstance(e, Deposed) or attempt == CONFLICT_RETRIES - 1:
+                    raise
+                log.info("%s %s: %s; making it again on the new view", request.method, request.path, e)
+                await store.wait_for_change(rev, 1.0)
+        raise AssertionError("unreachable")
+
     @web.middleware
     async def middleware(self, request: web.Request, handler) -> web.StreamResponse:
         resource = request.match_info.route.resource
@@ -65,6 +84,8 @@ class ManagerApp:
             self.policy.check(caller, route.audience)
             if route.body is not None:
                 request[BODY] = parse(route.body, await read_json(request, route.limit))
+            if route.audience == "user" and request.method != "GET":
+                return await self._retrying(handler, request)
             return await handler(request)
         except ApiError as e:
             return reply({"message": str(e)}, status=e.status)
