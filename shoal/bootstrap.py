@@ -299,19 +299,12 @@ def become_worker(layout: Layout, info: dict, managers: list[str], password: byt
     """A manager demoted (`node demote`): a worker's certificate, issued with the cluster CA it
     still holds, then every manager's key and state erased (cluster key, CA keys, store, etcd
     member's data); the new cluster.json. The daemon then starts again as a worker."""
-    import shutil
     from shoal.manager.ca import CertAuthority
     ca = CertAuthority(layout, lambda: password, info["cluster_id"])
     pair = pki.issue(ca.pair(), info["node_id"], pki.ROLE_WORKER, info["cluster_id"], lifetime or DEFAULT_CERT_EXPIRY,
                      ca_password=password)  # a worker's key is in clear
     pki.write_pair(pair, layout.node_cert, layout.node_key)
-    for sub in ("manager", "etcd"):
-        shutil.rmtree(layout.p(sub), ignore_errors=True)
-    for path in (layout.manager_cert, layout.manager_key, layout.etcd_ca_cert):
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+    _erase(layout, ("manager", "etcd"), (layout.manager_cert, layout.manager_key, layout.etcd_ca_cert))
     out = {k: v for k, v in info.items() if k not in ("port", "store", "etcd")}
     out.update({"role": "worker", "managers": managers})
     write_cluster(layout, out)
@@ -457,14 +450,18 @@ def forget_cluster(layout: Layout) -> None:
     """After `leave`: the node's state goes with it (the last manager's: the cluster's, as in
     Swarm). Store, keys, certificates, task files and cluster.json are removed (a later `init`
     or `join` starts afresh); the daemon's log stays."""
-    import shutil
     info = read_cluster(layout)
     if info and info.get("role", "manager") == "manager" and info.get("store", "sqlite") not in ("sqlite", "etcd"):
         _erase_etcd(info)
-    for sub in ("manager", "certs", "agent", "etcd"):  # etcd: this manager's own member's data
+    # (etcd: this manager's own member's data)
+    _erase(layout, ("manager", "certs", "agent", "etcd"), (layout.cluster_file, layout.socket, layout.pidfile))
 
+
+def _erase(layout: Layout, dirs: tuple[str, ...], files: tuple[str, ...]) -> None:
+    import shutil
+    for sub in dirs:
         shutil.rmtree(layout.p(sub), ignore_errors=True)
-    for path in (layout.cluster_file, layout.socket, layout.pidfile):
+    for path in files:
         try:
             os.unlink(path)
         except FileNotFoundError:

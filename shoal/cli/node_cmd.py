@@ -115,14 +115,7 @@ def rm(obj: Ctx, force: bool, nodes) -> None:
 @click.pass_obj
 def promote(obj: Ctx, nodes) -> None:
     """Make nodes managers (the cluster's state must be in etcd)."""
-    from shoal.cli.each import for_each
-
-    def one(n: str) -> None:
-        r = obj.api.post(f"/v1/nodes/{n}/promote", {})
-        name = r.get("hostname") or n
-        click.echo(f"Node {name} promoted to a manager in the cluster." if r["changed"]
-                   else f"Node {name} is already a manager.")
-    for_each(nodes, one)
+    _change_role(obj, nodes, "promote", "Node {} promoted to a manager in the cluster.", "Node {} is already a manager.")
 
 
 @node.command("demote")
@@ -130,12 +123,15 @@ def promote(obj: Ctx, nodes) -> None:
 @click.pass_obj
 def demote(obj: Ctx, nodes) -> None:
     """Make managers workers (refused for the last one, or when it would lose the quorum)."""
+    _change_role(obj, nodes, "demote", "Manager {} demoted in the cluster.", "Node {} is already a worker.")
+
+
+def _change_role(obj: Ctx, nodes, verb: str, done: str, already: str) -> None:
     from shoal.cli.each import for_each
 
     def one(n: str) -> None:
-        r = obj.api.post(f"/v1/nodes/{n}/demote", {})
-        name = r.get("hostname") or n
-        click.echo(f"Manager {name} demoted in the cluster." if r["changed"] else f"Node {name} is already a worker.")
+        r = obj.api.post(f"/v1/nodes/{n}/{verb}", {})
+        click.echo((done if r["changed"] else already).format(r.get("hostname") or n))
     for_each(nodes, one)
 
 

@@ -2,10 +2,12 @@
 three lab hosts, each a manager with its own etcd member. In order: the managers join (each
 member added as a learner and promoted), a stack with a secret runs and no member's data
 holds the secret's bytes, and etcd is closed to anyone without the managers' etcd CA; the
-leader is killed (kill -9: Shoal, its etcd member, its engine) during a rolling update and
-the update finishes under the new leader; the dead manager comes back and follows; two
+leader cut off with its member stops leading and cannot write, and catches up when healed;
+the leader is killed (kill -9: Shoal, its etcd member, its engine) during a rolling update
+and the update finishes under the new leader; the dead manager comes back and follows; two
 managers of three lost is a lost quorum (writes refused, containers left alone) until
-`shoal init --force-new-cluster` on the survivor brings the cluster back with its state."""
+`shoal init --force-new-cluster` on the survivor brings the cluster back with its state; a
+worker promoted and demoted; a manager of several leaves as a worker."""
 from __future__ import annotations
 
 import json
@@ -112,35 +114,61 @@ def test_etcd_is_closed_to_anyone_without_the_managers_etcd_ca(cl):
                 raise ConnectionResetError("closed without an answer")
 
 
-def test_the_leader_killed_during_a_rolling_update_another_leads_and_the_update_finishes(cl):
+def test_a_partitioned_leader_and_its_member_stop_leading_and_catch_up_when_healed(cl):
+    """The leader cut off with its etcd member: that member is the minority, so the manager
+    cannot renew its lease nor write; the other two (a majority of members) lead and write;
+    healed, it catches up and follows (pre-vote: its member does not depose etcd's leader)."""
     lab = cl
     assert leader(lab, "lab2") == "lab1"
-    lab.shoal("lab2", "service", "update", "--env-add", "V=2", "o_app")  # one task at a time, 2 s apart
+    lab.cut("lab1")
+    try:
+        new = until("lab2 or lab3 to lead", lambda: leader(lab, "lab2") in ("lab2", "lab3") and leader(lab, "lab2"),
+                    timeout=40, what_else=lambda: lab.shoal("lab2", "node", "ls", check=False))
+        lab.shoal(new, "service", "scale", "o_app=5")
+        p = lab.exec("lab1", "shoal", "service", "scale", "o_app=9", check=False, timeout=120)
+        assert p.returncode != 0 and "does not answer" in p.stderr, p.stderr
+    finally:
+        lab.heal("lab1")
+    until("lab1 to catch up and follow", lambda: "5/5" in lab.shoal("lab1", "service", "ls", check=False)
+          and leader(lab, "lab1") == leader(lab, "lab2") != "lab1", timeout=90,
+          what_else=lambda: lab.shoal("lab1", "node", "ls", check=False))
+    assert "/9" not in lab.shoal("lab2", "service", "ls")
+    lab.shoal("lab2", "service", "scale", "o_app=4")
+    until("lab1 ready again", lambda: lab.nodes("lab2")["lab1"]["Status"] == "Ready", timeout=60)
+
+
+def test_the_leader_killed_during_a_rolling_update_another_leads_and_the_update_finishes(cl):
+    lab = cl
+    dead = leader(lab, "lab3")
+    living = [h for h in lab.hosts if h != dead]
+    lab.dead = dead
+    lab.shoal(living[0], "service", "update", "--env-add", "V=2", "o_app")  # one task at a time, 2 s apart
     time.sleep(3)
     t0 = time.monotonic()
-    lab.kill("lab1")  # kill -9 of its Shoal, its etcd member, its engine
-    new = until("lab2 or lab3 to lead", lambda: leader(lab, "lab2") in ("lab2", "lab3") and leader(lab, "lab2"),
-                timeout=40, what_else=lambda: lab.shoal("lab2", "node", "ls", check=False))
-    print(f"new leader {new} after {time.monotonic() - t0:.1f}s")
-    until("the update to finish", lambda: (json.loads(lab.shoal("lab2", "service", "inspect", "o_app"))[0]
+    lab.kill(dead)  # kill -9 of its Shoal, its etcd member, its engine
+    new = until("another manager to lead", lambda: leader(lab, living[0]) in living and leader(lab, living[0]),
+                timeout=40, what_else=lambda: lab.shoal(living[0], "node", "ls", check=False))
+    print(f"{dead} killed; new leader {new} after {time.monotonic() - t0:.1f}s")
+    until("the update to finish", lambda: (json.loads(lab.shoal(living[0], "service", "inspect", "o_app"))[0]
                                            .get("update_status") or {}).get("state") == "completed",
-          timeout=180, what_else=lambda: lab.shoal("lab2", "service", "ps", "o_app", check=False))
-    until("4 o_app tasks with V=2 on lab2 and lab3", lambda: sum(
-        1 for h in ("lab2", "lab3") for c in lab.containers(h, "o_app")
+          timeout=180, what_else=lambda: lab.shoal(living[0], "service", "ps", "o_app", check=False))
+    until("4 o_app tasks with V=2 on the living managers", lambda: sum(
+        1 for h in living for c in lab.containers(h, "o_app")
         if "V=2" in lab.docker(h, "inspect", "-f", "{{.Config.Env}}", c)) == 4, timeout=120,
-        what_else=lambda: lab.shoal("lab2", "service", "ps", "o_app", check=False))
-    assert status(lab, "lab3")["lab1"] == "Unreachable"
+        what_else=lambda: lab.shoal(living[0], "service", "ps", "o_app", check=False))
+    assert status(lab, living[1])[dead] == "Unreachable"
 
 
 def test_the_dead_manager_comes_back_and_follows(cl):
     lab = cl
-    lab.start("lab1")  # its engine; then its Shoal, whose member rejoins with its data
-    lab.shoal("lab1", "start", timeout=240)
-    until("lab1 follows", lambda: leader(lab, "lab1") == leader(lab, "lab2") != ""
-          and lab.nodes("lab2")["lab1"]["Status"] == "Ready"
-          and json.loads(lab.shoal("lab1", "service", "inspect", "o_app"))[0]["spec"]["container"]["env"].get("V") == "2",
-          timeout=90, what_else=lambda: lab.shoal("lab1", "node", "ls", check=False))
-    until("three voting members again", lambda: "3 voting;" in info(lab, "lab1"), timeout=30)
+    dead, other = lab.dead, next(h for h in lab.hosts if h != lab.dead)
+    lab.start(dead)  # its engine; then its Shoal, whose member rejoins with its data
+    lab.shoal(dead, "start", timeout=240)
+    until(f"{dead} follows", lambda: leader(lab, dead) == leader(lab, other) != ""
+          and lab.nodes(other)[dead]["Status"] == "Ready"
+          and json.loads(lab.shoal(dead, "service", "inspect", "o_app"))[0]["spec"]["container"]["env"].get("V") == "2",
+          timeout=90, what_else=lambda: lab.shoal(dead, "node", "ls", check=False))
+    until("three voting members again", lambda: "3 voting;" in info(lab, dead), timeout=30)
 
 
 def test_a_lost_quorum_refuses_writes_until_force_new_cluster(cl):
