@@ -224,9 +224,26 @@ class Node:
                  ", ".join(managers))
         password = self.manager.keyring.tls_password()
         expiry = self.agent.heartbeat.cert_expiry
+        if self.etcd is not None:
+            await self._leave_etcd()
         await self._stop_parts()
         info = await asyncio.to_thread(become_worker, self.layout, self.info, managers, password, expiry)
         await self._become(info, stopped=True)
+
+    async def _leave_etcd(self) -> None:
+        """This member out of etcd's cluster before it stops: a voting member that stops while
+        still listed counts against the quorum (two members, one stopped: no quorum, and then
+        no way to remove it). Through its own member, which answers until etcd has applied it;
+        waiting while etcd refuses a change of members right after another."""
+        from shoal.manager.etcd_member import ADD_PATIENCE, Members
+        assert self.etcd is not None
+        assert self.manager is not None and self.manager.etcd_members is not None
+        members = Members(self.manager.etcd_members.url)
+        try:
+            if await asyncio.to_thread(members.remove, self.info["node_id"], ADD_PATIENCE):
+                log.info("this manager's etcd member left etcd's cluster")
+        finally:
+            members.close()
 
     async def _become(self, info: dict, stopped: bool = False) -> None:
         if not stopped:

@@ -14,7 +14,8 @@ A manager joins as an etcd *learner* (added by the manager it joins through): a 
 copies the log but does not vote, so a member that never starts cannot take the quorum away.
 The leading manager promotes learners once etcd says they have caught up
 (`Members.promote_learners`); the new manager's daemon waits for that before it opens the
-store.
+store. A demoted manager's member leaves etcd's cluster before it stops (removed by the
+manager that demotes it, or, demoting itself, by its own daemon), never after.
 """
 from __future__ import annotations
 
@@ -294,9 +295,18 @@ class Members:
             done.append(m["name"])
         return done
 
-    def remove(self, name: str) -> bool:
-        with self.lock:
-            return self._remove(name)
+    def remove(self, name: str, patience: float = 0.0) -> bool:
+        """Remove the member named `name` (False: there is none). With `patience`, wait that
+        long while etcd refuses a change of members (right after another one)."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                with self.lock:
+                    return self._remove(name)
+            except EtcdError as e:
+                if "unhealthy cluster" not in str(e) or time.monotonic() > deadline:
+                    raise
+            time.sleep(1.0)
 
     def _remove(self, name: str) -> bool:
         for m in self.client.members():
@@ -306,29 +316,13 @@ class Members:
                 return True
         return False
 
-    def drop_workers(self, workers: set[str]) -> list[str]:
-        """Remove the members of managers demoted since (their demotion could not do it)."""
-        with self.lock:
-            ms = self.client.members()
-            gone = [m for m in ms if m.get("name") in workers]
-            if len(gone) >= len(ms):
-                return []  # never the last member
-            for m in gone:
-                self.client.member_remove(m["ID"])
-                log.info("etcd member %s removed: its node is a worker now", m["name"])
-            return [m["name"] for m in gone]
-
-    async def keep(self, workers: Callable[[], set[str]]) -> None:
-        """The leader's duty while it leads: learners become voting members once caught up, and
-        members of nodes that are workers now leave."""
+    async def keep_promoting(self) -> None:
+        """The leader's duty while it leads: learners become voting members once caught up."""
         while True:
             try:
                 await asyncio.to_thread(self.promote_learners)
-                names = workers()
-                if names:
-                    await asyncio.to_thread(self.drop_workers, names)
             except EtcdError as e:
-                log.debug("looking after the etcd members failed: %s", e)
+                log.debug("looking for etcd learners failed: %s", e)
             await asyncio.sleep(PROMOTE_EVERY)
 
     def close(self) -> None:

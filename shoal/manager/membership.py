@@ -229,10 +229,10 @@ class Membership:
         log.info("node %s (%s) promoted to a manager", node.description.hostname, node.id)
         return True
 
-    def demote(self, node: Node) -> bool:
-        """`node demote`: the node becomes a worker and its etcd member leaves etcd's cluster.
-        Refused when it is the last manager, or when the managers left reachable would not make a
-        quorum of those that stay (as Swarm refuses it). False: it already is a worker."""
+    def check_demote(self, node: Node) -> bool:
+        """Whether `node demote` may go on (False: the node is a worker already). Refused when
+        it is the last manager, or when the managers left reachable would not make a quorum
+        of those that stay (as Swarm refuses it)."""
         if node.role != "manager":
             return False
         name = node.description.hostname or node.id
@@ -249,16 +249,14 @@ class Membership:
             raise Conflict(f"demoting {name} would leave {len(staying)} managers of which {len(reachable)} are "
                            f"reachable: the cluster would lose its quorum ({quorum} needed). Bring the "
                            "unreachable managers back, or remove the lost ones (`node rm --force`), first")
-        # the store first: a manager demoting itself removes the member it writes through
-        self.store.put(node.model_copy(update={"role": "worker", "leader": False}))
-        log.info("manager %s (%s) demoted to a worker", name, node.id)
-        if self.etcd_members is not None:
-            from shoal.store import StoreUnavailable
-            try:
-                self.etcd_members.remove(node.id)
-            except StoreUnavailable as e:  # the leader removes it (Members.keep)
-                log.warning("the etcd member of %s was not removed yet: %s", name, e)
         return True
+
+    def demote(self, node: Node) -> None:
+        """`node demote`, once checked (and, for another manager, its etcd member removed: a
+        manager demoting itself removes its own before its member stops, see daemon.py): the
+        node is a worker from now on; its daemon learns it from its next heartbeat."""
+        self.store.put(node.model_copy(update={"role": "worker", "leader": False}))
+        log.info("manager %s (%s) demoted to a worker", node.description.hostname, node.id)
 
     def promotion(self, node_id: str) -> tuple[str, str, str]:
         """The plan for a promoted node asking for a manager's keys (its daemon, with its node

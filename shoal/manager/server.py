@@ -170,9 +170,8 @@ class ManagerServer:
 
     async def _leader_duties(self) -> None:
         duties = [self.orchestrator.run()]
-        if self.etcd_members is not None:  # joining managers' members vote once caught up; demoted ones go
-            duties.append(self.etcd_members.keep(
-                lambda: {n.id for n in self.store.all(Node) if n.role == "worker"}))
+        if self.etcd_members is not None:  # joining managers' etcd members vote once caught up
+            duties.append(self.etcd_members.keep_promoting())
         await asyncio.gather(*duties)
 
     def _mark_leader(self) -> None:

@@ -61,10 +61,11 @@ def test_an_address_a_started_member_uses_is_refused_with_the_way_out(etcd):
     members.close()
 
 
-def test_the_last_member_is_never_dropped(etcd):
+def test_removing_a_member_no_manager_runs_changes_nothing(etcd):
     members = Members(etcd.url)
-    assert members.drop_workers({"test"}) == []
-    assert [m["name"] for m in members.listing()] == ["test"]
+    members.add_learner("n2", "http://127.0.0.1:1")
+    assert members.remove("nobody", patience=5) is False
+    assert len(members.listing()) == 2
     members.close()
 
 

@@ -139,8 +139,20 @@ class ClusterRoutes:
 
     async def node_demote(self, request: web.Request) -> web.Response:
         node = self._node(request.match_info["ref"])
-        return reply({"id": node.id, "hostname": node.description.hostname,
-                      "changed": self.c.membership.demote(node)})
+        m = self.c.membership
+        changed = m.check_demote(node)
+        if changed and m.etcd_members is not None and node.id != self.c.node_id:
+            # its member leaves etcd first: stopped while still a member, it would count
+            # against the quorum (waiting while etcd refuses a change right after another)
+            from shoal.manager.etcd_member import ADD_PATIENCE
+            try:
+                await asyncio.to_thread(m.etcd_members.remove, node.id, ADD_PATIENCE)
+            except StoreUnavailable as e:
+                raise ApiError(f"removing the manager's etcd member failed, nothing was changed: {e}", 503) from None
+            node = self._node(node.id)
+        if changed:
+            m.demote(node)
+        return reply({"id": node.id, "hostname": node.description.hostname, "changed": changed})
 
     async def node_rm(self, request: web.Request) -> web.Response:
         body: NodeRemoveBody = request[BODY]
