@@ -59,8 +59,8 @@ def _human(seconds: float) -> str:
               help="Where this node serves Prometheus metrics at /metrics (HOST:PORT, default 127.0.0.1:9323; off: none).")
 @click.option("--store", default="sqlite", show_default=True,
               help="Where the cluster's state lives: sqlite (a file in the data dir); etcd (an etcd member "
-                   "Shoal runs for each manager: several managers); or an etcd you run: etcd://HOST:PORT, "
-                   "etcds://HOST:PORT?ca=FILE&cert=FILE&key=FILE (TLS).")
+                   "Shoal runs for each manager: several managers); or an etcd you run: etcd://HOST:PORT[,HOST:PORT…], "
+                   "etcds://HOST:PORT[,…]?ca=FILE&cert=FILE&key=FILE (TLS).")
 @click.option("--force-new-cluster", is_flag=True,
               help="On a manager of a cluster that lost its quorum for good: this manager alone forms the "
                    "cluster again, with its state (the other managers must join again).")

@@ -116,6 +116,10 @@ def rm(obj: Ctx, force: bool, nodes) -> None:
 def promote(obj: Ctx, nodes) -> None:
     """Make nodes managers (the cluster's state must be in etcd)."""
     _change_role(obj, nodes, "promote", "Node {} promoted to a manager in the cluster.", "Node {} is already a manager.")
+    n = sum(1 for node in obj.api.get("/v1/nodes") if node.get("role") == "manager")
+    if n % 2 == 0:
+        click.echo(f"Note: {n} managers: a quorum is {n // 2 + 1}, so they tolerate the loss of {(n - 1) // 2}, as "
+                   f"{n - 1} would; keep an odd number of managers.", err=True)
 
 
 @node.command("demote")

@@ -38,7 +38,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Optional
 
 from shoal.store.base import Conflict, Deposed, StoreUnavailable
@@ -79,40 +79,57 @@ def _prefix_end(key: bytes) -> bytes:
 
 @dataclass
 class Endpoint:
-    """Where etcd answers: ``http(s)://host:port``, with client TLS for https."""
+    """Where etcd answers: ``http(s)://host:port`` (and `more` members of the same etcd
+    cluster, tried in turn when one does not answer), with client TLS for https."""
     url: str
     ca: Optional[str] = None
     cert: Optional[str] = None
     key: Optional[str] = None
     timeout: float = 10.0
+    more: tuple[str, ...] = ()
 
 
 class EtcdClient:
     """A small client of etcd's v3 JSON gateway: range, txn, put (one connection, reopened
-    when it breaks)."""
+    when it breaks; on the next member when the one in use does not answer)."""
 
     def __init__(self, ep: Endpoint):
-        u = urllib.parse.urlsplit(ep.url)
-        if u.scheme not in ("http", "https") or not u.hostname:
-            raise ValueError(f"etcd endpoint {ep.url!r}: give http://HOST:PORT or https://HOST:PORT")
+        self.urls = [ep.url, *ep.more]
+        for url in self.urls:
+            u = urllib.parse.urlsplit(url)
+            if u.scheme not in ("http", "https") or not u.hostname:
+                raise ValueError(f"etcd endpoint {url!r}: give http://HOST:PORT or https://HOST:PORT")
         self.ep = ep
-        self.host, self.port, self.tls = u.hostname, u.port or 2379, u.scheme == "https"
+        self._i = 0
         self._conn: Optional[http.client.HTTPConnection] = None
+
+    @property
+    def url(self) -> str:
+        """The member in use."""
+        return self.urls[self._i]
+
+    def endpoint(self) -> Endpoint:
+        """The endpoint, the member in use first (for another connection: the watch)."""
+        return replace(self.ep, url=self.url, more=tuple(u for u in self.urls if u != self.url))
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._conn is None:
-            if self.tls:
+            u = urllib.parse.urlsplit(self.url)
+            host, port = u.hostname or "", u.port or 2379
+            if u.scheme == "https":
                 ctx = ssl.create_default_context(cafile=self.ep.ca)
                 if self.ep.cert:
                     ctx.load_cert_chain(self.ep.cert, self.ep.key)
-                self._conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.ep.timeout, context=ctx)
+                self._conn = http.client.HTTPSConnection(host, port, timeout=self.ep.timeout, context=ctx)
             else:
-                self._conn = http.client.HTTPConnection(self.host, self.port, timeout=self.ep.timeout)
+                self._conn = http.client.HTTPConnection(host, port, timeout=self.ep.timeout)
         return self._conn
 
     def call(self, path: str, body: dict) -> dict:
         data = json.dumps(body).encode()
-        for attempt in (1, 2):  # a kept-alive connection the server closed: once more on a new one
+        # a kept-alive connection the server closed: once more on a new one; then each other member
+        attempts = len(self.urls) + 1
+        for attempt in range(attempts):
             conn = self._connect()
             try:
                 conn.request("POST", path, data, {"Content-Type": "application/json"})
@@ -120,15 +137,17 @@ class EtcdClient:
                 raw = resp.read()
             except (OSError, http.client.HTTPException) as e:
                 self.close()
-                if attempt == 2:
-                    raise EtcdError(f"etcd at {self.ep.url} does not answer: {e}") from None
+                if attempt == attempts - 1:
+                    raise EtcdError(f"etcd at {', '.join(self.urls)} does not answer: {e}") from None
+                if attempt:
+                    self._i = (self._i + 1) % len(self.urls)
                 continue
             if resp.status != 200:
                 try:
                     msg = json.loads(raw).get("message") or json.loads(raw).get("error")
                 except ValueError:
                     msg = raw[:200].decode(errors="replace")
-                raise EtcdError(f"etcd at {self.ep.url}: {path}: {msg}")
+                raise EtcdError(f"etcd at {self.url}: {path}: {msg}")
             return json.loads(raw)
         raise AssertionError("unreachable")
 
@@ -195,7 +214,7 @@ class EtcdClient:
         """Stream the events under `prefix` from `start_revision` to `on_events(events, revision)`
         until the stream breaks (EtcdError, or CompactedError when that history is gone) or
         `stop` is set. Runs on its own connection (the stream holds it)."""
-        c = EtcdClient(self.ep)
+        c = EtcdClient(self.endpoint())
         conn = c._connect()
         if conns is not None:
             conns.append(conn)  # so that the stream can be broken from another thread
@@ -205,25 +224,25 @@ class EtcdClient:
             conn.request("POST", "/v3/watch", json.dumps(body).encode(), {"Content-Type": "application/json"})
             resp = conn.getresponse()
             if resp.status != 200:
-                raise EtcdError(f"etcd at {self.ep.url}: watch: HTTP {resp.status}")
+                raise EtcdError(f"etcd at {c.url}: watch: HTTP {resp.status}")
             if conn.sock is not None:
                 conn.sock.settimeout(None)  # a quiet cluster sends nothing for long
             while not stop.is_set():
                 line = resp.readline()
                 if not line:
-                    raise EtcdError(f"etcd at {self.ep.url}: the watch stream ended")
+                    raise EtcdError(f"etcd at {c.url}: the watch stream ended")
                 msg = json.loads(line)
                 if "error" in msg:
-                    raise EtcdError(f"etcd at {self.ep.url}: watch: {msg['error'].get('message')}")
+                    raise EtcdError(f"etcd at {c.url}: watch: {msg['error'].get('message')}")
                 r = msg.get("result") or {}
                 if int(r.get("compact_revision", 0) or 0):
                     raise CompactedError(f"etcd compacted the history before revision {start_revision}")
                 if r.get("canceled"):
-                    raise EtcdError(f"etcd at {self.ep.url}: the watch was canceled: {r.get('cancel_reason')}")
+                    raise EtcdError(f"etcd at {c.url}: the watch was canceled: {r.get('cancel_reason')}")
                 if r.get("events"):
                     on_events(r["events"], int(r["header"]["revision"]))
         except (OSError, http.client.HTTPException, ValueError) as e:
-            raise EtcdError(f"etcd at {self.ep.url}: watch: {e}") from None
+            raise EtcdError(f"etcd at {c.url}: watch: {e}") from None
         finally:
             c.close()
 
@@ -233,15 +252,27 @@ class CompactedError(EtcdError):
 
 
 def parse_store_url(url: str) -> Endpoint:
-    """``etcd://host:port`` (plain) or ``etcds://host:port?ca=…&cert=…&key=…`` (TLS); etcd's
-    own ``http://`` and ``https://`` forms are taken too."""
+    """``etcd://host:port`` (plain) or ``etcds://host:port?ca=…&cert=…&key=…`` (TLS); several
+    members of one etcd cluster as ``etcd://h1:2379,h2:2379,h3:2379``; etcd's own ``http://``
+    and ``https://`` forms are taken too."""
+    bad = ValueError(f"store {url!r}: give sqlite, etcd (a member Shoal runs), etcd://HOST:PORT[,HOST:PORT…] or "
+                     "etcds://HOST:PORT[,HOST:PORT…]?ca=FILE&cert=FILE&key=FILE")
     u = urllib.parse.urlsplit(url)
-    if u.scheme not in ("etcd", "etcds", "http", "https") or not u.hostname:
-        raise ValueError(f"store {url!r}: give sqlite, etcd (a member Shoal runs), etcd://HOST:PORT or "
-                         "etcds://HOST:PORT?ca=FILE&cert=FILE&key=FILE")
+    if u.scheme not in ("etcd", "etcds", "http", "https") or not u.netloc:
+        raise bad
     q = dict(urllib.parse.parse_qsl(u.query))
     scheme = "https" if u.scheme in ("etcds", "https") else "http"
-    return Endpoint(f"{scheme}://{u.hostname}:{u.port or 2379}", ca=q.get("ca"), cert=q.get("cert"), key=q.get("key"))
+    urls = []
+    for member in u.netloc.split(","):
+        m = urllib.parse.urlsplit(f"//{member}")
+        try:
+            port = m.port or 2379
+        except ValueError:
+            raise bad from None
+        if not m.hostname:
+            raise bad
+        urls.append(f"{scheme}://{m.hostname}:{port}")
+    return Endpoint(urls[0], ca=q.get("ca"), cert=q.get("cert"), key=q.get("key"), more=tuple(urls[1:]))
 
 
 class EtcdStore(ViewStore):

@@ -342,3 +342,18 @@ def test_etcd_writes_of_services_and_networks_are_serialised_across_managers(etc
         a.put(ConfigObj(id="c2", name="conf", data=b"y"))  # a has not seen fresh's config
     assert b.open().count(ConfigObj) == 1
     b.close()
+
+
+def test_etcd_several_members_are_tried_in_turn(etcd, tmp_path):
+    """`--store etcd://h1:2379,h2:2379,…`: a member that does not answer is passed over."""
+    from shoal.store.etcd import parse_store_url
+    ep = parse_store_url(f"etcd://127.0.0.1:1,127.0.0.1:{etcd.client_port}")
+    assert (ep.url, ep.more) == ("http://127.0.0.1:1", (f"http://127.0.0.1:{etcd.client_port}",))
+    st = EtcdStore(ep, prefix="/several/")
+    st.put(svc())
+    assert st.client.url == f"http://127.0.0.1:{etcd.client_port}"
+    assert EtcdStore(f"etcd://127.0.0.1:1,127.0.0.1:{etcd.client_port}", prefix="/several/").get(Service, "svc1")
+    for bad in ("etcd://", "etcd://h1:x,h2:2379", "etcd://h1:2379,"):
+        with pytest.raises(ValueError, match="etcd://HOST:PORT"):
+            parse_store_url(bad)
+    st.close()
