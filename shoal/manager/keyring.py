@@ -67,6 +67,10 @@ class Keyring:
             blob = b"locked:" + base64.b64encode(salt + _seal(_kdf(unlock, salt), self._key, _LOCK_AAD))
         else:
             blob = b"plain:" + base64.b64encode(self._key)
+        self._write(blob)
+        return unlock
+
+    def _write(self, blob: bytes) -> None:
         tmp = self.path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
@@ -74,7 +78,23 @@ class Keyring:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
-        return unlock
+
+    def file_blob(self) -> bytes:
+        """The file as it is: ``plain:…`` or ``locked:…`` (the key sealed under the unlock key)."""
+        with open(self.path, "rb") as f:
+            return f.read()
+
+    def restore(self, blob: bytes) -> None:
+        """Put the file back as `file_blob` gave it (a change the other managers did not get)."""
+        self._write(blob)
+
+    def adopt_sealed(self, blob: bytes) -> None:
+        """Keep the cluster key sealed as another manager sealed it (a new unlock key, or
+        autolock turned on there): the key in memory is the same; the next unlock takes the
+        cluster's current unlock key."""
+        if not blob.startswith(b"locked:"):
+            raise ValueError("only a sealed cluster key is adopted")
+        self._write(blob)
 
     def load(self) -> None:
         """Load a plain key; raise Locked when the key needs `unlock`."""

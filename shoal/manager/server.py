@@ -40,7 +40,8 @@ from shoal.model.objects import Node
 from shoal.paths import Layout
 from shoal.manager.etcd_member import Members, issue_member_cert
 from shoal.manager.etcd_member import store_url as etcd_store_url
-from shoal.store import Deposed, open_leadership, open_store
+from shoal.manager.lock_sync import LOCK_META, follow, publish
+from shoal.store import Deposed, StoreUnavailable, open_leadership, open_store
 
 log = logging.getLogger("shoal.manager")
 
@@ -48,6 +49,7 @@ log = logging.getLogger("shoal.manager")
 # thousand nodes (two connections each: heartbeats and the long poll) that alone was 500 MB
 # of the manager's memory. Requests to the manager are small; 16 KiB reads are plenty.
 asyncio.sslproto.SSLProtocol.max_size = 16 * 1024
+LOCK_SYNC_EVERY = 3.0  # seconds between looks at the cluster's lock (several managers)
 
 
 class ManagerServer:
@@ -76,6 +78,7 @@ class ManagerServer:
             self.etcd_members = Members(spec)
         self.store = open_store(spec, L.store, self.info["cluster_id"])
         self._follow = asyncio.create_task(self.store.follow())  # other managers' writes (etcd)
+        self._lock_sync: Optional[asyncio.Task] = None
         self.leadership = open_leadership(self.store, self.info["node_id"])
         events = EventLog(L.events)
         self.store.observe(events.record)
@@ -116,8 +119,24 @@ class ManagerServer:
             os.unlink(L.socket)
         await web.UnixSite(self.runner, L.socket).start()
         os.chmod(L.socket, 0o600)
+        if self.info.get("store", "sqlite") != "sqlite":  # several managers: one unlock key for all
+            self._lock_sync = asyncio.create_task(self._follow_lock())
         if self.keyring.unlocked:
             await self._start_unlocked()
+
+    async def _follow_lock(self) -> None:
+        """The lock as the cluster has it (lock_sync.py): published here first if no manager
+        did yet, then followed."""
+        while True:
+            try:
+                if self.store.meta_get(LOCK_META) is None:
+                    publish(self.keyring, self.store)
+                follow(self.keyring, self.store)
+            except StoreUnavailable as e:
+                log.debug("following the cluster's lock: %s", e)
+            except Exception:  # noqa: BLE001 - tried again; the file stays as it is
+                log.exception("following the cluster's lock failed")
+            await asyncio.sleep(LOCK_SYNC_EVERY)
 
     def _unlocked_now(self) -> None:
         asyncio.get_running_loop().create_task(self._start_unlocked())
@@ -211,7 +230,7 @@ class ManagerServer:
         resign = getattr(getattr(self, "leadership", None), "resign", None)
         if resign is not None:
             resign()  # another manager leads at once, not when the lease expires
-        tasks = [*self._tasks, *[t for t in (self._follow, self._leading) if t is not None]]
+        tasks = [*self._tasks, *[t for t in (self._follow, self._leading, self._lock_sync) if t is not None]]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

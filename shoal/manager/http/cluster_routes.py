@@ -14,6 +14,7 @@ from shoal.manager.http.reply import reply
 from shoal.manager.http.route import BODY, Route
 from shoal.manager.http.views import node_view
 from shoal.manager.keyring import BadUnlockKey
+from shoal.manager.lock_sync import publish
 from shoal.model.objects import ClusterObj, Node, NodeFacts, Service, Task
 from shoal.store import StoreUnavailable
 
@@ -74,6 +75,7 @@ class ClusterRoutes:
     async def unlock_key(self, request: web.Request) -> web.Response:
         body: UnlockKeyBody = request[BODY]
         k = self.c.keyring
+        before = k.file_blob()
         if body.autolock is not None:
             key = k.set_autolock(body.autolock)
         elif body.rotate:
@@ -82,6 +84,11 @@ class ClusterRoutes:
             key = k.set_autolock(True)
         else:
             raise ApiError("the unlock key itself is never stored; use --rotate to get a new one")
+        try:
+            publish(k, self.c.store)  # every manager's file follows (lock_sync.py)
+        except StoreUnavailable:
+            k.restore(before)  # not here either: the old key still unlocks every manager
+            raise
         return reply({"unlock_key": key})
 
     async def cluster_inspect(self, request: web.Request) -> web.Response:
