@@ -2,7 +2,8 @@
 worker, the cluster's state in an etcd member on this machine's side of the lab bridge (an
 etcd the user runs: `init --store etcd://…`). In order: a manager joins with the manager
 token and either manager answers; the leader (lab1) cut off from the network stops leading,
-cannot write, and catches up when healed; the new leader (lab2) is killed (kill -9 of its
+cannot write, and catches up when healed; an unlock key rotated through lab2 unlocks lab1
+and the old one does not; the new leader (lab2) is killed (kill -9 of its
 Shoal and engine) while deploys go through lab1: every acknowledged one exists once, and lab1
 leads; the cluster carries on (a scale, the dead node's tasks elsewhere, nothing restarted,
 the worker through the remaining manager)."""
@@ -93,6 +94,35 @@ def test_a_partitioned_leader_stops_leading_and_catches_up_when_healed(cl):
           + lab.shoal("lab1", "node", "ls", check=False))
     assert "m_app=9" not in lab.shoal("lab2", "service", "ls") and "/9" not in lab.shoal("lab2", "service", "ls")
     until("lab1 ready again", lambda: lab.nodes("lab2")["lab1"]["Status"] == "Ready", timeout=60)
+
+
+def test_an_unlock_key_rotated_through_one_manager_unlocks_the_other_and_the_old_one_does_not(cl):
+    """Autolock turned on through lab1 and the key rotated through lab2: lab1, restarted, is
+    locked; the first key is refused, the rotated one unlocks it. Turned off through lab2,
+    lab1 starts unlocked."""
+    import re
+    lab = cl
+    first = re.search(r"SWMKEY-1-\S+", lab.shoal("lab1", "update", "--autolock", "true")).group(0)
+    time.sleep(4)  # lab2's file follows (lock_sync: every 3 s)
+    second = lab.shoal("lab2", "unlock-key", "--rotate", "-q").strip()
+    assert second.startswith("SWMKEY-1-") and second != first
+    time.sleep(4)
+    lab.shoal("lab1", "stop")
+    lab.shoal("lab1", "start", timeout=120)
+    assert "Locked: True" in lab.shoal("lab1", "info")
+    p = lab.exec("lab1", "env", f"SHOAL_UNLOCK_KEY={first}", "shoal", "unlock", check=False)
+    assert p.returncode != 0 and "invalid key" in p.stderr, p.stderr
+    lab.exec("lab1", "env", f"SHOAL_UNLOCK_KEY={second}", "shoal", "unlock")
+    until("lab1 unlocked and following", lambda: "Locked: False" in lab.shoal("lab1", "info")
+          and status(lab, "lab1").get("lab2") == "Leader", timeout=60)
+    lab.shoal("lab2", "update", "--autolock", "false")
+    time.sleep(4)
+    lab.shoal("lab1", "stop")
+    lab.shoal("lab1", "start", timeout=120)
+    until("lab1 up, not locked", lambda: "Locked: False" in lab.shoal("lab1", "info"), timeout=60)
+    until("lab2 leading, every node ready", lambda: status(lab, "lab2").get("lab2") == "Leader"
+          and all(n["Status"] == "Ready" for n in lab.nodes("lab2").values()), timeout=90,
+          what_else=lambda: lab.shoal("lab2", "node", "ls", check=False))
 
 
 def test_writes_acknowledged_while_the_leader_is_killed_all_exist_once(cl, tmp_path):
