@@ -235,12 +235,12 @@ class Node:
         still listed counts against the quorum (two members, one stopped: no quorum, and then
         no way to remove it). Through its own member, which answers until etcd has applied it;
         waiting while etcd refuses a change of members right after another."""
-        from shoal.manager.etcd_member import ADD_PATIENCE, Members
+        from shoal.manager.etcd_member import CHANGE_PATIENCE, Members
         assert self.etcd is not None
         assert self.manager is not None and self.manager.etcd_members is not None
         members = Members(self.manager.etcd_members.url)
         try:
-            if await asyncio.to_thread(members.remove, self.info["node_id"], ADD_PATIENCE):
+            if await asyncio.to_thread(members.remove, self.info["node_id"], CHANGE_PATIENCE):
                 log.info("this manager's etcd member left etcd's cluster")
         finally:
             members.close()

@@ -42,7 +42,7 @@ DEFAULT_PEER_PORT = 2380
 MEMBER_ROLE = "etcd-member"  # OU of a member's certificate (it opens etcd only, never the manager API)
 START_TIMEOUT = 120.0  # seconds a daemon waits for its member to answer (and, joining, to vote)
 PROMOTE_EVERY = 2.0  # seconds between the leader's looks for learners to promote
-ADD_PATIENCE = 30.0  # seconds a join waits for etcd to accept one more member
+CHANGE_PATIENCE = 30.0  # seconds a join or a demotion waits while etcd refuses a change of members
 
 
 # -- configuration (cluster.json's "etcd") ----------------------------------------------------
@@ -258,7 +258,7 @@ class Members:
                                      "(`shoal node demote` / `node rm`) before joining from that address again")
                 self.client.member_remove(m["ID"])  # a join that never started its member
                 log.info("removed the etcd learner %s that never started (%s)", m["ID"], peer)
-        deadline = time.monotonic() + ADD_PATIENCE
+        deadline = time.monotonic() + CHANGE_PATIENCE
         while True:
             try:
                 member, members = self.client.member_add(peer, learner=True)

@@ -151,9 +151,9 @@ class ClusterRoutes:
         if changed and m.etcd_members is not None and node.id != self.c.node_id:
             # its member leaves etcd first: stopped while still a member, it would count
             # against the quorum (waiting while etcd refuses a change right after another)
-            from shoal.manager.etcd_member import ADD_PATIENCE
+            from shoal.manager.etcd_member import CHANGE_PATIENCE
             try:
-                await asyncio.to_thread(m.etcd_members.remove, node.id, ADD_PATIENCE)
+                await asyncio.to_thread(m.etcd_members.remove, node.id, CHANGE_PATIENCE)
             except StoreUnavailable as e:
                 raise ApiError(f"removing the manager's etcd member failed, nothing was changed: {e}", 503) from None
             node = self._node(node.id)
