@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Optional
 
 from aiohttp import web
 
@@ -75,21 +76,27 @@ class ClusterRoutes:
     async def unlock_key(self, request: web.Request) -> web.Response:
         body: UnlockKeyBody = request[BODY]
         k = self.c.keyring
-        before = k.file_blob()
         if body.autolock is not None:
-            key = k.set_autolock(body.autolock)
+            key = self._set_autolock(body.autolock)
         elif body.rotate:
             if not k.autolocked:
                 raise ApiError("autolock is not enabled: use `shoal init --autolock` or `shoal update --autolock true`")
-            key = k.set_autolock(True)
+            key = self._set_autolock(True)
         else:
             raise ApiError("the unlock key itself is never stored; use --rotate to get a new one")
+        return reply({"unlock_key": key})
+
+    def _set_autolock(self, autolock: bool) -> Optional[str]:
+        """Autolock on (a new unlock key), or off, for every manager (lock_sync.py)."""
+        k = self.c.keyring
+        before = k.file_blob()
+        key = k.set_autolock(autolock)
         try:
-            publish(k, self.c.store)  # every manager's file follows (lock_sync.py)
+            publish(k, self.c.store)
         except StoreUnavailable:
             k.restore(before)  # not here either: the old key still unlocks every manager
             raise
-        return reply({"unlock_key": key})
+        return key
 
     async def cluster_inspect(self, request: web.Request) -> web.Response:
         s = self.c.membership.settings()
@@ -108,7 +115,7 @@ class ClusterRoutes:
                 raise ApiError(str(e)) from None
             out.update(heartbeat_period=s.heartbeat_period, cert_expiry=s.cert_expiry)
         if body.autolock is not None:
-            out["unlock_key"] = self.c.keyring.set_autolock(body.autolock)
+            out["unlock_key"] = self._set_autolock(body.autolock)
         return reply(out)
 
     async def join_token(self, request: web.Request) -> web.Response:
