@@ -137,7 +137,7 @@ def _wait_for_node(obj: Ctx, timeout: float = 30.0, node_id: str = "") -> None:
     while time.monotonic() < deadline:
         try:
             nodes = obj.api.get("/v1/nodes")
-        except ApiFailure:
+        except (ApiFailure, OSError):
             nodes = []  # the manager is still starting
         if any(n["state"] == "ready" and (not node_id or n.get("id") == node_id) for n in nodes):
             return
