@@ -432,10 +432,18 @@ def _stop_pid(pid: int, timeout: float) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.1)
+    log.warning("the Shoal daemon (pid %d) did not stop within %.0fs: killed", pid, timeout)
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
-        pass
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # gone before a new daemon is started in its place
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def leave_node(layout: Layout, node_id: str) -> None:
