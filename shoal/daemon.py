@@ -236,12 +236,22 @@ class Node:
         no way to remove it). Through its own member, which answers until etcd has applied it;
         waiting while etcd refuses a change of members right after another."""
         from shoal.manager.etcd_member import CHANGE_PATIENCE, Members
-        assert self.etcd is not None
-        assert self.manager is not None and self.manager.etcd_members is not None
+        from shoal.store import StoreUnavailable
+        etcd = self.etcd
+        assert etcd is not None and self.manager is not None and self.manager.etcd_members is not None
+        if etcd.removed:  # the manager that demoted this one removed it already
+            return
         members = Members(self.manager.etcd_members.url)
         try:
             if await asyncio.to_thread(members.remove, self.info["node_id"], CHANGE_PATIENCE):
                 log.info("this manager's etcd member left etcd's cluster")
+        except StoreUnavailable:
+            # removed by the manager that demoted this one, its process on its way out?
+            for _ in range(50):
+                if etcd.removed:
+                    return
+                await asyncio.sleep(0.2)
+            raise
         finally:
             members.close()
 

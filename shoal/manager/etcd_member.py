@@ -42,6 +42,7 @@ DEFAULT_PEER_PORT = 2380
 MEMBER_ROLE = "etcd-member"  # OU of a member's certificate (it opens etcd only, never the manager API)
 START_TIMEOUT = 120.0  # seconds a daemon waits for its member to answer (and, joining, to vote)
 PROMOTE_EVERY = 2.0  # seconds between the leader's looks for learners to promote
+REMOVED_MARK = b"permanently removed from the cluster"  # what a removed member logs as it exits
 CHANGE_PATIENCE = 30.0  # seconds a join or a demotion waits while etcd refuses a change of members
 
 
@@ -126,6 +127,8 @@ class EtcdMember:
         self.proc: Optional[subprocess.Popen] = None
         self._stopping = False
         self._keeper: Optional[asyncio.Task] = None
+        self._log_from = 0  # where the running process's lines begin in the log
+        self.removed = False  # etcd's cluster removed this member (the manager was demoted): never restarted
         self.client = EtcdClient(parse_store_url(store_url(layout, cfg)))
         self.client.ep.timeout = 2.0
 
@@ -140,11 +143,22 @@ class EtcdMember:
                                "installs it)")
         os.makedirs(self.layout.etcd_dir, mode=0o700, exist_ok=True)
         with open(self.log_path, "ab") as out:
+            self._log_from = out.tell()
             # Popen from the event loop's thread: the death signal follows the thread that forked
             self.proc = subprocess.Popen(command(binary, self.layout, self.cfg), stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, close_fds=True, preexec_fn=_die_with_parent)
         log.info("etcd member %s started (pid %d): peers on %s, log %s", self.cfg["name"], self.proc.pid,
                  peer_url(self.cfg["advertise_addr"], self.cfg["peer_port"]), self.log_path)
+
+    def _was_removed(self) -> bool:
+        """Whether the process that exited said etcd's cluster removed it (it then exits 0,
+        and would at every start again)."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_from)
+                return REMOVED_MARK in f.read()
+        except OSError:
+            return False
 
     def last_log_line(self) -> str:
         try:
@@ -162,6 +176,10 @@ class EtcdMember:
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
+                if self._was_removed():
+                    raise RuntimeError("this manager's etcd member was removed from the cluster's etcd (the manager "
+                                       "was demoted or removed, or the cluster was formed again with `init "
+                                       "--force-new-cluster`): `shoal leave --force` here, then join again")
                 raise RuntimeError(f"the etcd member exited with {self.proc.returncode}: {self.last_log_line()} "
                                    f"(see {self.log_path})")
             try:
@@ -194,6 +212,11 @@ class EtcdMember:
             if code is None:
                 await asyncio.sleep(0.5)
                 continue
+            if self._was_removed():
+                self.removed = True
+                log.warning("this manager's etcd member was removed from etcd's cluster (demoted or removed): "
+                            "it is not started again")
+                return
             log.error("the etcd member exited with %s: %s; starting it again in %.0fs", code, self.last_log_line(),
                       backoff)
             await asyncio.sleep(backoff)

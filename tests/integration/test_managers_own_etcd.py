@@ -212,7 +212,7 @@ def test_a_worker_promoted_runs_an_etcd_member_and_demoted_gives_it_up(cl):
           timeout=150, what_else=lambda: info(lab, "lab1") + lab.shoal("lab3", "node", "ls", check=False))
     assert "o_app" in lab.shoal("lab1", "service", "ls")  # it serves the whole API
     assert "Node lab1 is already a manager." in lab.shoal("lab3", "node", "promote", "lab1")
-    out = lab.shoal("lab1", "node", "demote", "lab1")  # a manager may demote itself
+    out = lab.shoal("lab3", "node", "demote", "lab1")  # by another manager (`leave` below: by itself)
     assert "Manager lab1 demoted in the cluster." in out, out
     until("lab1 a worker again, its member gone", lambda: status(lab, "lab3").get("lab1") == ""
           and "1 voting; a quorum is 1" in info(lab, "lab3") and "Role: worker" in info(lab, "lab1"),

@@ -73,3 +73,22 @@ def test_an_etcd_that_does_not_answer_is_an_etcd_error():
     members = Members("etcd://127.0.0.1:1")
     with pytest.raises(EtcdError):
         members.listing()
+
+
+def test_a_member_etcd_removed_is_not_started_again(tmp_path):
+    """A removed member exits 0 saying so (and would at every start): the keeper marks it
+    removed and leaves it; a start of it says what to do."""
+    import asyncio
+    import subprocess
+
+    from shoal.manager.etcd_member import REMOVED_MARK, EtcdMember
+    layout = Layout(str(tmp_path))
+    (tmp_path / "etcd").mkdir()
+    m = EtcdMember(layout, new_member_config("n1", "10.0.0.5"), save=lambda cfg: None)
+    with open(m.log_path, "ab") as out:
+        m._log_from = out.tell()
+        m.proc = subprocess.Popen(["sh", "-c", f"echo '{{\"error\":\"the member has been {REMOVED_MARK.decode()}\"}}'"],
+                                  stdout=out)
+    m.proc.wait()
+    asyncio.run(asyncio.wait_for(m._keep(), 5))
+    assert m.removed and m.proc.args[0] == "sh"  # not spawned again
