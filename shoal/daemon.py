@@ -185,6 +185,10 @@ class Node:
             await asyncio.sleep(1.0)
             a = self.agent
             want = a.heartbeat.role if a is not None else None
+            if self.role == "manager" and self.etcd is not None and self.etcd.removed:
+                # demoted by another manager, which removed this one's etcd member first: this
+                # manager's own view cannot hear of it any more (its member is gone)
+                want = "worker"
             if not want or self.role not in ("worker", "manager") or want == self.role:
                 continue
             self.changing = True
