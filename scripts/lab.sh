@@ -151,7 +151,9 @@ kill_host() {  # everything that runs on the host, kill -9 (engine, containerd, 
     local f
     for f in /sys/fs/cgroup/*/"$h" /sys/fs/cgroup/"$h"; do
         [ -d "$f" ] || continue
-        find "$f" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done
+        # (cgroups vanish while find walks them, as their processes die: not an error)
+        { find "$f" -name cgroup.procs -exec cat {} + 2>/dev/null || true; } |
+            while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done
     done
     # wait until they are gone
     local i
