@@ -69,14 +69,22 @@ dockerd_running() {
     local pid
     if [ -s "$PIDFILE" ]; then
         pid=$(cat "$PIDFILE")
-        [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && return 0
+        # After a reboot the pid may belong to another program: it must be a dockerd.
+        [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dockerd ] && return 0
     fi
     # A second engine is known by its pid file alone.
     [ "$PIDFILE" != /var/run/docker.pid ] && return 1
-    # No pgrep on a minimal Debian (procps): look through /proc.
-    local comm
-    for comm in /proc/[0-9]*/comm; do
-        [ "$(cat "$comm" 2>/dev/null)" = dockerd ] && return 0
+    # No pgrep on a minimal Debian (procps): look through /proc for a dockerd that is
+    # not a second engine (those, the lab's among them, name a pid file of their own).
+    local dir args
+    for dir in /proc/[0-9]*; do
+        [ "$(cat "$dir/comm" 2>/dev/null)" = dockerd ] || continue
+        args=$(tr '\0' ' ' <"$dir/cmdline" 2>/dev/null) || continue
+        case " $args " in
+            *" --pidfile /var/run/docker.pid "*|*" --pidfile /run/docker.pid "*) return 0 ;;
+            *" --pidfile"*) ;;
+            *) return 0 ;;
+        esac
     done
     return 1
 }
