@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from shoal.agent.datapath import (Backend, DatapathView, DnsNetwork, DnsServer, DnsService, DnsView,
                                   IngressPort, Vip, apply_async)
-from shoal.agent.datapath.view import OverlaySource
+from shoal.agent.datapath.view import AttachedDns, OverlaySource
 from shoal.model.objects import NetworkObj
 from shoal.paths import Layout
 
@@ -84,7 +84,11 @@ def build_views(endpoints: list[dict], keeper: "NetworkKeeper",
                 name=ep["name"], stack=ep.get("stack"), aliases=aliases, endpoint_mode=ep["endpoint_mode"],
                 vip=vip, tasks=ips))
     bridges = sorted(b for b in (keeper.bridge_of(n) for n in keeper.ids) if b)
-    return (DatapathView(ingress=ingress, vips=vips, host_ports=[], bridges=bridges, overlay=overlay or []),
+    attached = [AttachedDns(bridge=bridge, block=block, gateway=obj.gateway)
+                for name, obj in keeper.objs.items()
+                if (block := keeper.block_of(obj)) and obj.gateway and (bridge := keeper.bridge_of(name))]
+    return (DatapathView(ingress=ingress, vips=vips, host_ports=[], bridges=bridges, overlay=overlay or [],
+                         attached_dns=attached),
             DnsView(networks=list(dns_nets.values())))
 
 

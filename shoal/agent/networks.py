@@ -1,7 +1,9 @@
 """Makes the manager's networks exist on this node's engine, and removes them when unused.
 
 Each Shoal network is a Docker bridge with the subnet the manager allocated (so VIPs
-and addresses agree cluster-wide), labelled so Shoal only ever touches its own.
+and addresses agree cluster-wide), labelled so Shoal only ever touches its own. On an
+attachable network the engine's IPAM may give out only this node's block (its `IPRange`),
+so `docker run --network NAME` takes an address no task and no other node uses.
 """
 from __future__ import annotations
 
@@ -32,13 +34,19 @@ class NetworkKeeper:
         self.objs: dict[str, NetworkObj] = {}
         self.errors: dict[str, str] = {}
         self.needed: Optional[set[str]] = None  # the networks of the last assignment
+        self.ranges: dict[str, str] = {}  # network name -> the IPRange it was made with ("" none)
+
+    def block_of(self, net: NetworkObj) -> str:
+        """The block of addresses this node's engine may give out on `net` ("" when none: a
+        network that is not attachable, whose containers all get the manager's addresses)."""
+        return net.attach_ranges.get(self.node_id, "") if net.spec.attachable else ""
 
     async def ensure(self, nets: list[NetworkObj]) -> None:
         if self.needed is not None:  # a prune meanwhile must not take what is being made
             self.needed = self.needed | {net.spec.name for net in nets}
         for net in nets:
             self.objs[net.spec.name] = net
-            if net.spec.name in self.ids:
+            if net.spec.name in self.ids and self.ranges.get(net.spec.name) == self.block_of(net):
                 continue
             try:
                 self.ids[net.spec.name] = await self._ensure_one(net)
@@ -55,11 +63,25 @@ class NetworkKeeper:
             if labels.get(L_MANAGED) != "true":
                 raise NetworkConflict(f"a network named {name} exists on this node's engine and is not "
                                       f"Shoal's; rename or remove it")
-            subnets = [c.get("Subnet") for c in ((info.get("IPAM") or {}).get("Config") or [])]
-            if labels.get(L_NETWORK_ID) == net.id and net.subnet in subnets:
+            configs = (info.get("IPAM") or {}).get("Config") or []
+            subnets = [c.get("Subnet") for c in configs]
+            ranges = [c.get("IPRange") or "" for c in configs]
+            same = labels.get(L_NETWORK_ID) == net.id and net.subnet in subnets
+            if same and self.block_of(net) in ranges:
+                self.ranges[name] = self.block_of(net)
                 return info["Id"]
-            # A leftover of an earlier network of the same name: replace it if unused.
-            await self.engine.networks.remove(info["Id"])
+            # A leftover of an earlier network of the same name, or this one made before the
+            # node had its block: replaced if unused. While containers use this one, it stays
+            # as it is (its block is applied once they are gone).
+            try:
+                await self.engine.networks.remove(info["Id"])
+            except EngineError:
+                if not same:
+                    raise
+                if self.ranges.get(name) != "-":
+                    log.warning("network %s: kept without its block of addresses while containers use it", name)
+                self.ranges[name] = "-"  # not applied: tried again with the next assignment
+                return info["Id"]
         except NotFound:
             pass
         labels = {**net.spec.labels, L_MANAGED: "true", L_NETWORK_ID: net.id, L_NODE_ID: self.node_id}
@@ -73,9 +95,11 @@ class NetworkKeeper:
         # leave`, and with Swarm and Shoal on one engine (the benchmarks) networks of ours
         # were left with "active endpoints" and no container, refused by `network rm` until
         # the engine restarted ("Fixing inconsistent endpoint_cnt" in its log).
-        return await self.engine.networks.create(
-            name, "bridge", opts, subnets=[net.subnet], gateway=net.gateway,
+        nid = await self.engine.networks.create(
+            name, "bridge", opts, subnets=[net.subnet], gateway=net.gateway, ip_range=self.block_of(net) or None,
             internal=net.spec.internal, labels=labels)
+        self.ranges[name] = self.block_of(net)
+        return nid
 
     async def foreign_subnets(self) -> list[str]:
         """Subnets the engine uses for networks that are not this node's Shoal networks.
@@ -134,5 +158,6 @@ class NetworkKeeper:
                 await self.engine.networks.remove(n["Id"])
                 self.ids.pop(n["Name"], None)
                 self.objs.pop(n["Name"], None)
+                self.ranges.pop(n["Name"], None)
             except EngineError:
                 pass

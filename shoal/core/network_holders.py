@@ -3,12 +3,13 @@
 A node holds the networks of the tasks placed on it that have not ended, and every node
 that can take traffic holds the network a routing-mesh port forwards to (a service's first
 network, when it publishes a port in ingress mode): a published port answers on every node,
-which sends the connection over that network to a replica wherever it runs.
+which sends the connection over that network to a replica wherever it runs. Every such node
+also holds each attachable network, so that `docker run --network NAME` works on any of them.
 """
 from __future__ import annotations
 
 from shoal.core import task_states as ts
-from shoal.model.objects import Node, Service, Task
+from shoal.model.objects import NetworkObj, Node, Service, Task
 
 
 def mesh_network(svc: Service) -> str | None:
@@ -20,7 +21,7 @@ def mesh_network(svc: Service) -> str | None:
 
 
 def network_holders(services: list[Service], tasks_by_service: dict[str, list[Task]],
-                    nodes: list[Node]) -> dict[str, set[str]]:
+                    nodes: list[Node], networks: list[NetworkObj] = ()) -> dict[str, set[str]]:
     """network name -> ids of the nodes that hold it."""
     out: dict[str, set[str]] = {}
     for tasks in tasks_by_service.values():
@@ -33,4 +34,7 @@ def network_holders(services: list[Service], tasks_by_service: dict[str, list[Ta
         net = mesh_network(svc)
         if net is not None:
             out.setdefault(net, set()).update(live)
+    for n in networks:
+        if n.spec.attachable:
+            out.setdefault(n.spec.name, set()).update(live)
     return out

@@ -3,7 +3,9 @@
 A Shoal network spans nodes (one subnet, one VXLAN segment), so two containers on two
 nodes must never get the same address: the engine's own IPAM, one per node, cannot know
 that. The manager decides instead, when it places a task (the task's `addresses`), and
-gives each node that holds a network an address of its own there (`node_addresses`).
+gives each node that holds a network an address of its own there (`node_addresses`), and
+on an attachable network a block of addresses for the containers users start on that node
+with `docker run --network` (`attach_ranges`: the node's engine gives those out).
 
 Addresses are released lazily: the book remembers an owner for each address it gave and
 an address is free again once its owner no longer holds it (the task ended or is gone,
@@ -11,6 +13,7 @@ the node left the network), checked when the search meets it.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Iterable, Optional
 
@@ -20,6 +23,10 @@ from shoal.model.objects import NetworkObj, Node, Task
 from shoal.store import Store
 
 log = logging.getLogger("shoal.addresses")
+
+
+def _in_block(ip: str, block: str) -> bool:
+    return ipaddress.ip_address(ip) in ipaddress.ip_network(block, strict=False)
 
 
 class AddressBook:
@@ -36,6 +43,9 @@ class AddressBook:
             book = self._owners.setdefault(net.id, {})
             for node_id, ip in net.node_addresses.items():
                 book[ip] = f"n:{node_id}"
+            for node_id, block in net.attach_ranges.items():
+                for ip in allocator.block_addresses(block):
+                    book[ip] = f"n:{node_id}"
         for sid in st.service_ids_with_tasks():
             for t in st.tasks_of_service(sid):
                 if not t.addresses or ts.is_terminal(t.status.state):
@@ -52,7 +62,10 @@ class AddressBook:
             t = self.store.get(Task, oid)
             return t is not None and t.addresses.get(net.spec.name) == ip and not ts.is_terminal(t.status.state)
         cur = self.store.get(NetworkObj, net.id)
-        return cur is not None and cur.node_addresses.get(oid) == ip
+        if cur is None:
+            return False
+        block = cur.attach_ranges.get(oid)
+        return cur.node_addresses.get(oid) == ip or (block is not None and _in_block(ip, block))
 
     def _take(self, net: NetworkObj, owner: str, wanted: Optional[str] = None) -> str:
         """An address of `net` for `owner` (AllocationError when none is free)."""
@@ -82,6 +95,30 @@ class AddressBook:
         book[ip] = owner
         return ip
 
+    def _take_block(self, net: NetworkObj, owner: str) -> str:
+        """A block of `net`'s addresses for `owner` (a node): AllocationError when none is free."""
+        if not self._loaded:
+            self._load()
+        book = self._owners.setdefault(net.id, {})
+
+        def in_use(ip: str) -> bool:
+            held = book.get(ip)
+            if held is None:
+                return False
+            if self._holds(net, ip, held):
+                return True
+            del book[ip]
+            return False
+
+        try:
+            block = allocator.allocate_block(net.subnet, net.gateway, in_use,
+                                             allocator.attach_block_size(net.subnet))
+        except allocator.AllocationError as e:
+            raise allocator.AllocationError(f"network {net.spec.name}: {e}") from None
+        for ip in allocator.block_addresses(block):
+            book[ip] = owner
+        return block
+
     def for_task(self, t: Task, node_id: str) -> dict[str, str]:
         """The task's address on each of its Shoal networks (the ones it has already are kept).
         Also gives `node_id` its own address on those networks. AllocationError when a
@@ -97,14 +134,22 @@ class AddressBook:
         return out
 
     def ensure_node(self, node_id: str, names: Iterable[str]) -> None:
-        """Give the node an address on each of these networks where it has none."""
+        """Give the node an address on each of these networks where it has none (and its block
+        of an attachable network's addresses)."""
         st = self.store
         for name in names:
             net = st.by_name(NetworkObj, name)
-            if net is None or not net.subnet or node_id in net.node_addresses:
+            if net is None or not net.subnet:
                 continue
-            ip = self._take(net, f"n:{node_id}")
-            st.put(net.model_copy(update={"node_addresses": {**net.node_addresses, node_id: ip}}))
+            has_block = node_id in net.attach_ranges or not net.spec.attachable
+            if node_id in net.node_addresses and has_block:
+                continue
+            update: dict = {}
+            if node_id not in net.node_addresses:
+                update["node_addresses"] = {**net.node_addresses, node_id: self._take(net, f"n:{node_id}")}
+            if not has_block:  # after the node's address, which the block must not hold
+                update["attach_ranges"] = {**net.attach_ranges, node_id: self._take_block(net, f"n:{node_id}")}
+            st.put(net.model_copy(update=update))
 
     def settle_nodes(self, holders: dict[str, set[str]]) -> None:
         """Make each network's node addresses those of its holders (network name -> node ids):
@@ -115,9 +160,13 @@ class AddressBook:
         for net in st.all(NetworkObj):
             want = holders.get(net.spec.name, set()) & nodes
             kept = {nid: ip for nid, ip in net.node_addresses.items() if nid in want}
-            if kept != net.node_addresses:
-                net = st.put(net.model_copy(update={"node_addresses": kept}))
-            for nid in sorted(want - set(kept)):
+            blocks = {nid: b for nid, b in net.attach_ranges.items() if nid in want and net.spec.attachable}
+            if kept != net.node_addresses or blocks != net.attach_ranges:
+                net = st.put(net.model_copy(update={"node_addresses": kept, "attach_ranges": blocks}))
+            lacking = want - set(kept)
+            if net.spec.attachable:
+                lacking |= want - set(blocks)
+            for nid in sorted(lacking):
                 try:
                     self.ensure_node(nid, [net.spec.name])
                 except allocator.AllocationError as e:

@@ -103,3 +103,33 @@ def allocate_address(subnet: str, gateway: str, in_use, start: int = 0) -> tuple
         if ip != gateway and not in_use(ip):
             return ip, n + 1
     raise AllocationError(f"no free address left in {subnet}")
+
+
+def attach_block_size(subnet: str) -> int:
+    """Addresses in each node's block of an attachable network: 16 on a /24 or larger, 4 on
+    the small subnets a /27 to /26 leave (0: too small for blocks)."""
+    prefix = ipaddress.ip_network(subnet, strict=False).prefixlen
+    return 16 if prefix <= 24 else 4 if prefix <= 27 else 0
+
+
+def allocate_block(subnet: str, gateway: str, in_use, size: int) -> str:
+    """A free aligned block of `size` addresses of `subnet` (a CIDR), searched from the top
+    of the subnet down (task addresses are given from the bottom up), holding neither the
+    gateway nor the subnet's network and broadcast addresses."""
+    net = ipaddress.ip_network(subnet, strict=False)
+    if size <= 0 or size & (size - 1):
+        raise AllocationError(f"subnet {subnet} is too small for a block of addresses per node")
+    bits = size.bit_length() - 1
+    low, high = int(net.network_address), int(net.broadcast_address)
+    gw = int(ipaddress.ip_address(gateway)) if gateway else -1
+    for base in range(high + 1 - size, low - 1, -size):
+        if base <= low or base + size - 1 >= high or base <= gw < base + size:
+            continue
+        if not any(in_use(str(ipaddress.ip_address(n))) for n in range(base, base + size)):
+            return f"{ipaddress.ip_address(base)}/{32 - bits}"
+    raise AllocationError(f"no free block of {size} addresses left in {subnet}")
+
+
+def block_addresses(block: str) -> list[str]:
+    net = ipaddress.ip_network(block, strict=False)
+    return [str(ipaddress.ip_address(n)) for n in range(int(net.network_address), int(net.broadcast_address) + 1)]

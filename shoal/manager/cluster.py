@@ -252,7 +252,8 @@ class Cluster:
                     continue
                 used = [n.subnet for n in self.store.all(NetworkObj)] + [str(f) for f in foreign]
                 subnet, gateway, _ = allocator.allocate_subnet(used)
-                self.store.put(net.model_copy(update={"subnet": subnet, "gateway": gateway, "node_addresses": {}}))
+                self.store.put(net.model_copy(update={"subnet": subnet, "gateway": gateway, "node_addresses": {},
+                                                "attach_ranges": {}}))
                 vips_used = {ip for s in self.store.all(Service) for ip in s.virtual_ips.values()}
                 for svc in self.store.all(Service):
                     if net.spec.name in svc.virtual_ips:

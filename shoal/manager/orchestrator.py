@@ -22,7 +22,7 @@ from shoal.manager.addresses import AddressBook
 from shoal.manager.allocator import AllocationError
 from shoal.manager.metrics import ManagerMetrics
 from shoal.manager.version_pruner import VersionPruner
-from shoal.model.objects import Node, Service, Task, TaskStatus
+from shoal.model.objects import NetworkObj, Node, Service, Task, TaskStatus
 from shoal.scheduler.pipeline import schedule
 from shoal.store import Conflict, Store
 
@@ -152,7 +152,7 @@ class Orchestrator:
                 wake = min(self._wake.values())
             self._collect_removed(now, service_ids, {n.id: n for n in nodes})
             if full:
-                self.addresses.settle_nodes(network_holders(services, tasks_by_service, nodes))
+                self.addresses.settle_nodes(network_holders(services, tasks_by_service, nodes, st.all(NetworkObj)))
             if self._schedule(now, nodes, SCHEDULE_BATCH if budget is not None else None):
                 self._more = True
             self.pruner.prune(changed | needed)

@@ -4,8 +4,10 @@ A node forwards a frame for another node's container only to where the manager s
 container is: each agent programs a permanent forwarding and neighbour entry per remote
 endpoint (no multicast, no learning). An endpoint is a task placed on a node with an
 address on the network, from its placement until it ends, whether or not it takes traffic
-(a starting replica already talks to its database), and each node's own address on the
-network.
+(a starting replica already talks to its database), each node's own address on the
+network, and on an attachable network every address of each node's block (the containers
+users start there with `docker run`, whose MAC the engine derives from the address as the
+manager's are).
 
 The table is O(tasks) and every node on a network needs it, so it travels as the endpoint
 table does (shoal/manager/change_log.py): agents follow a log of small events from their
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 
 from shoal.core import task_states as ts
+from shoal.manager.allocator import block_addresses
 from shoal.manager.change_log import ChangeLog
 from shoal.model.objects import NetworkObj, Node, Task
 from shoal.store import Store
@@ -57,7 +60,8 @@ class PeerLog(ChangeLog):
         # dropped only by the task that holds it
         self.at: dict[str, dict[str, tuple[str, str]]] = {}
         self.of_task: dict[str, tuple[str, dict[str, str]]] = {}  # task id -> (node id, entries)
-        self.own: dict[str, dict[str, str]] = {}  # network -> node id -> its own address there
+        # network -> each node's own address there (and its attachable block's) -> node id
+        self.own: dict[str, dict[str, str]] = {}
         self._next = 0
         self._load()
 
@@ -118,17 +122,19 @@ class PeerLog(ChangeLog):
         for net in self.store.all(NetworkObj):
             name = net.spec.name
             names.add(name)
-            want = net.node_addresses or {}
+            want = {ip: nid for nid, ip in net.node_addresses.items()}
+            for nid, block in net.attach_ranges.items():
+                want.update((ip, nid) for ip in block_addresses(block))
             have = self.own.get(name)
             if want == have:
                 continue
             have = have or {}
-            for nid, ip in have.items():
-                if want.get(nid) != ip:
+            for ip, nid in have.items():
+                if want.get(ip) != nid:
                     self._drop(name, ip, "@" + nid, events)
-            for nid, ip in want.items():
+            for ip, nid in want.items():
                 self._put(name, ip, nid, "@" + nid, events)
-            self.own[name] = dict(want)
+            self.own[name] = want
         for name in [n for n in self.own if n not in names]:  # networks the store had, gone
             events.append(f'["wx",{self.net_num.pop(name)}]')
             self.at.pop(name, None)

@@ -246,6 +246,10 @@ class NetworkObj(Obj):
     # source of routing-mesh and node traffic it sends over the overlay to another node's
     # replica, so the replica's answer comes back to that node.
     node_addresses: dict[str, str] = Field(default_factory=dict)
+    # An attachable network: each node that holds it has a block of its own (a CIDR) for the
+    # containers a user starts there with `docker run --network` (the engine's IPAM hands
+    # them out; the manager's task addresses and other nodes' blocks stay outside it).
+    attach_ranges: dict[str, str] = Field(default_factory=dict)
 
 
 ClusterObj.model_rebuild()

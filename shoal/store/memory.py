@@ -266,6 +266,8 @@ class ViewStore(Store):
                 feed.services.add(obj.id)
         elif kind == "node" and not quiet:
             self._nodes_changed = True
+        elif kind == "network" and old is None and getattr(obj, "spec").attachable:
+            self._nodes_changed = True  # every node holds it: a full pass gives them their addresses
 
     def _unindex(self, kind: str, obj_id: str) -> None:
         obj = self._objects[kind].pop(obj_id, None)

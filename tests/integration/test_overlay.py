@@ -299,6 +299,85 @@ def test_local_traffic_policy_keeps_the_client_address_and_host_ports_bind_where
     lab.shoal("lab1", "stack", "rm", "lp")
 
 
+ATTACHED_STACK = f"""services:
+  web:
+{BUSY}    {HTTPD}
+    networks: [att]
+    deploy:
+      replicas: 2
+      placement: {{constraints: [node.hostname == lab1]}}
+networks:
+  att:
+    external: true
+"""
+
+
+def test_attachable_network_takes_docker_run_containers_on_every_node(ov):
+    """`network create --attachable`: `docker run --network` works on every node, each node's
+    engine gives out only its own block, and users' containers reach each other, the
+    services' tasks (by name and VIP) and are reached by them, across nodes."""
+    lab = ov
+    lab.shoal("lab1", "network", "create", "--driver", "overlay", "--attachable", "att")
+    ranges: dict[str, str] = {}
+
+    def every_node_has_it() -> bool:
+        for h in lab.hosts:
+            out = lab.docker(h, "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{.IPRange}}{{end}}",
+                             "att", check=False).split()
+            if len(out) == 2:
+                ranges[h] = out[1]
+        return len(ranges) == 3
+
+    until("the attachable network on every node's engine, with a block of its own", every_node_has_it,
+          timeout=60, what_else=lambda: ranges)
+    import ipaddress
+    blocks = [ipaddress.ip_network(r) for r in ranges.values()]
+    assert all(not a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1:]), ranges
+
+    run = ["run", "-d", "--network", "att", "--init"]
+    lab.docker("lab2", *run, "--name", "p2", "shoal/busybox:latest", "sh", "-c",
+               "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www")
+    lab.docker("lab3", *run, "--name", "p3", "shoal/busybox:latest", "sleep", "600")
+    try:
+        ip2 = lab.docker("lab2", "inspect", "-f", "{{.NetworkSettings.Networks.att.IPAddress}}", "p2").strip()
+        host2 = lab.docker("lab2", "exec", "p2", "hostname").strip()
+        assert ipaddress.ip_address(ip2) in ipaddress.ip_network(ranges["lab2"])
+        # a user's container on lab3 reaches one on lab2 over the overlay
+        got: list[str] = []
+        until("p3 (lab3) gets p2's page (lab2)",
+              lambda: got.append(body(sh(lab, GET.format(path="", ip=ip2, port=80), host="lab3", cid="p3",
+                                         check=False))) or got[-1] == host2,
+              timeout=30, what_else=lambda: got[-3:])
+        # a service on the network: its name resolves for the user's container (the engine's
+        # resolver asks Shoal's), its VIP answers, and its task reaches the user's container
+        path = Path(str(lab.dir), "at.yml")
+        path.write_text(ATTACHED_STACK)
+        lab.shoal("lab1", "stack", "deploy", "-c", str(path), "--wait", "--timeout", "120", "at", timeout=180)
+        names: list[str] = []
+
+        def resolves() -> bool:
+            out = sh(lab, "nslookup -type=a at_web", host="lab3", cid="p3", check=False)
+            rest = out.split("\n\n", 1)[1] if "\n\n" in out else ""
+            names[:] = re.findall(r"Address:\s*(\d+\.\d+\.\d+\.\d+)\s*$", rest, re.M)
+            return len(names) == 1
+
+        until("at_web resolves in p3 (a docker run container) to the VIP", resolves, timeout=30,
+              what_else=lambda: names)
+        web = hostnames(lab, "at_web")
+        seen = {body(sh(lab, GET.format(path="", ip=names[0], port=80), host="lab3", cid="p3")) for _ in range(12)}
+        assert seen == set(web), (seen, web)
+        task = lab.containers("lab1", "at_web")[0]
+        assert body(sh(lab, GET.format(path="", ip=ip2, port=80), host="lab1", cid=task)) == host2
+    finally:
+        lab.docker("lab2", "rm", "-f", "p2", check=False)
+        lab.docker("lab3", "rm", "-f", "p3", check=False)
+        lab.shoal("lab1", "stack", "rm", "at", check=False)
+    lab.shoal("lab1", "network", "rm", "att")
+    until("the attachable network gone from every engine",
+          lambda: all(not lab.docker(h, "network", "ls", "-q", "--filter", "name=^att$").strip() for h in lab.hosts),
+          timeout=60)
+
+
 def test_a_network_is_removed_everywhere_when_its_last_task_leaves(ov):
     lab = ov
     lab.shoal("lab1", "stack", "rm", "ov")

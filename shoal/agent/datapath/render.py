@@ -175,6 +175,9 @@ def render_ruleset(view: DatapathView) -> str:
     if live_vips:
         w("\t\tiifname . ip daddr vmap "
           + _set(f"\"{v.bridge}\" . {v.vip} : jump {_vip_chain(v.vip)}" for v in live_vips))
+    for a in sorted(view.attached_dns, key=lambda a: a.bridge):
+        w(f"\t\tiifname \"{a.bridge}\" ip saddr {a.block} ip daddr != {a.gateway} meta l4proto {{ tcp, udp }} "
+          f"th dport 53 dnat ip to {a.gateway} comment \"docker run containers ask the service DNS\"")
     w("\t}")
 
     w("\tchain output {")

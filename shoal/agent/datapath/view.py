@@ -166,6 +166,33 @@ class OverlaySource(_Plain):
         return _iface(v)
 
 
+class AttachedDns(_Plain):
+    """Containers a user started on an attachable network (`docker run --network`) ask the
+    engine's resolver, which forwards what it does not know to the node's own nameservers,
+    not to Shoal's: their questions to port 53 are sent to Shoal's server on the network's
+    gateway instead, so that service names resolve for them as for tasks (Shoal's server
+    forwards every other name to those same nameservers)."""
+
+    bridge: str
+    block: str  # this node's block of the network's addresses, where such containers live
+    gateway: str
+
+    @field_validator("gateway")
+    @classmethod
+    def _check_gateway(cls, v: str) -> str:
+        return _ip(v)
+
+    @field_validator("block")
+    @classmethod
+    def _check_block(cls, v: str) -> str:
+        return str(ipaddress.IPv4Network(v, strict=False))
+
+    @field_validator("bridge")
+    @classmethod
+    def _check_bridge(cls, v: str) -> str:
+        return _iface(v)
+
+
 class DatapathView(_Plain):
     """Everything the node's datapath implements. Rendering it is pure (render.py)."""
 
@@ -184,3 +211,4 @@ class DatapathView(_Plain):
     # the node's default route.
     vip_supernet: Optional[str] = VIP_SUPERNET
     overlay: list[OverlaySource] = Field(default_factory=list)
+    attached_dns: list[AttachedDns] = Field(default_factory=list)
