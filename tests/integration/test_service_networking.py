@@ -204,6 +204,16 @@ def test_shared_external_network(cluster, net_stack, tmp_path):
     cluster.wait_for(lambda: cluster.running("sa_pub") == 1 and cluster.running("sb_sub") == 1, timeout=90)
     cluster.wait_for(lambda: sh_in("sb_sub", "timeout 5 wget -qO- http://sa_pub/", check=False).returncode == 0,
                      timeout=30, what="cross-stack name on a shared network")
+    # a user's own container on the attachable network (`docker run --network`, as with Swarm):
+    # an address from the node's block, and the service's name answers it
+    pub = sh_in("sa_pub", "hostname").stdout.strip()
+    block = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.IPRange}}{{end}}", "shared-net").strip()
+    got = docker("run", "--rm", "--network", "shared-net", "shoal/busybox:latest", "sh", "-c",
+                 "ip -4 -o addr show dev eth0 | awk '{print $4}'; timeout 5 wget -qO- http://sa_pub/")
+    mine, page = got.split()[:2]
+    import ipaddress
+    assert ipaddress.ip_interface(mine).ip in ipaddress.ip_network(block), (mine, block)
+    assert page == pub
     p = cluster.run("network", "rm", "shared-net", check=False)
     assert p.returncode == 1 and "in use" in p.stderr
     cluster.out("stack", "rm", "sa", "sb")
