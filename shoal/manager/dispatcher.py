@@ -83,6 +83,9 @@ class Dispatcher:
         self._waiters: dict[str, asyncio.Event] = {}
         self._task_node: dict[str, str] = {}  # task id -> its node (to wake it when the task goes)
         self._others: tuple = ()
+        self._shapes: dict[str, tuple[int, str]] = {}  # network id -> (version, shape)
+        # network id -> (version, shape, node addresses, blocks) as of the last sync
+        self._nets: dict[str, tuple[int, str, dict[str, str], dict[str, str]]] = {}
         self._woken_seq: tuple[int, int] = (0, 0)
         self._reports: list[tuple[str, list[dict], asyncio.Future]] = []
         self._refused_addresses = 0
@@ -114,7 +117,7 @@ class Dispatcher:
         key = hashlib.sha256()
         for part in ([f"{t.id}:{t.version}" for t in tasks], [f"{o.id}:{o.version}" for o in configs.values()],
                      [f"{o.id}:{o.version}" for o in secrets.values()],
-                     [f"{n.id}:{n.version}" for n in networks], history):
+                     [self._network_key(n, node_id) for n in networks], history):
             key.update(",".join(part).encode())
             key.update(b"|")
         own = key.hexdigest()
@@ -144,7 +147,7 @@ class Dispatcher:
             tasks, delta = v.tasks, False
         self.metrics.answers.labels("delta" if delta else "full").inc()
         configs, secrets = self._file_data(v)
-        networks = json.dumps([n.model_dump(mode="json") for n in v.networks], default=str)
+        networks = json.dumps([self._network_for(n, node_id) for n in v.networks], default=str)
         settings = st.get(ClusterObj, "cluster")
         port = settings.data_path_port if settings is not None else 4789
         ids = f'"task_ids":{json.dumps(list(versions))},' if delta else ""
@@ -160,6 +163,57 @@ class Dispatcher:
         self._sent[node_id] = (v.own_key, time.monotonic(), versions)
         return [head, *part.parts(), b',"peers":', *peers.parts(),
                 f',"digest":"{v.own_key}","ep":"{part.epoch}:{part.seq}","pp":"{peers.epoch}:{peers.seq}"}}'.encode()]
+
+    # -- networks as one node sees them ---------------------------------------------
+    # A network's object carries every holder's address (and block): 1,000 entries on a
+    # network that spans 1,000 nodes, rewritten as each node takes its address. A node needs
+    # only its own (the others travel in the peer log), so each node is sent, and keyed on,
+    # the network without the others': a node taking its address changes no other's answer.
+
+    def _shape(self, n: NetworkObj) -> str:
+        """Digest of the network without its holders' addresses (cached per version)."""
+        got = self._shapes.get(n.id)
+        if got is not None and got[0] == n.version:
+            return got[1]
+        body = n.model_dump(mode="json", exclude={"node_addresses", "attach_ranges", "version", "updated_at"})
+        shape = hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        self._shapes[n.id] = (n.version, shape)
+        return shape
+
+    def _network_key(self, n: NetworkObj, node_id: str) -> str:
+        return f"{n.id}:{self._shape(n)}:{n.node_addresses.get(node_id, '')}:{n.attach_ranges.get(node_id, '')}"
+
+    @staticmethod
+    def _network_for(n: NetworkObj, node_id: str) -> dict:
+        d = n.model_dump(mode="json", exclude={"node_addresses", "attach_ranges"})
+        d["node_addresses"] = {node_id: n.node_addresses[node_id]} if node_id in n.node_addresses else {}
+        d["attach_ranges"] = {node_id: n.attach_ranges[node_id]} if node_id in n.attach_ranges else {}
+        return d
+
+    def _network_wakes(self) -> set[str] | None:
+        """Nodes whose view of a network changed since the last sync (None: every node's, when a
+        network came, went or changed other than in its holders' addresses)."""
+        wake: set[str] = set()
+        seen = set()
+        every = False
+        for n in self.store.all(NetworkObj):
+            seen.add(n.id)
+            old = self._nets.get(n.id)
+            if old is not None and old[0] == n.version:
+                continue
+            shape = self._shape(n)
+            if old is None or old[1] != shape:
+                every = True
+            else:
+                for mine, theirs in ((old[2], n.node_addresses), (old[3], n.attach_ranges)):
+                    if mine != theirs:
+                        wake |= {k for k in mine.keys() | theirs.keys() if mine.get(k) != theirs.get(k)}
+            self._nets[n.id] = (n.version, shape, dict(n.node_addresses), dict(n.attach_ranges))
+        for nid in [nid for nid in self._nets if nid not in seen]:
+            del self._nets[nid]
+            self._shapes.pop(nid, None)
+            every = True
+        return None if every else wake
 
     def _file_data(self, v: "View") -> tuple[dict[str, dict[str, str]], dict[str, dict[str, str]]]:
         """The answer's configs and secrets, ``{name: {version: base64}}``: exactly the versions
@@ -236,6 +290,11 @@ class Dispatcher:
                 self._task_node[tid] = node
             elif old is not None:
                 del self._task_node[tid]
+        net_wake = self._network_wakes()
+        if net_wake is None:
+            wake = set(self._waiters)
+        else:
+            wake |= net_wake
         others = self._others_key()
         if others != self._others:
             self._others = others
@@ -256,10 +315,10 @@ class Dispatcher:
                     ev.set()
 
     def _others_key(self) -> tuple:
-        """Changes when any config, secret or network is written (rare: every node re-checks)."""
+        """Changes when any config or secret is written (rare: every node re-checks)."""
         st = self.store
         return tuple(sum(o.version for o in st.all(cls)) + 1000003 * st.count(cls)
-                     for cls in (ConfigObj, SecretObj, NetworkObj))
+                     for cls in (ConfigObj, SecretObj))
 
     async def run(self) -> None:
         """Keep following the store (the manager runs this beside the long polls)."""

@@ -301,3 +301,36 @@ def test_a_task_placed_elsewhere_is_peer_news_not_own_news(tmp_path, store):
     net = d.peers.net_num["app_default"]
     assert not b["peers"]["full"] and b["peers"]["events"] == [[net, "10.210.0.6", d.peers.node_num["n2"]]]
     assert d.news("n1", d.view("n1"), b["digest"], b["ep"], b["pp"]) == -1
+
+
+def test_a_node_taking_its_address_on_a_network_changes_no_other_nodes_answer(tmp_path, store):
+    """A network spanning many nodes is rewritten as each takes its address: each node is sent,
+    and woken for, its own address only (the others travel in the peer log). With every node
+    sent every holder's address on each such write, 1,000 nodes made ~10^6 answers."""
+    from shoal.model.objects import NetworkObj
+
+    d = _cluster(tmp_path, store)
+    for n in ("n1", "n2", "n3"):
+        _node(store, n)
+    net = store.put(NetworkObj(id="w1", spec={"name": "app_default", "driver": "overlay"}, subnet="10.210.0.0/24",
+                               gateway="10.210.0.1", vni=4097, node_addresses={"n1": "10.210.0.2"}))
+    svc = _service(store)
+    for i, n in enumerate(("n1", "n2", "n3")):
+        _task(store, svc, f"t{i}", node=n, state="assigned", ip=f"10.210.0.{10 + i}")
+    d.sync()
+    a = d.assignments("n1")
+    (sent,) = a["networks"]
+    assert sent["node_addresses"] == {"n1": "10.210.0.2"} and sent["subnet"] == "10.210.0.0/24"
+    keys = {n: d.view(n).own_key for n in ("n1", "n2", "n3")}
+    assert d._network_wakes() == set()
+
+    net = store.put(net.model_copy(update={"node_addresses": {**net.node_addresses, "n2": "10.210.0.3"}}))
+    assert d._network_wakes() == {"n2"}  # (n1 hears of n2's address as peer news, paced)
+    after = {n: d.view(n).own_key for n in ("n1", "n2", "n3")}
+    assert after["n1"] == keys["n1"] == a["digest"] and after["n3"] == keys["n3"] and after["n2"] != keys["n2"]
+    assert d.assignments("n2")["networks"][0]["node_addresses"] == {"n2": "10.210.0.3"}
+
+    # the network itself changes (not only its holders): every node's view changes
+    store.put(net.model_copy(update={"spec": net.spec.model_copy(update={"labels": {"x": "y"}})}))
+    assert d._network_wakes() is None
+    assert d.view("n1").own_key != a["digest"]
