@@ -11,7 +11,7 @@ from shoal.model.specs import ContainerSpec, NetworkSpec, ServiceSpec
 
 
 class Keeper:
-    """The two things build_views reads of the agent's NetworkKeeper."""
+    """What build_views reads of the agent's NetworkKeeper."""
 
     def __init__(self) -> None:
         self.objs = {"app_net": NetworkObj(id="n1", spec=NetworkSpec(name="app_net"), subnet="10.0.9.0/24",
@@ -20,6 +20,9 @@ class Keeper:
 
     def bridge_of(self, name: str) -> str:
         return "br-test"
+
+    def block_of(self, net: NetworkObj) -> str:
+        return ""
 
 
 def endpoint(policy: str) -> dict:
