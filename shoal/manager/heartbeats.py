@@ -73,6 +73,7 @@ class Heartbeats:
         self._stalls: list[tuple[float, float]] = []  # (when, seconds) this loop was held up
         self._refused: dict[str, str] = {}  # node id -> the last refusal logged (log each once)
         self._told: list[tuple[float, float]] = [(0.0, 0.0)]  # (when, period) each time the period told changed
+        self._managers: Optional[tuple[float, list[str]]] = None  # (when read, the managers' addresses)
 
     # -- settings ----------------------------------------------------------------------
     def settings(self) -> ClusterObj:
@@ -124,7 +125,7 @@ class Heartbeats:
         if period != self._told[-1][1]:
             self._told.append((now, period))
         return {"heartbeat_period": period, "down_after": period * HEARTBEAT_GRACE,
-                "cert_expiry": s.cert_expiry, "managers": self.managers(), "role": node.role,
+                "cert_expiry": s.cert_expiry, "managers": self._managers_for_beat(), "role": node.role,
                 "facts_digest": _digest_of(current)}
 
     def _address(self, node: Node, claimed: str, peer: str) -> str:
@@ -164,6 +165,14 @@ class Heartbeats:
         """`addr:port` of every manager (what agents fail over between)."""
         return sorted(f"{n.addr}:{n.port}" for n in self.store.all(Node)
                       if n.role == "manager" and n.addr and n.port)
+
+    def _managers_for_beat(self) -> list[str]:
+        """`managers()` for every heartbeat's answer: read from the nodes at most once a second
+        (1,000 nodes beating walked 1,000 nodes each), not once per heartbeat."""
+        now = time.monotonic()
+        if self._managers is None or now - self._managers[0] >= 1.0:
+            self._managers = (now, self.managers())
+        return self._managers[1]
 
     def forget(self, node_id: str) -> None:
         self.last_seen.pop(node_id, None)

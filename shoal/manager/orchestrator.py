@@ -213,7 +213,9 @@ class Orchestrator:
         # Tasks on nodes, any state: active ones hold resources and ports, recent failures
         # count against their node (the scheduler's failure penalty).
         on_nodes = [t for n in nodes for t in st.tasks_of_node(n.id)]
-        result = schedule(pending, nodes, on_nodes, now, volume_nodes=self.volume_nodes())
+        # Where volumes are (a walk over every task) matters only to tasks that mount one.
+        mounting = any(m.type == "volume" for t in pending for m in t.spec.container.mounts)
+        result = schedule(pending, nodes, on_nodes, now, volume_nodes=self.volume_nodes() if mounting else {})
         for tid, node_id in result.assignments.items():
             t = st.get(Task, tid)
             if t is None:

@@ -15,6 +15,7 @@ While the cluster key is autolocked, every route but `info` and `unlock` answers
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable, Literal, Optional
 
@@ -28,6 +29,9 @@ Audience = Literal["public", "user", "agent", "join", "local", "browser", "brows
 
 SESSION_COOKIE = "shoal_session"
 DASHBOARD_HEADER = "X-Shoal-Dashboard"
+
+
+_IDENTITIES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # TLS connection -> its peer
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,10 @@ def identify(request: web.Request) -> Caller:
         if isinstance(transport.get_extra_info("sockname"), str):  # the unix socket
             return Caller("local")
         raise Forbidden("the manager API is served over TLS only")
-    ident = pki.peer_identity(ssl_obj.getpeercert())
+    try:  # a connection's certificate does not change: read it once (agents keep theirs open)
+        ident = _IDENTITIES[ssl_obj]
+    except KeyError:
+        ident = _IDENTITIES[ssl_obj] = pki.peer_identity(ssl_obj.getpeercert())
     if ident is None:
         return Caller("anonymous", session=request.cookies.get(SESSION_COOKIE, "")[:128],
                       dashboard_header=request.headers.get(DASHBOARD_HEADER) == "1")
