@@ -3,7 +3,8 @@
 Each Shoal network is a Docker bridge with the subnet the manager allocated (so VIPs
 and addresses agree cluster-wide), labelled so Shoal only ever touches its own. On an
 attachable network the engine's IPAM may give out only this node's block (its `IPRange`),
-so `docker run --network NAME` takes an address no task and no other node uses.
+so `docker run --network NAME` takes an address no task and no other node uses; on the
+others nothing (the gateway alone), so the engine refuses `docker run --network NAME`.
 """
 from __future__ import annotations
 
@@ -37,17 +38,26 @@ class NetworkKeeper:
         self.ranges: dict[str, str] = {}  # network name -> the IPRange it was made with ("" none)
 
     def block_of(self, net: NetworkObj) -> str:
-        """The block of addresses this node's engine may give out on `net` ("" when none: a
-        network that is not attachable, whose containers all get the manager's addresses)."""
+        """This node's block of an attachable network's addresses ("" when none)."""
         return net.attach_ranges.get(self.node_id, "") if net.spec.attachable else ""
+
+    def engine_range(self, net: NetworkObj) -> str:
+        """What this node's engine may give out on `net` itself (its `IPRange`): this node's
+        block of an attachable network; on any other network (or before the block comes) the
+        gateway alone, which the engine holds already, so that it gives out nothing and
+        refuses `docker run --network` ("no available IPv4 addresses"), as Swarm refuses a
+        network that is not attachable. Tasks get the manager's addresses, which the engine
+        takes outside the range."""
+        return self.block_of(net) or (f"{net.gateway}/32" if net.gateway else "")
 
     async def ensure(self, nets: list[NetworkObj]) -> None:
         if self.needed is not None:  # a prune meanwhile must not take what is being made
             self.needed = self.needed | {net.spec.name for net in nets}
         for net in nets:
             self.objs[net.spec.name] = net
-            if net.spec.name in self.ids and self.ranges.get(net.spec.name) == self.block_of(net):
-                continue
+            made = self.ranges.get(net.spec.name)
+            if net.spec.name in self.ids and made in (self.engine_range(net), "-"):
+                continue  # ("-": kept as it was while in use; the periodic prune tries again)
             try:
                 self.ids[net.spec.name] = await self._ensure_one(net)
                 self.errors.pop(net.spec.name, None)
@@ -67,20 +77,21 @@ class NetworkKeeper:
             subnets = [c.get("Subnet") for c in configs]
             ranges = [c.get("IPRange") or "" for c in configs]
             same = labels.get(L_NETWORK_ID) == net.id and net.subnet in subnets
-            if same and self.block_of(net) in ranges:
-                self.ranges[name] = self.block_of(net)
+            if same and self.engine_range(net) in ranges:
+                self.ranges[name] = self.engine_range(net)
                 return info["Id"]
             # A leftover of an earlier network of the same name, or this one made before the
-            # node had its block: replaced if unused. While containers use this one, it stays
-            # as it is (its block is applied once they are gone).
+            # node had its block (or by an older Shoal, open to the engine's own IPAM): replaced
+            # if unused. While containers use it, it stays as it is until they are gone.
             try:
                 await self.engine.networks.remove(info["Id"])
             except EngineError:
                 if not same:
                     raise
                 if self.ranges.get(name) != "-":
-                    log.warning("network %s: kept without its block of addresses while containers use it", name)
-                self.ranges[name] = "-"  # not applied: tried again with the next assignment
+                    log.warning("network %s: kept as it is (its engine's address range is not Shoal's "
+                                "yet) while containers use it", name)
+                self.ranges[name] = "-"  # not applied: the periodic prune tries again
                 return info["Id"]
         except NotFound:
             pass
@@ -96,9 +107,9 @@ class NetworkKeeper:
         # were left with "active endpoints" and no container, refused by `network rm` until
         # the engine restarted ("Fixing inconsistent endpoint_cnt" in its log).
         nid = await self.engine.networks.create(
-            name, "bridge", opts, subnets=[net.subnet], gateway=net.gateway, ip_range=self.block_of(net) or None,
+            name, "bridge", opts, subnets=[net.subnet], gateway=net.gateway, ip_range=self.engine_range(net) or None,
             internal=net.spec.internal, labels=labels)
-        self.ranges[name] = self.block_of(net)
+        self.ranges[name] = self.engine_range(net)
         return nid
 
     async def foreign_subnets(self) -> list[str]:
@@ -141,8 +152,11 @@ class NetworkKeeper:
         container of a network is often removed after the assignment that dropped it."""
         if needed is not None:
             self.needed = needed
-        elif self.needed is None:
-            return  # no assignment yet: nothing is known to be unneeded
+        else:  # the periodic pass: networks kept as they were are tried again
+            for name in [n for n, r in self.ranges.items() if r == "-"]:
+                del self.ranges[name]
+            if self.needed is None:
+                return  # no assignment yet: nothing is known to be unneeded
         needed = self.needed
         try:
             nets = await self.engine.networks.list(labels={L_MANAGED: "true", L_NODE_ID: self.node_id})

@@ -220,6 +220,14 @@ def test_shared_external_network(cluster, net_stack, tmp_path):
     cluster.wait_for(lambda: cluster.run("network", "rm", "shared-net", check=False).returncode == 0, timeout=30)
 
 
+def test_docker_run_on_a_network_that_is_not_attachable_is_refused(cluster, net_stack):
+    """As Swarm refuses it: the engine has no address of its own to give on a stack network
+    (its tasks take the manager's), so a user's container cannot take a task's address."""
+    p = subprocess.run(["docker", "run", "--rm", "--network", "net_back", "shoal/busybox:latest", "true"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "no available IPv4 addresses" in p.stderr, p.stderr
+
+
 def test_clean_up_leaves_nothing(cluster, net_stack):
     cluster.out("stack", "rm", "net")
     cluster.wait_for(lambda: not containers(**{"com.docker.stack.namespace": "net"}), timeout=90,

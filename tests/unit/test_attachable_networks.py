@@ -128,13 +128,16 @@ class _Networks:
             raise EngineError(403, "error while removing network: network has active endpoints")
         del self.nets[ref]
 
+    async def list(self, labels=None):
+        return []
+
     async def create(self, name, driver, opts, *, subnets, gateway, ip_range, internal, labels):
         config = {"Subnet": subnets[0], "Gateway": gateway, **({"IPRange": ip_range} if ip_range else {})}
         self.nets[name] = {"Id": name, "Name": name, "Labels": labels, "IPAM": {"Config": [config]}}
         return name
 
 
-def test_the_agent_makes_an_attachable_network_with_its_nodes_block_only():
+def test_the_agent_gives_the_engine_its_nodes_block_of_an_attachable_network_and_nothing_else():
     import asyncio
 
     from shoal.agent.networks import NetworkKeeper
@@ -147,20 +150,24 @@ def test_the_agent_makes_an_attachable_network_with_its_nodes_block_only():
         keeper = NetworkKeeper(engine, "a")
         net = NetworkObj(id="n1", spec={"name": NET, "driver": "overlay", "attachable": True},
                          subnet="10.0.9.0/24", gateway="10.0.9.1", vni=4097, node_addresses={"a": "10.0.9.2"})
-        await keeper.ensure([net])  # a network from before the blocks: no range yet
-        assert "IPRange" not in engine.networks.nets[NET]["IPAM"]["Config"][0]
+        await keeper.ensure([net])  # no block yet: closed to the engine's IPAM (the gateway alone)
+        assert engine.networks.nets[NET]["IPAM"]["Config"][0]["IPRange"] == "10.0.9.1/32"
         net = net.model_copy(update={"attach_ranges": {"a": "10.0.9.224/28", "b": "10.0.9.208/28"}})
         engine.networks.nets[NET]["Containers"] = {"c1": {}}
         await keeper.ensure([net])  # in use: kept as it is, tasks still get it
-        assert "IPRange" not in engine.networks.nets[NET]["IPAM"]["Config"][0]
+        assert engine.networks.nets[NET]["IPAM"]["Config"][0]["IPRange"] == "10.0.9.1/32"
         assert keeper.ids[NET] == NET and NET not in keeper.errors
         del engine.networks.nets[NET]["Containers"]
-        await keeper.ensure([net])  # made again, with this node's block, once unused
+        await keeper.ensure([net])  # not tried again with every assignment...
+        assert engine.networks.nets[NET]["IPAM"]["Config"][0]["IPRange"] == "10.0.9.1/32"
+        keeper.needed = {NET}
+        await keeper.prune()  # ...but after the periodic pass, once unused: made again with the block
+        await keeper.ensure([net])
         assert engine.networks.nets[NET]["IPAM"]["Config"][0]["IPRange"] == "10.0.9.224/28"
         await keeper.ensure([net])  # and left alone after that
         plain = net.model_copy(update={"spec": net.spec.model_copy(update={"name": "plain", "attachable": False})})
-        await keeper.ensure([plain])
-        assert "IPRange" not in engine.networks.nets["plain"]["IPAM"]["Config"][0]
+        await keeper.ensure([plain])  # not attachable: the engine gives out nothing itself
+        assert engine.networks.nets["plain"]["IPAM"]["Config"][0]["IPRange"] == "10.0.9.1/32"
 
     asyncio.run(go())
 
