@@ -17,9 +17,9 @@ See docs/datapath.md.
 from __future__ import annotations
 
 import ipaddress
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 Protocol = Literal["tcp", "udp", "sctp"]
 
@@ -173,24 +173,10 @@ class AttachedDns(_Plain):
     gateway instead, so that service names resolve for them as for tasks (Shoal's server
     forwards every other name to those same nameservers)."""
 
-    bridge: str
-    block: str  # this node's block of the network's addresses, where such containers live
-    gateway: str
-
-    @field_validator("gateway")
-    @classmethod
-    def _check_gateway(cls, v: str) -> str:
-        return _ip(v)
-
-    @field_validator("block")
-    @classmethod
-    def _check_block(cls, v: str) -> str:
-        return str(ipaddress.IPv4Network(v, strict=False))
-
-    @field_validator("bridge")
-    @classmethod
-    def _check_bridge(cls, v: str) -> str:
-        return _iface(v)
+    bridge: Annotated[str, AfterValidator(_iface)]
+    # this node's block of the network's addresses, where such containers live
+    block: Annotated[str, AfterValidator(lambda v: str(ipaddress.IPv4Network(v, strict=False)))]
+    gateway: Annotated[str, AfterValidator(_ip)]
 
 
 class DatapathView(_Plain):
