@@ -3,8 +3,8 @@
 A node holds the networks of the tasks placed on it that have not ended, and every node
 that can take traffic holds the network a routing-mesh port forwards to (a service's first
 network, when it publishes a port in ingress mode): a published port answers on every node,
-which sends the connection over that network to a replica wherever it runs. Every such node
-also holds each attachable network, so that `docker run --network NAME` works on any of them.
+which sends the connection over that network to a replica wherever it runs. Every node holds
+each attachable network, so that `docker run --network NAME` works on any of them.
 """
 from __future__ import annotations
 
@@ -34,7 +34,10 @@ def network_holders(services: list[Service], tasks_by_service: dict[str, list[Ta
         net = mesh_network(svc)
         if net is not None:
             out.setdefault(net, set()).update(live)
+    # Attachable networks: every node, down ones too, keeps its block (the containers users
+    # started there may still hold its addresses; given to another node, two would share one).
+    every = {n.id for n in nodes}
     for n in networks:
         if n.spec.attachable:
-            out.setdefault(n.spec.name, set()).update(live)
+            out.setdefault(n.spec.name, set()).update(every)
     return out
