@@ -35,6 +35,7 @@ class AddressBook:
         self._owners: dict[str, dict[str, str]] = {}  # network id -> ip -> "t:<task id>" | "n:<node id>"
         self._cursor: dict[str, int] = {}
         self._loaded = False
+        self._blockless: set[tuple[str, str]] = set()  # (network id, node id) told without a block
 
     def _load(self) -> None:
         st = self.store
@@ -110,11 +111,27 @@ class AddressBook:
             del book[ip]
             return False
 
-        try:
-            block = allocator.allocate_block(net.subnet, net.gateway, in_use,
-                                             allocator.attach_block_size(net.subnet))
-        except allocator.AllocationError as e:
-            raise allocator.AllocationError(f"network {net.spec.name}: {e}") from None
+        # Blocks take at most half of the subnet (the rest is the tasks' and nodes'): full
+        # blocks for the first quarter, then halves, then quarters, then none.
+        budget = ipaddress.ip_network(net.subnet, strict=False).num_addresses // 2
+        used = sum(ipaddress.ip_network(b, strict=False).num_addresses for b in net.attach_ranges.values())
+        size = allocator.attach_block_size(net.subnet)
+        for share in (0.5, 0.75, 1.0):
+            if size >= 4 and used + size <= budget * share:
+                break
+            size //= 2
+        else:
+            raise allocator.AllocationError(
+                f"network {net.spec.name}: half of {net.subnet} is already in blocks for users' containers "
+                f"(a larger subnet leaves more)")
+        while True:  # a smaller block when no full one is free
+            try:
+                block = allocator.allocate_block(net.subnet, net.gateway, in_use, size)
+                break
+            except allocator.AllocationError as e:
+                if size <= 4:
+                    raise allocator.AllocationError(f"network {net.spec.name}: {e}") from None
+                size //= 2
         for ip in allocator.block_addresses(block):
             book[ip] = owner
         return block
@@ -148,8 +165,18 @@ class AddressBook:
             if node_id not in net.node_addresses:
                 update["node_addresses"] = {**net.node_addresses, node_id: self._take(net, f"n:{node_id}")}
             if not has_block:  # after the node's address, which the block must not hold
-                update["attach_ranges"] = {**net.attach_ranges, node_id: self._take_block(net, f"n:{node_id}")}
-            st.put(net.model_copy(update=update))
+                try:
+                    update["attach_ranges"] = {**net.attach_ranges,
+                                               node_id: self._take_block(net, f"n:{node_id}")}
+                except allocator.AllocationError as e:
+                    # The node still holds the network (its tasks need it); its engine gives
+                    # out no address there, so `docker run --network` is refused on it.
+                    if (net.id, node_id) not in self._blockless:
+                        self._blockless.add((net.id, node_id))
+                        log.warning("node %s on %s: no block of addresses for its own containers: %s",
+                                    node_id, net.spec.name, e)
+            if update:
+                st.put(net.model_copy(update=update))
 
     def settle_nodes(self, holders: dict[str, set[str]]) -> None:
         """Make each network's node addresses those of its holders (network name -> node ids):

@@ -183,3 +183,28 @@ def test_docker_run_containers_dns_questions_go_to_the_service_dns():
     nat = rules.split("chain prerouting {", 1)[1].split("chain output {", 1)[0]
     assert ('iifname "br-123456789abc" ip saddr 10.0.9.224/28 ip daddr != 10.0.9.1 meta l4proto { tcp, udp } '
             'th dport 53 dnat ip to 10.0.9.1') in nat
+
+
+def _blocks_for(tmp_path, subnet: str, nodes: int):
+    s = SqliteStore(str(tmp_path / f"{nodes}.db"))
+    s.put(NetworkObj(id="n1", spec={"name": NET, "driver": "overlay", "attachable": True},
+                     subnet=subnet, gateway=subnet.rsplit(".", 1)[0] + ".1", vni=4097))
+    ids = [f"n{i:02d}" for i in range(nodes)]
+    for nid in ids:
+        s.put(Node(id=nid, state="ready", addr="192.168.50.2"))
+    AddressBook(s).settle_nodes({NET: set(ids)})
+    net = s.get(NetworkObj, "n1")
+    s.close()
+    return net
+
+
+def test_blocks_take_half_of_the_subnet_at_most_and_every_node_still_holds_it(tmp_path):
+    """Blocks take at most half of the subnet: 4 × 16, 4 × 8, 8 × 4 in a /24; the nodes after
+    those hold the network without a block (their engines refuse `docker run` there)."""
+    net = _blocks_for(tmp_path, "10.0.9.0/24", 20)
+    sizes = sorted(ipaddress.ip_network(b).num_addresses for b in net.attach_ranges.values())
+    assert len(net.node_addresses) == 20 and sizes == [4] * 8 + [8] * 4 + [16] * 4
+    every = [ip for b in net.attach_ranges.values() for ip in block_addresses(b)]
+    assert len(every) == len(set(every)) and not set(every) & set(net.node_addresses.values())
+    free = 254 - len(every) - len(net.node_addresses) - 1  # left for tasks (the gateway aside)
+    assert free >= 100
