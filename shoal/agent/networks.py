@@ -36,6 +36,7 @@ class NetworkKeeper:
         self.errors: dict[str, str] = {}
         self.needed: Optional[set[str]] = None  # the networks of the last assignment
         self.ranges: dict[str, str] = {}  # network name -> the IPRange it was made with ("" none)
+        self._kept: set[str] = set()  # networks said (once) to be kept as they were while in use
 
     def block_of(self, net: NetworkObj) -> str:
         """This node's block of an attachable network's addresses ("" when none)."""
@@ -88,7 +89,8 @@ class NetworkKeeper:
             except EngineError:
                 if not same:
                     raise
-                if self.ranges.get(name) != "-":
+                if name not in self._kept:
+                    self._kept.add(name)
                     log.warning("network %s: kept as it is (its engine's address range is not Shoal's "
                                 "yet) while containers use it", name)
                 self.ranges[name] = "-"  # not applied: the periodic prune tries again
@@ -106,6 +108,7 @@ class NetworkKeeper:
         # leave`, and with Swarm and Shoal on one engine (the benchmarks) networks of ours
         # were left with "active endpoints" and no container, refused by `network rm` until
         # the engine restarted ("Fixing inconsistent endpoint_cnt" in its log).
+        self._kept.discard(name)
         nid = await self.engine.networks.create(
             name, "bridge", opts, subnets=[net.subnet], gateway=net.gateway, ip_range=self.engine_range(net) or None,
             internal=net.spec.internal, labels=labels)
