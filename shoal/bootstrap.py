@@ -47,6 +47,10 @@ class JoinError(Exception):
     pass
 
 
+class NeedsUnlockKey(JoinError):
+    """A manager's keys of an autolocked cluster: the unlock key opens them."""
+
+
 # -- addresses ---------------------------------------------------------------------------
 def local_addresses() -> list[str]:
     addrs = {"127.0.0.1"}
@@ -284,11 +288,12 @@ def _as_manager(info: dict, answer: dict, port: int) -> dict:
     return out
 
 
-def become_manager(layout: Layout, info: dict, answer: dict) -> dict:
+def become_manager(layout: Layout, info: dict, answer: dict, unlock_key: Optional[str] = None) -> dict:
     """A worker promoted (`node promote`): a manager's keys from what its promotion answered
     (as a manager's join), its own certificates issued here; the new cluster.json. The daemon
-    then starts again as a manager."""
-    _become_manager(layout, answer, info.get("advertise_addr", ""))
+    then starts again as a manager. In an autolocked cluster the keys need `unlock_key`
+    (NeedsUnlockKey without it: `shoal unlock` on the node gives it)."""
+    _become_manager(layout, answer, info.get("advertise_addr", ""), unlock_key)
     out = _as_manager(info, answer, int(info.get("port") or DEFAULT_PORT))
     write_cluster(layout, out)
     return out
@@ -311,7 +316,7 @@ def become_worker(layout: Layout, info: dict, managers: list[str], password: byt
     return out
 
 
-def _become_manager(layout: Layout, answer: dict, addr: str) -> None:
+def _become_manager(layout: Layout, answer: dict, addr: str, unlock_key: Optional[str] = None) -> None:
     """A manager's keys from what the join answered: the cluster key and the CA's key as the
     cluster keeps them, then this manager's own node and API certificates, issued here."""
     import base64
@@ -326,10 +331,10 @@ def _become_manager(layout: Layout, answer: dict, addr: str) -> None:
     try:
         keyring.load()
     except Locked:
-        unlock_key = os.environ.get("SHOAL_UNLOCK_KEY")
+        unlock_key = unlock_key or os.environ.get("SHOAL_UNLOCK_KEY")
         if not unlock_key:
-            raise JoinError("the cluster is autolocked: give its unlock key to join as a manager "
-                            "(SHOAL_UNLOCK_KEY=… shoal join …)") from None
+            raise NeedsUnlockKey("the cluster is autolocked: give its unlock key to join as a manager "
+                                 "(SHOAL_UNLOCK_KEY=… shoal join …)") from None
         try:
             keyring.unlock(unlock_key)
         except BadUnlockKey:
@@ -495,3 +500,15 @@ def _erase_etcd(info: dict) -> None:
         log.warning("the cluster's keys in etcd were not erased: %s", e)
     finally:
         client.close()
+
+
+def check_unlock_key(answer: dict, unlock_key: str) -> None:
+    """Whether `unlock_key` opens the sealed cluster key of a manager's join or promotion
+    answer (BadUnlockKey if not), without writing anything of it to the node's files."""
+    import base64
+    import tempfile
+    from shoal.manager.keyring import Keyring
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "cluster.key")
+        pki.write_file(path, base64.b64decode(answer["manager"]["cluster_key"]), 0o600)
+        Keyring(path).unlock(unlock_key)

@@ -54,6 +54,10 @@ class Node:
         self.local_api: Optional[LocalApi] = None
         self._role_watch: Optional[asyncio.Task] = None
         self.changing = False  # between roles: the old parts stopped, the new ones starting
+        # Promoted in an autolocked cluster: the promotion's answer, kept until `shoal unlock`
+        # on this node gives the key (`_unlock_key`, kept only until the manager is unlocked).
+        self._promotion: Optional[dict] = None
+        self._unlock_key: Optional[str] = None
 
     async def start(self) -> None:
         await self.metrics.start()
@@ -71,7 +75,8 @@ class Node:
                                          on_unlocked=self.start_agent, metrics=ManagerMetrics(self.registry))
             await self.manager.start()
         else:
-            self.local_api = LocalApi(self.layout.socket, self.local_info, self.leave, join=self.join)
+            self.local_api = LocalApi(self.layout.socket, self.local_info, self.leave, join=self.join,
+                                      unlock=self.unlock)
             await self.local_api.start()
             if self.role == "worker":
                 self.start_agent(None)
@@ -189,8 +194,12 @@ class Node:
                 # demoted by another manager, which removed this one's etcd member first: this
                 # manager's own view cannot hear of it any more (its member is gone)
                 want = "worker"
+            if want == self.role:
+                self._promotion = None  # demoted again while it waited for the key
             if not want or self.role not in ("worker", "manager") or want == self.role:
                 continue
+            if want == "manager" and self._promotion is not None and self._unlock_key is None:
+                continue  # waiting for `shoal unlock`
             self.changing = True
             try:
                 if want == "manager":
@@ -211,12 +220,34 @@ class Node:
                 self.changing = False
 
     async def _promoted(self) -> None:
-        from shoal.bootstrap import become_manager
+        from shoal.bootstrap import NeedsUnlockKey, become_manager
         assert self.agent is not None
-        log.info("this node was promoted to a manager: fetching a manager's keys")
-        answer = await self.agent.client.call("POST", "/v1/agent/promotion", json={}, timeout=90)
-        info = await asyncio.to_thread(become_manager, self.layout, self.info, answer)
+        answer = self._promotion
+        if answer is None:
+            log.info("this node was promoted to a manager: fetching a manager's keys")
+            answer = await self.agent.client.call("POST", "/v1/agent/promotion", json={}, timeout=90)
+        key, self._unlock_key = self._unlock_key, None
+        try:
+            info = await asyncio.to_thread(become_manager, self.layout, self.info, answer, key)
+        except NeedsUnlockKey:
+            self._promotion = answer
+            log.warning("this node was promoted to a manager of an autolocked cluster: it stays a worker "
+                        "until `shoal unlock` on it gives the unlock key")
+            return
+        self._promotion = None
         await self._become(info)
+        if key and self.manager is not None and not self.manager.keyring.unlocked:
+            self.manager.unlock(key)  # the same key opens the manager it now is
+
+    async def unlock(self, key: str) -> dict:
+        """`shoal unlock` on a worker: the key a promotion in an autolocked cluster waits for.
+        Checked here; the promotion then goes on (LookupError: no promotion waits for it)."""
+        from shoal.bootstrap import check_unlock_key
+        if self._promotion is None:
+            raise LookupError("no promotion waits for an unlock key")
+        await asyncio.to_thread(check_unlock_key, self._promotion, key)  # BadUnlockKey
+        self._unlock_key = key
+        return {"unlocked": True, "promotion": "under way"}
 
     async def _demoted(self) -> None:
         from shoal.bootstrap import become_worker

@@ -27,17 +27,19 @@ def not_a_manager(managers: list[str]) -> str:
 
 class LocalApi:
     def __init__(self, socket_path: str, info: Callable[[], dict], leave: Callable[[], Any],
-                 join: Optional[Callable[..., Any]] = None):
+                 join: Optional[Callable[..., Any]] = None, unlock: Optional[Callable[[str], Any]] = None):
         self.socket_path = socket_path
         self.info = info
         self.leave = leave
         self.join = join
+        self.unlock = unlock  # a worker promoted in an autolocked cluster waits for the key
         self.runner: Optional[web.AppRunner] = None
 
     async def start(self) -> None:
         app = web.Application(client_max_size=64 * 1024)
         app.add_routes([web.get("/v1/info", self._info), web.post("/v1/local/leave", self._leave),
-                        web.post("/v1/local/join", self._join), web.route("*", "/{tail:.*}", self._elsewhere)])
+                        web.post("/v1/local/join", self._join), web.post("/v1/unlock", self._unlock),
+                        web.route("*", "/{tail:.*}", self._elsewhere)])
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self.runner.setup()
         if os.path.exists(self.socket_path):
@@ -82,6 +84,24 @@ class LocalApi:
             status = 409 if type(e).__name__ == "AlreadyInCluster" else 400
             return self._reply({"message": str(e) or type(e).__name__}, status)
         return self._reply(info)
+
+    async def _unlock(self, request: web.Request) -> web.Response:
+        if self.unlock is None:
+            return await self._elsewhere(request)
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or not isinstance(body.get("key"), str) or not body["key"]:
+                raise ValueError("key is required")
+        except ValueError as e:
+            return self._reply({"message": f"invalid request: {e}"}, 400)
+        try:
+            return self._reply(await self.unlock(body["key"]))
+        except LookupError:
+            return await self._elsewhere(request)
+        except Exception as e:  # noqa: BLE001 - BadUnlockKey (the manager's keyring is not imported here)
+            if type(e).__name__ == "BadUnlockKey":
+                return self._reply({"message": "invalid key"}, 403)
+            raise
 
     async def _elsewhere(self, request: web.Request) -> web.Response:
         if self.info().get("role") == "none":

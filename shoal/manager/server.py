@@ -138,6 +138,11 @@ class ManagerServer:
                 log.exception("following the cluster's lock failed")
             await asyncio.sleep(LOCK_SYNC_EVERY)
 
+    def unlock(self, key: str) -> None:
+        """What `shoal unlock` does (BadUnlockKey if `key` does not open the cluster key)."""
+        self.keyring.unlock(key)
+        self._unlocked_now()
+
     def _unlocked_now(self) -> None:
         asyncio.get_running_loop().create_task(self._start_unlocked())
 

@@ -7,7 +7,8 @@ the leader is killed (kill -9: Shoal, its etcd member, its engine) during a roll
 and the update finishes under the new leader; the dead manager comes back and follows; two
 managers of three lost is a lost quorum (writes refused, containers left alone) until
 `shoal init --force-new-cluster` on the survivor brings the cluster back with its state; a
-worker promoted and demoted; a manager of several leaves as a worker."""
+worker promoted and demoted; a manager of several leaves as a worker; a worker promoted in an
+autolocked cluster waits for `shoal unlock` on it."""
 from __future__ import annotations
 
 import json
@@ -238,3 +239,30 @@ def test_a_manager_of_several_leaves_as_a_worker(cl):
           and lab.nodes("lab3")["lab1"]["Status"] == "Down", timeout=60,
           what_else=lambda: info(lab, "lab3") + lab.shoal("lab3", "node", "ls", check=False))
     assert leader(lab, "lab3") == "lab3" and "o_app" in lab.shoal("lab3", "service", "ls")
+
+
+def test_a_worker_promoted_in_an_autolocked_cluster_waits_for_shoal_unlock_on_it(cl):
+    """The manager's keys a promoted worker is sent are sealed by the unlock key: it stays a
+    worker, saying so, until `shoal unlock` on it (a wrong key refused) — then a manager,
+    unlocked, with a voting member."""
+    import re
+    lab = cl
+    token = lab.shoal("lab3", "join-token", "-q", "worker").strip()
+    lab.shoal("lab1", "join", "--token", token, f"{lab.addr('lab3')}:4343")
+    key = re.search(r"SWMKEY-1-\S+", lab.shoal("lab3", "update", "--autolock", "true")).group(0)
+    try:
+        lab.shoal("lab3", "node", "promote", "lab1")
+        log = lambda: lab.exec("lab1", "sh", "-c", 'grep -v "^{" "$SHOAL_DATA_DIR/shoal.log" | tail -20',  # noqa: E731
+                               check=False).stdout
+        until("lab1 waiting for the unlock key", lambda: "until `shoal unlock`" in log(), timeout=60, what_else=log)
+        assert "Role: worker" in info(lab, "lab1")
+        p = lab.exec("lab1", "env", "SHOAL_UNLOCK_KEY=SWMKEY-1-NOTTHEKEY", "shoal", "unlock", check=False)
+        assert p.returncode != 0 and "invalid key" in p.stderr, p.stderr
+        lab.exec("lab1", "env", f"SHOAL_UNLOCK_KEY={key}", "shoal", "unlock")
+        until("lab1 a manager, unlocked, with a voting member",
+              lambda: "Role: manager" in info(lab, "lab1") and "Locked: False" in info(lab, "lab1")
+              and status(lab, "lab3").get("lab1") == "Reachable" and "2 voting;" in info(lab, "lab3"),
+              timeout=150, what_else=lambda: info(lab, "lab1") + log())
+        assert "o_app" in lab.shoal("lab1", "service", "ls")
+    finally:
+        lab.shoal("lab3", "update", "--autolock", "false", check=False)
