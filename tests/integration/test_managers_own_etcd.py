@@ -247,11 +247,12 @@ def test_a_worker_promoted_in_an_autolocked_cluster_waits_for_shoal_unlock_on_it
     unlocked, with a voting member."""
     import re
     lab = cl
+    lab.shoal("lab3", "node", "rm", "--force", "lab1")  # the node that left (one lab1 in `node ls`)
     token = lab.shoal("lab3", "join-token", "-q", "worker").strip()
     lab.shoal("lab1", "join", "--token", token, f"{lab.addr('lab3')}:4343")
     key = re.search(r"SWMKEY-1-\S+", lab.shoal("lab3", "update", "--autolock", "true")).group(0)
     try:
-        lab.shoal("lab3", "node", "promote", "lab1")
+        assert "promoted to a manager" in lab.shoal("lab3", "node", "promote", "lab1")
         log = lambda: lab.exec("lab1", "sh", "-c", 'grep -v "^{" "$SHOAL_DATA_DIR/shoal.log" | tail -20',  # noqa: E731
                                check=False).stdout
         until("lab1 waiting for the unlock key", lambda: "until `shoal unlock`" in log(), timeout=60, what_else=log)
