@@ -30,13 +30,16 @@ def resolve(store: Store, cls, ref: str, what: str):
     obj = store.get(cls, ref)
     if obj is not None:
         return obj
-    obj = store.by_name(cls, ref)
-    if obj is not None:
-        return obj
-    if cls is Node:
+    if cls is Node:  # by hostname: a node that left and joined again is listed twice until removed
         matches = [n for n in store.all(Node) if n.description.hostname == ref]
         if len(matches) == 1:
             return matches[0]
+        if len(matches) > 1:
+            raise ApiError(f"{what} {ref} is ambiguous ({len(matches)} matches found)")
+    else:
+        obj = store.by_name(cls, ref)
+        if obj is not None:
+            return obj
     matches = [o for o in store.all(cls) if o.id.startswith(ref)] if len(ref) >= 3 else []
     if len(matches) == 1:
         return matches[0]
