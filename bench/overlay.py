@@ -11,6 +11,7 @@ Engine) and measures, in the same run:
   task addresses); the routing mesh entered on lab1, which has no replica (so the mesh
   forwards over the overlay), beside a `mode: host` port on lab2 (no mesh: the replica's
   node, straight to it) — the issue's "mesh on a node without a replica vs direct";
+- Shoal again with two `docker run` containers on an attachable Shoal network, as Swarm's;
 - Swarm: the same two containers on an attachable Swarm overlay (`docker run --network`);
   its routing mesh and VIPs need IPVS, which this kernel lacks: recorded as not runnable.
 
@@ -171,6 +172,15 @@ def run_shoal(seconds: int, stack_file: str) -> dict[str, float]:
     until(lambda: ok("exec", "lab1", "iperf3", "-c", addr("lab1"), "-p", "15201", "-t", "1"), 30, "the mesh")
     out["mesh"] = iperf("lab1", "", addr("lab1"), 15201, seconds)
     out["hostport"] = iperf("lab1", "", addr("lab2"), 15202, seconds)
+    # the same two containers as Swarm's below: `docker run` on an attachable network
+    lab("exec", "lab1", "shoal", "network", "create", "--driver", "overlay", "--attachable", "ob_att")
+    for host, name in (("lab2", "ob_asrv"), ("lab1", "ob_acli")):
+        until(lambda: lab("exec", host, "docker", "run", "-d", "--init", "--name", name, "--network", "ob_att",
+                          "shoal/busybox:latest", "sleep", "36000", check=False), 60, f"{name} on {host}")
+        until(lambda: lab("exec", host, "docker", "ps", "-q", "--filter", f"name={name}").strip(), 30, name)
+    asrv, acli = pid_of("lab2", "name=ob_asrv"), pid_of("lab1", "name=ob_acli")
+    iperf_server("lab2", asrv)
+    out["attached"] = iperf("lab1", acli, ip_in("lab2", asrv), 5201, seconds)
     return out
 
 
@@ -219,6 +229,9 @@ def report(res: dict[str, list[dict]], args, wall: float) -> str:
         f"{mmm(col(sho, 'tput'), 'MB/s')} | {mmm(col(swa, 'tput'), 'MB/s')} | {SWARM_DOC['overlay']} |",
         f"| share of the underlay (per rep) | 100 % | {mmm(share(col(sho, 'tput'), col(und, 'tput')), '%')} | "
         f"{mmm(share(col(swa, 'tput'), col(und, 'tput')), '%')} | 78 % |",
+        f"| the same, `docker run` containers on an attachable network (as Swarm's) | — | "
+        f"{mmm(col(sho, 'attached'), 'MB/s')} | (the row above) | — |",
+        f"| share of the underlay (per rep) | — | {mmm(share(col(sho, 'attached'), col(und, 'tput')), '%')} | — | — |",
         f"| ping round trip (mean of 200) | {mmm(col(und, 'rtt'), 'µs')} | {mmm(col(sho, 'rtt'), 'µs')} | "
         f"{mmm(col(swa, 'rtt'), 'µs')} | — |",
         f"| routing mesh entered on a node without a replica | — | {mmm(col(sho, 'mesh'), 'MB/s')} | "
