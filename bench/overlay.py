@@ -174,14 +174,21 @@ def run_shoal(seconds: int, stack_file: str) -> dict[str, float]:
     out["hostport"] = iperf("lab1", "", addr("lab2"), 15202, seconds)
     # the same two containers as Swarm's below: `docker run` on an attachable network
     lab("exec", "lab1", "shoal", "network", "create", "--driver", "overlay", "--attachable", "ob_att")
-    for host, name in (("lab2", "ob_asrv"), ("lab1", "ob_acli")):
-        until(lambda: lab("exec", host, "docker", "run", "-d", "--init", "--name", name, "--network", "ob_att",
-                          "shoal/busybox:latest", "sleep", "36000", check=False), 60, f"{name} on {host}")
-        until(lambda: lab("exec", host, "docker", "ps", "-q", "--filter", f"name={name}").strip(), 30, name)
-    asrv, acli = pid_of("lab2", "name=ob_asrv"), pid_of("lab1", "name=ob_acli")
-    iperf_server("lab2", asrv)
+    asrv, acli = docker_run_pair("ob_att", "ob_asrv", "ob_acli")
     out["attached"] = iperf("lab1", acli, ip_in("lab2", asrv), 5201, seconds)
     return out
+
+
+def docker_run_pair(network: str, server: str, client: str) -> tuple[str, str]:
+    """`docker run` a server on lab2 and a client on lab1 on an attachable network; the
+    server's iperf3 started: (server pid, client pid)."""
+    for host, name in (("lab2", server), ("lab1", client)):
+        until(lambda: lab("exec", host, "docker", "run", "-d", "--init", "--name", name, "--network", network,
+                          "shoal/busybox:latest", "sleep", "36000", check=False), 60, f"{name} on {host}")
+        until(lambda: lab("exec", host, "docker", "ps", "-q", "--filter", f"name={name}").strip(), 30, name)
+    srv, cli = pid_of("lab2", f"name={server}"), pid_of("lab1", f"name={client}")
+    iperf_server("lab2", srv)
+    return srv, cli
 
 
 def run_swarm(seconds: int) -> dict[str, float]:
@@ -189,12 +196,7 @@ def run_swarm(seconds: int) -> dict[str, float]:
     token = lab("exec", "lab1", "docker", "swarm", "join-token", "-q", "worker").strip()
     lab("exec", "lab2", "docker", "swarm", "join", "--token", token, f"{addr('lab1')}:2377")
     lab("exec", "lab1", "docker", "network", "create", "-d", "overlay", "--attachable", "ob_net")
-    for host, name in (("lab2", "ob_srv"), ("lab1", "ob_cli")):
-        until(lambda: lab("exec", host, "docker", "run", "-d", "--init", "--name", name, "--network", "ob_net",
-                          "shoal/busybox:latest", "sleep", "36000", check=False), 60, f"{name} on {host}")
-        until(lambda: lab("exec", host, "docker", "ps", "-q", "--filter", f"name={name}").strip(), 30, name)
-    srv, cli = pid_of("lab2", "name=ob_srv"), pid_of("lab1", "name=ob_cli")
-    iperf_server("lab2", srv)
+    srv, cli = docker_run_pair("ob_net", "ob_srv", "ob_cli")
     target = ip_in("lab2", srv)
     return {"tput": iperf("lab1", cli, target, 5201, seconds), "rtt": rtt("lab1", cli, target)}
 
