@@ -68,6 +68,17 @@ class AddressBook:
         block = cur.attach_ranges.get(oid)
         return cur.node_addresses.get(oid) == ip or (block is not None and _in_block(ip, block))
 
+    def _in_use(self, net: NetworkObj, book: dict[str, str], ip: str, owner: Optional[str] = None) -> bool:
+        """Whether `ip` is held by someone other than `owner` (an owner that no longer holds it
+        is forgotten on the way)."""
+        held = book.get(ip)
+        if held is None or held == owner:
+            return False
+        if self._holds(net, ip, held):
+            return True
+        del book[ip]
+        return False
+
     def _take(self, net: NetworkObj, owner: str, wanted: Optional[str] = None) -> str:
         """An address of `net` for `owner` (AllocationError when none is free)."""
         if not self._loaded:
@@ -75,13 +86,7 @@ class AddressBook:
         book = self._owners.setdefault(net.id, {})
 
         def in_use(ip: str) -> bool:
-            held = book.get(ip)
-            if held is None or held == owner:
-                return False
-            if self._holds(net, ip, held):
-                return True
-            del book[ip]
-            return False
+            return self._in_use(net, book, ip, owner)
 
         if wanted:
             if in_use(wanted):
@@ -103,13 +108,7 @@ class AddressBook:
         book = self._owners.setdefault(net.id, {})
 
         def in_use(ip: str) -> bool:
-            held = book.get(ip)
-            if held is None:
-                return False
-            if self._holds(net, ip, held):
-                return True
-            del book[ip]
-            return False
+            return self._in_use(net, book, ip)
 
         # Blocks take at most half of the subnet (the rest is the tasks' and nodes'): full
         # blocks for the first quarter, then halves, then quarters, then none.
