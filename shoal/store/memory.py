@@ -266,7 +266,7 @@ class ViewStore(Store):
                 feed.services.add(obj.id)
         elif kind == "node" and not quiet:
             self._nodes_changed = True
-        elif kind == "network" and old is None and getattr(obj, "spec").attachable:
+        elif kind == "network" and old is None and obj.spec.attachable:  # type: ignore[attr-defined]
             self._nodes_changed = True  # every node holds it: a full pass gives them their addresses
 
     def _unindex(self, kind: str, obj_id: str) -> None:
