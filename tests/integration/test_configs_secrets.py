@@ -9,7 +9,6 @@ Autolock is in test_autolock.py (it restarts its own clusters).
 from __future__ import annotations
 
 import base64
-import http.client
 import json
 import os
 import re
@@ -421,7 +420,7 @@ def test_errors(cluster, sec):
     for n in ("e1", "e2", "m1", "m2", "big1", "big2"):
         assert f" {n} " not in names
     # stdin
-    out = cluster.out("config", "create", "from-stdin", "-", input="hello\n")
+    cluster.out("config", "create", "from-stdin", "-", input="hello\n")
     assert "hello" in cluster.out("config", "inspect", "--pretty", "from-stdin")
     cluster.out("config", "rm", "from-stdin")
     # columns as Docker's

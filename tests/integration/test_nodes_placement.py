@@ -98,7 +98,7 @@ def test_node_ls_and_inspect(cluster: ShoalCli, me: dict):
     assert lines[0].split() == ["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER", "STATUS", "ENGINE", "VERSION"]
     assert lines[1].split()[:2] == [me["id"], "*"] and "Ready" in lines[1] and "Active" in lines[1]
     pretty = cluster.out("node", "inspect", "--pretty", "self")
-    for want in (f"ID:", me["id"], f"Hostname:", me["description"]["hostname"], "Status:", "State:",
+    for want in ("ID:", me["id"], "Hostname:", me["description"]["hostname"], "Status:", "State:",
                  "Ready", "Availability:", "Active", "Platform:", "Operating System:", "linux",
                  "Architecture:", "Resources:", "CPUs:", "Memory:", "Engine Version:"):
         assert want in pretty, (want, pretty)
