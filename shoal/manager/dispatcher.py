@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import ipaddress
 import json
@@ -81,6 +82,7 @@ class Dispatcher:
         # next one, and the base of its delta
         self._sent: dict[str, tuple[str, float, dict[str, int]]] = {}
         self._waiters: dict[str, asyncio.Event] = {}
+        self._views: dict[str, tuple[tuple, View]] = {}  # node id -> (store sequences, its view then)
         self._task_node: dict[str, str] = {}  # task id -> its node (to wake it when the task goes)
         self._others: tuple = ()
         self._shapes: dict[str, tuple[int, str]] = {}  # network id -> (version, shape)
@@ -98,6 +100,20 @@ class Dispatcher:
     # not seen (shared chunks).
 
     def view(self, node_id: str) -> "View":
+        """The node's view, kept while none of its tasks, no network, config or secret was
+        written since (a long poll looks at it on every wake; most wakes change nothing of it)."""
+        st = self.store
+        key = (st.node_seq(node_id), st.kind_seq(NetworkObj), st.kind_seq(ConfigObj), st.kind_seq(SecretObj))
+        got = self._views.get(node_id)
+        if got is not None and got[0] == key:
+            return dataclasses.replace(got[1], rev=st.rev)
+        v = self._make_view(node_id)
+        if len(self._views) > 2 * len(self._waiters) + 64:
+            self._views.clear()  # nodes gone
+        self._views[node_id] = (key, v)
+        return v
+
+    def _make_view(self, node_id: str) -> "View":
         st = self.store
         mine = st.tasks_of_node(node_id)
         tasks = [t for t in mine if t.status.state not in ts.TERMINAL]

@@ -117,6 +117,14 @@ class Store(abc.ABC):
         """Changes whenever the service or one of its tasks is written (or deleted)."""
 
     @abc.abstractmethod
+    def node_seq(self, node_id: str) -> int:
+        """Changes whenever a task on the node, or moving on or off it, is written (or deleted)."""
+
+    @abc.abstractmethod
+    def kind_seq(self, cls: type[Obj]) -> int:
+        """Changes whenever an object of that kind is written (or deleted)."""
+
+    @abc.abstractmethod
     def task_json(self, t: Task) -> str:
         """The task as JSON, its spec inside (each spec serialised once)."""
 

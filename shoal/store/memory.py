@@ -114,6 +114,10 @@ class ViewStore(Store):
         # readers cache what they derive from a service's tasks by it (dispatcher endpoints).
         self._seq = 0
         self._service_seq: dict[str, int] = {}
+        # The same per node (its tasks, any moving on or off it) and per kind of object: the
+        # dispatcher keeps each node's view while neither moved.
+        self._node_seq: dict[str, int] = {}
+        self._kind_seq: dict[str, int] = {k: 0 for k in KINDS}
         # The specs of the tasks in memory (see _Spec), by key and by the id of their (shared)
         # object; other spec objects already seen (equal to one of those) by id, in _spec_alias,
         # so that a spec is turned into JSON and hashed once, not on every write of every task.
@@ -208,6 +212,7 @@ class ViewStore(Store):
     def _index(self, kind: str, obj: Obj, quiet: bool = False) -> None:
         old = self._objects[kind].get(obj.id)
         self._objects[kind][obj.id] = obj
+        self._kind_seq[kind] += 1
         if kind == "task":
             t: Task = obj  # type: ignore[assignment]
             d = t.__dict__
@@ -251,8 +256,10 @@ class ViewStore(Store):
             prev_node = old.node_id if old is not None else None  # type: ignore[union-attr]
             if prev_node and prev_node != t.node_id:
                 self._tasks_by_node.get(prev_node, {}).pop(t.id, None)
+                self._node_seq[prev_node] = self._seq
             if t.node_id:
                 self._tasks_by_node.setdefault(t.node_id, {})[t.id] = t
+                self._node_seq[t.node_id] = self._seq
             if status.state == "pending":
                 self._pending_tasks[t.id] = t
             else:
@@ -271,6 +278,7 @@ class ViewStore(Store):
 
     def _unindex(self, kind: str, obj_id: str) -> None:
         obj = self._objects[kind].pop(obj_id, None)
+        self._kind_seq[kind] += 1
         if kind == "task" and obj is not None:
             t: Task = obj  # type: ignore[assignment]
             e = self._spec_entry(t.spec)
@@ -282,11 +290,12 @@ class ViewStore(Store):
                 tasks.pop(t.id, None)
                 if not tasks:
                     del self._tasks_by_service[t.service_id]
-            if t.node_id:
-                self._tasks_by_node.get(t.node_id, {}).pop(t.id, None)
             self._pending_tasks.pop(t.id, None)
             self._changed_services.add(t.service_id)
             self._seq += 1
+            if t.node_id:
+                self._tasks_by_node.get(t.node_id, {}).pop(t.id, None)
+                self._node_seq[t.node_id] = self._seq
             self._service_seq[t.service_id] = self._seq
             for feed in self._feeds:
                 feed.tasks.add(t.id)
@@ -328,6 +337,14 @@ class ViewStore(Store):
     def service_seq(self, service_id: str) -> int:
         """Changes whenever the service or one of its tasks is written (or deleted)."""
         return self._service_seq.get(service_id, 0)
+
+    def node_seq(self, node_id: str) -> int:
+        """Changes whenever a task on the node, or moving on or off it, is written (or deleted)."""
+        return self._node_seq.get(node_id, 0)
+
+    def kind_seq(self, cls: type[Obj]) -> int:
+        """Changes whenever an object of that kind is written (or deleted)."""
+        return self._kind_seq[KIND_OF[cls]]
 
     def task_json(self, t: Task) -> str:
         """The task as JSON, its spec inside (the spec serialised once per spec)."""

@@ -334,3 +334,38 @@ def test_a_node_taking_its_address_on_a_network_changes_no_other_nodes_answer(tm
     store.put(net.model_copy(update={"spec": net.spec.model_copy(update={"labels": {"x": "y"}})}))
     assert d._network_wakes() is None
     assert d.view("n1").own_key != a["digest"]
+
+
+def test_a_nodes_view_is_kept_until_something_of_it_is_written(tmp_path, store):
+    """A long poll looks at its node's view on every wake; the view is made again only when one
+    of the node's tasks, or a network, config or secret, was written since."""
+    from shoal.model.objects import ConfigObj, NetworkObj
+
+    d = _cluster(tmp_path, store)
+    for n in ("n1", "n2"):
+        _node(store, n)
+    svc = _service(store)
+    _task(store, svc, "t1", node="n1")
+    first = d.view("n1")
+    again = d.view("n1")
+    assert again.tasks is first.tasks and again.own_key == first.own_key  # kept
+
+    _task(store, svc, "t2", node="n2", ip="10.210.0.6")  # another node's task
+    assert d.view("n1").tasks is first.tasks
+    assert d.view("n1").rev == store.rev  # the answer's revision is the store's now
+
+    t1 = store.get(Task, "t1")
+    store.put(t1.model_copy(update={"desired_state": "shutdown"}))  # its own task
+    v = d.view("n1")
+    assert v.tasks is not first.tasks and v.own_key != first.own_key and v.tasks[0].desired_state == "shutdown"
+
+    store.put(t1.model_copy(update={"version": store.get(Task, "t1").version, "node_id": "n2"}))  # moved off it
+    assert [t.id for t in d.view("n1").tasks] == [] and "t1" in [t.id for t in d.view("n2").tasks]
+
+    kept = d.view("n2")
+    store.put(NetworkObj(id="w9", spec={"name": "other", "driver": "overlay"}, subnet="10.211.0.0/24",
+                         gateway="10.211.0.1", vni=4099))
+    assert d.view("n2").tasks is not kept.tasks  # made again (networks are part of every view)
+    kept = d.view("n2")
+    store.put(ConfigObj(id="c1", name="conf", data=b"hi"))
+    assert d.view("n2").tasks is not kept.tasks
