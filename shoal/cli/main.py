@@ -22,8 +22,37 @@ class Ctx:
         return self._api
 
 
+# Which module defines each command: only the one a command line names is imported (each
+# costs start-up time; `shoal join` is timed against `docker swarm join`).
+COMMAND_MODULES = {
+    **dict.fromkeys(("init", "join", "join-token", "start", "stop", "daemon", "leave", "unlock", "unlock-key",
+                     "update", "info"), "cluster_cmd"),
+    "config": "config_cmd", "secret": "config_cmd", "dashboard": "dashboard_cmd", "events": "events_cmd",
+    "network": "network_cmd", "volume": "network_cmd", "node": "node_cmd", "service": "service_cmd",
+    "stack": "stack_cmd",
+}
+
+
+def load_commands(names=None) -> None:
+    """Import the modules of these commands (all when None): they register on `cli`."""
+    import importlib
+    for module in sorted(set(COMMAND_MODULES.values()) if names is None
+                         else {COMMAND_MODULES[n] for n in names if n in COMMAND_MODULES}):
+        importlib.import_module(f"shoal.cli.{module}")
+
+
 class ShoalGroup(click.Group):
-    """Turns API failures into one clear line on stderr and exit code 1."""
+    """Turns API failures into one clear line on stderr and exit code 1; loads a command's
+    module when the command line names it."""
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        if cmd_name not in self.commands:
+            load_commands([cmd_name] if cmd_name in COMMAND_MODULES else None)
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context):
+        load_commands()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -43,6 +72,4 @@ def cli(ctx: click.Context, data_dir: str | None) -> None:
 
 
 def main() -> None:
-    from shoal.cli import (cluster_cmd, config_cmd, dashboard_cmd, events_cmd, network_cmd, node_cmd,  # noqa: F401
-                           service_cmd, stack_cmd)
     cli(prog_name="shoal")
