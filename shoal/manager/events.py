@@ -32,6 +32,7 @@ class EventLog:
         self.keep = keep
         self.max_age = max_age
         self.events: deque[dict] = deque(maxlen=keep)
+        self._lines: deque[str] = deque(maxlen=keep)  # the same events as JSON lines (a rewrite encodes none again)
         self.seq = 0  # of the newest event
         self._lines_in_file = 0
         self._waiters: list[asyncio.Future] = []
@@ -53,6 +54,7 @@ class EventLog:
                         continue  # a line cut by a crash
                     if isinstance(ev, dict) and ev.get("time", 0) >= cutoff:
                         self.events.append(ev)
+                        self._lines.append(line if line.endswith("\n") else line + "\n")
         except OSError as e:
             log.warning("events: cannot read %s: %s", self.path, e)
         self.seq = self.events[-1].get("seq", 0) if self.events else 0
@@ -65,8 +67,7 @@ class EventLog:
         tmp = self.path + ".tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as f:
-                for ev in self.events:
-                    f.write(_encode(ev) + "\n")
+                f.writelines(self._lines)
             if self._file is not None:
                 self._file.close()
                 self._file = None
@@ -75,15 +76,15 @@ class EventLog:
         except OSError as e:
             log.warning("events: cannot rewrite %s: %s", self.path, e)
 
-    def _append(self, evs: list[dict]) -> None:
+    def _append(self, lines: list[str]) -> None:
         if not self.path:
             return
         try:
             if self._file is None:
                 self._file = open(self.path, "a", encoding="utf-8")
-            self._file.write("".join(_encode(ev) + "\n" for ev in evs))
+            self._file.write("".join(lines))
             self._file.flush()  # to the kernel: a crash of the manager loses none of them
-            self._lines_in_file += len(evs)
+            self._lines_in_file += len(lines)
         except OSError as e:
             log.warning("events: cannot append to %s: %s", self.path, e)
             self._file = None
@@ -104,11 +105,14 @@ class EventLog:
             self.add(evs)
 
     def add(self, evs: list[dict]) -> None:
+        lines = []
         for ev in evs:
             self.seq += 1
             ev["seq"] = self.seq
             self.events.append(ev)
-        self._append(evs)
+            lines.append(_encode(ev) + "\n")
+        self._lines.extend(lines)
+        self._append(lines)
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             if not fut.done():

@@ -21,7 +21,6 @@ from shoal.ids import new_id
 from shoal.manager.addresses import AddressBook
 from shoal.manager.allocator import AllocationError
 from shoal.manager.metrics import ManagerMetrics
-from shoal.manager.node_infos import NodeInfoCache
 from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import NetworkObj, Node, Service, Task, TaskStatus
 from shoal.scheduler.pipeline import schedule
@@ -61,7 +60,6 @@ class Orchestrator:
         self._idle_key: tuple = ()
         self.pruner = VersionPruner(store)
         self.addresses = AddressBook(store)
-        self.node_infos = NodeInfoCache(store)
 
     async def run(self) -> None:
         """Orchestrate while this manager leads (called again at each new leadership)."""
@@ -74,7 +72,6 @@ class Orchestrator:
         again handed out an address the other leader had given, and the task failed to start)."""
         self.addresses = AddressBook(self.store)
         self.pruner = VersionPruner(self.store)
-        self.node_infos = NodeInfoCache(self.store)
         self._last_full = 0.0  # the first pass looks at every service
         self._wake.clear()
         self._carry = set()
@@ -214,11 +211,11 @@ class Orchestrator:
         else:
             self._cursor = 0
         # Tasks on nodes, any state: active ones hold resources and ports, recent failures
-        # count against their node (the scheduler's failure penalty); kept between passes.
-        infos = self.node_infos.infos(nodes, {t.id for t in pending}, now)
+        # count against their node (the scheduler's failure penalty).
+        on_nodes = [t for n in nodes for t in st.tasks_of_node(n.id)]
         # Where volumes are (a walk over every task) matters only to tasks that mount one.
         mounting = any(m.type == "volume" for t in pending for m in t.spec.container.mounts)
-        result = schedule(pending, nodes, (), now, volume_nodes=self.volume_nodes() if mounting else {}, infos=infos)
+        result = schedule(pending, nodes, on_nodes, now, volume_nodes=self.volume_nodes() if mounting else {})
         for tid, node_id in result.assignments.items():
             t = st.get(Task, tid)
             if t is None:

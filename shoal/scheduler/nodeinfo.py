@@ -45,12 +45,6 @@ class NodeInfo:
     def penalised(self, service_id: str) -> bool:
         return self.failures.get(service_id, 0) >= FAILURE_THRESHOLD
 
-    def copy(self) -> "NodeInfo":
-        c = NodeInfo.__new__(NodeInfo)
-        c.node, c.id, c.cpu_free, c.mem_free, c.total = self.node, self.id, self.cpu_free, self.mem_free, self.total
-        c.by_service, c.ports, c.failures = dict(self.by_service), set(self.ports), dict(self.failures)
-        return c
-
 
 def build_node_infos(nodes: Iterable[Node], tasks: Iterable[Task], now: float,
                      skip: frozenset[str] | set[str] = frozenset()) -> dict[str, NodeInfo]:
@@ -58,13 +52,6 @@ def build_node_infos(nodes: Iterable[Node], tasks: Iterable[Task], now: float,
     active state count (resources, counts, ports); failed ones within the last 5 minutes count
     as failures of their service on that node. Task ids in `skip` are ignored."""
     infos = {n.id: NodeInfo(n) for n in nodes}
-    count_tasks(infos, tasks, now, skip)
-    return infos
-
-
-def count_tasks(infos: dict[str, NodeInfo], tasks: Iterable[Task], now: float,
-                skip: frozenset[str] | set[str] = frozenset()) -> None:
-    """Account for `tasks` on the nodes of `infos`, as build_node_infos does."""
     cache: dict[tuple[str, int], tuple[int, int, tuple]] = {}
     horizon = now - FAILURE_WINDOW
     for t in tasks:
@@ -84,3 +71,4 @@ def count_tasks(infos: dict[str, NodeInfo], tasks: Iterable[Task], now: float,
             info.add(t.service_id, prof[0], prof[1], prof[2])
         elif state == FAILED and t.status.timestamp >= horizon:
             info.failures[t.service_id] = info.failures.get(t.service_id, 0) + 1
+    return infos

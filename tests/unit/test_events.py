@@ -103,6 +103,8 @@ def test_the_file_is_rewritten_when_it_holds_twice_what_is_kept(tmp_path):
     for i in range(10):
         log.add([ev(time.time())])
         assert sum(1 for _ in open(path)) < 6
+    seqs = [json.loads(line)["seq"] for line in open(path)]
+    assert seqs[-3:] == [8, 9, 10] and seqs == sorted(seqs)  # the kept events, as written
 
 
 def test_old_events_are_dropped_at_start(tmp_path):
