@@ -51,7 +51,10 @@ in_host() {  # in_host labK CMD…: CMD in K's network and hostname namespaces
 }
 
 python_bin() {
-    if [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"; else command -v python3; fi
+    # the interpreter itself: a version manager's shim on the PATH (pyenv's is a shell script
+    # that starts another) costs ~0.1 s on every command, which no installed `shoal` pays
+    if [ -x "$ROOT/.venv/bin/python" ]; then echo "$ROOT/.venv/bin/python"
+    else python3 -c 'import sys; print(sys.executable)'; fi
 }
 
 write_wrapper() {

@@ -315,6 +315,9 @@ async def run_daemon(layout: Layout, listen: str = "0.0.0.0", metrics_addr: Opti
         loop.add_signal_handler(sig, stop.set)
     if info is None:
         log.info("shoal daemon running, not in a cluster yet: waiting for `shoal join` (or stop it, then `shoal init`)")
+        # the first heartbeat after a join reports the ports in use: find their owners now
+        from shoal.agent.datapath.ports import ports_in_use
+        loop.run_in_executor(None, ports_in_use)
     else:
         log.info("shoal daemon running (node %s, %s)", info["node_id"], node.role)
     stopper = asyncio.create_task(stop.wait())

@@ -44,11 +44,50 @@ def _addr(hexaddr: str) -> str:
     return str(ipaddress.IPv6Address(b))
 
 
+# socket inode -> (pid, command) of the process last found holding it: every heartbeat looks
+# for the owners of the node's listening sockets, and a walk over every process's descriptors
+# costs ~50 ms on a busy host (the joining node's first heartbeat waited for it). A kept
+# owner is checked (the process still holds the socket) before it is used.
+_KNOWN: dict[int, tuple[int, str]] = {}
+_UNSEEN: set[int] = set()  # sockets no visible process holds (another PID namespace's): not looked for again
+
+
+def _holds(pid: int, target: str) -> bool:
+    fd_dir = f"/proc/{pid}/fd"
+    try:
+        for fd in os.listdir(fd_dir):
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") == target:
+                    return True
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return False
+
+
 def _owners(inodes: Iterable[int]) -> dict[int, tuple[int, str]]:
-    wanted = {f"socket:[{i}]": i for i in inodes if i}
+    wanted = {f"socket:[{i}]": i for i in inodes if i and i not in _UNSEEN}
     out: dict[int, tuple[int, str]] = {}
-    if not wanted:
-        return out
+    for target, ino in list(wanted.items()):
+        known = _KNOWN.get(ino)
+        if known is not None and _holds(known[0], target):
+            out[ino] = known
+            del wanted[target]
+    if wanted:
+        found = _walk(wanted)
+        out.update(found)
+        if len(_KNOWN) + len(_UNSEEN) > 4096:
+            _KNOWN.clear()
+            _UNSEEN.clear()
+        _KNOWN.update(found)
+        _UNSEEN.update(i for i in wanted.values() if i not in found)
+    return out
+
+
+def _walk(wanted: dict[str, int]) -> dict[int, tuple[int, str]]:
+    """Owners of the sockets in `wanted` (link target -> inode), from every process's descriptors."""
+    out: dict[int, tuple[int, str]] = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
