@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from conftest import FIXTURES, containers, docker, http_get
-from shoal.cli.api_client import _UnixConnection
+from shoal.cli.api_client import Api
+from shoal.paths import Layout
 
 pytestmark = pytest.mark.integration
 
@@ -65,14 +66,11 @@ def assert_no_leak(blob: bytes | str, where: str, data: bytes = SECRET_DATA) -> 
 
 
 def api_raw(data_dir: str, method: str, path: str, body=None) -> tuple[int, bytes]:
-    c = _UnixConnection(os.path.join(data_dir, "shoal.sock"), 60)
+    s, r = Api(Layout(data_dir), 60)._send(method, path, json.dumps(body).encode() if body is not None else None, 60)
     try:
-        c.request(method, path, body=json.dumps(body).encode() if body is not None else None,
-                  headers={"Content-Type": "application/json"})
-        r = c.getresponse()
         return r.status, r.read()
     finally:
-        c.close()
+        s.close()
 
 
 def write(tmp: Path, name: str, text: str | bytes) -> str:
