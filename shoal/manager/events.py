@@ -105,14 +105,14 @@ class EventLog:
             self.add(evs)
 
     def add(self, evs: list[dict]) -> None:
-        lines = []
         for ev in evs:
             self.seq += 1
             ev["seq"] = self.seq
             self.events.append(ev)
-            lines.append(_encode(ev) + "\n")
-        self._lines.extend(lines)
-        self._append(lines)
+        if self.path:  # without a file, nothing is encoded
+            lines = [_encode(ev) + "\n" for ev in evs]
+            self._lines.extend(lines)
+            self._append(lines)
         waiters, self._waiters = self._waiters, []
         for fut in waiters:
             if not fut.done():
