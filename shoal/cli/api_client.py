@@ -57,18 +57,13 @@ class _Response:
                 f.readline(65537)  # the chunk's CRLF
                 if data:
                     yield data
-        elif self.left is not None:
-            while self.left > 0:
-                data = f.read1(min(self.left, 65536))  # type: ignore[attr-defined]
+        else:  # up to its length, or (none given) to the end
+            while self.left is None or self.left > 0:
+                data = f.read1(65536 if self.left is None else min(self.left, 65536))  # type: ignore[attr-defined]
                 if not data:
                     return
-                self.left -= len(data)
-                yield data
-        else:
-            while True:
-                data = f.read1(65536)  # type: ignore[attr-defined]
-                if not data:
-                    return
+                if self.left is not None:
+                    self.left -= len(data)
                 yield data
 
     def read(self) -> bytes:

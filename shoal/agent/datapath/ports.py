@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 _TCP_LISTEN = "0A"
 _UDP_UNCONN = "07"
@@ -52,18 +52,22 @@ _KNOWN: dict[int, tuple[int, str]] = {}
 _UNSEEN: set[int] = set()  # sockets no visible process holds (another PID namespace's): not looked for again
 
 
-def _holds(pid: int, target: str) -> bool:
+def _fd_targets(pid: str | int) -> Iterator[str]:
+    """What each open descriptor of process `pid` points at (nothing once it is gone)."""
     fd_dir = f"/proc/{pid}/fd"
     try:
-        for fd in os.listdir(fd_dir):
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") == target:
-                    return True
-            except OSError:
-                continue
+        fds = os.listdir(fd_dir)
     except OSError:
-        pass
-    return False
+        return
+    for fd in fds:
+        try:
+            yield os.readlink(f"{fd_dir}/{fd}")
+        except OSError:
+            continue
+
+
+def _holds(pid: int, target: str) -> bool:
+    return any(t == target for t in _fd_targets(pid))
 
 
 def _owners(inodes: Iterable[int]) -> dict[int, tuple[int, str]]:
@@ -91,16 +95,7 @@ def _walk(wanted: dict[str, int]) -> dict[int, tuple[int, str]]:
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
-        fd_dir = f"/proc/{pid}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"{fd_dir}/{fd}")
-            except OSError:
-                continue
+        for target in _fd_targets(pid):
             ino = wanted.get(target)
             if ino is not None and ino not in out:
                 try:
