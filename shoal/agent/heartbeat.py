@@ -2,7 +2,7 @@
 
 Each beat carries the node's description (from its engine) and, when they changed since
 the manager last acknowledged them, its facts: engine subnets, ports other processes hold,
-volumes. The answer sets the period, names the managers (the agent fails over between
+volumes, the containers users started on attachable networks (see attached.py). The answer sets the period, names the managers (the agent fails over between
 them) and the certificate lifetime. The agent remembers when it last reached a manager:
 cut off for longer than the down judgement, it knows it has been replaced elsewhere.
 """
@@ -16,6 +16,7 @@ import socket
 import time
 from typing import Any, Callable, Optional
 
+from shoal.agent.attached import AttachedContainers
 from shoal.agent.client import ManagerClient, ManagerUnavailable
 from shoal.agent.datapath.ports import ports_in_use
 from shoal.agent.engine import Engine, EngineError
@@ -34,6 +35,7 @@ class Heartbeater:
         self.engine = engine
         self.networks = networks
         self.volumes = volumes
+        self.attached = AttachedContainers(engine, networks)
         self.addr = addr
         self.quiet = quiet
         self.hostname = ""
@@ -66,8 +68,12 @@ class Heartbeater:
             vols = await self.volumes.list()
         except EngineError:
             vols = []
-        return {"engine_subnets": await self.networks.foreign_subnets(),
-                "ports_in_use": await asyncio.to_thread(ports_in_use), "volumes": vols}
+        out = {"engine_subnets": await self.networks.foreign_subnets(),
+               "ports_in_use": await asyncio.to_thread(ports_in_use), "volumes": vols}
+        attached = await self.attached.list()
+        if attached:  # (a manager older than them refuses the key)
+            out["attached"] = attached
+        return out
 
     def cut_off_for(self) -> float:
         """Seconds since a manager last answered."""
@@ -76,7 +82,8 @@ class Heartbeater:
     async def beat(self, desc: dict) -> dict:
         facts = await self.facts()
         body: dict[str, Any] = {"description": desc, "addr": self.addr}
-        if facts_digest(facts["engine_subnets"], facts["ports_in_use"], facts["volumes"]) != self._acked:
+        if facts_digest(facts["engine_subnets"], facts["ports_in_use"], facts["volumes"],
+                        facts.get("attached")) != self._acked:
             body["facts"] = facts
         resp = await self.client.call("POST", "/v1/agent/heartbeat", json=body, timeout=max(5.0, self.period * 2))
         self._acked = resp.get("facts_digest", "")

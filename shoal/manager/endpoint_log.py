@@ -12,6 +12,12 @@ small events, and each agent asks for the events after the position it has:
     ["-", h]              replica h cannot any more
     ["x", k]              service k is gone
 
+A container a user started on an attachable network (`docker run --network`, reported by
+its node's heartbeat in `NodeFacts.attached`) is in the log as a service of its own on that
+network: endpoint mode dnsrr, its name and aliases, one replica (its address), no VIP and
+no ports. So every node's DNS answers its name, as Swarm's does; it leaves the log when
+the container goes, or when its node is down or removed.
+
 Services and replicas are numbered by the log (its epoch) so that the event every node
 receives for every replica is ~30 bytes: at 100,000 replicas on 1,000 nodes the table the
 nodes receive in all is what matters, not one answer. Events come in O(changes) from the
@@ -24,10 +30,12 @@ from typing import Optional
 
 from shoal.core import task_states as ts
 from shoal.manager.change_log import ChangeLog, Slice
-from shoal.model.objects import Service, Task
+from shoal.model.objects import AttachedFact, Node, NodeFacts, Service, Task
 from shoal.store import Store
 
-__all__ = ["EndpointLog", "Slice", "is_backend", "service_meta"]
+__all__ = ["EndpointLog", "Slice", "attached_meta", "is_backend", "service_meta"]
+
+ATTACHED = "c/"  # the log's key of an attached container: c/<node>/<network>/<name>
 
 
 def service_meta(svc: Service) -> dict:
@@ -49,6 +57,13 @@ def service_meta(svc: Service) -> dict:
     }
 
 
+def attached_meta(key: str, a: AttachedFact) -> dict:
+    """An attached container, as a service of its own (see the module's docstring)."""
+    return {"service_id": key, "name": a.name, "short_name": a.name, "stack": None, "endpoint_mode": "dnsrr",
+            "networks": [a.network], "aliases": {a.network: list(a.aliases)}, "virtual_ips": {}, "ports": [],
+            "ingress": False, "traffic_policy": "cluster", "container": True}
+
+
 def is_backend(t: Task) -> bool:
     """A replica takes traffic once it runs, is meant to, and is not known to be unhealthy."""
     return (t.status.state == ts.RUNNING and t.desired_state == ts.RUNNING
@@ -66,6 +81,7 @@ class EndpointLog(ChangeLog):
         self.backends: dict[str, dict[str, tuple[int, str]]] = {}  # service id -> task id -> (h, event)
         self._next = 0  # numbers for services and replicas
         self.live = 0  # backends in the table
+        self._nodes_seen = (-1, -1)  # the store's node and node-facts write sequences last synced
         self._load()
 
     def _load(self) -> None:
@@ -78,6 +94,7 @@ class EndpointLog(ChangeLog):
                 if is_backend(t):
                     tasks[t.id] = self._backend(svc.id, t, None)
                     self.live += 1
+        self._sync_attached([])
         self.seq = 1
         self.compact()
 
@@ -109,10 +126,13 @@ class EndpointLog(ChangeLog):
     def sync(self) -> bool:
         """Turn the store's changes since the last sync into events; True when there were any."""
         task_ids, service_ids = self.feed.take()
-        if not task_ids and not service_ids:
-            return False
-        st = self.store
         events: list[str] = []
+        self._sync_attached(events)
+        if not task_ids and not service_ids:
+            if events:
+                self.append(events)
+            return bool(events)
+        st = self.store
         for sid in service_ids:
             svc = st.get(Service, sid)
             if svc is None:
@@ -153,6 +173,45 @@ class EndpointLog(ChangeLog):
             return False
         self.append(events)
         return True
+
+    def _sync_attached(self, events: list[str]) -> None:
+        """Follow the attached containers of the nodes' facts (when a node or its facts were
+        written: heartbeat times are written in batches, so this looks at every node about
+        once a second, a dict comparison each)."""
+        seen = (self.store.kind_seq(Node), self.store.kind_seq(NodeFacts))
+        if seen == self._nodes_seen:
+            return
+        self._nodes_seen = seen
+        want: dict[str, AttachedFact] = {}
+        for facts in self.store.all(NodeFacts):
+            if not facts.attached:
+                continue
+            node = self.store.get(Node, facts.id)
+            if node is None or node.state == "down":
+                continue  # as Swarm forgets a failed node's containers
+            for a in facts.attached:
+                want[f"{ATTACHED}{facts.id}/{a.network}/{a.name}"] = a
+        for key in [k for k in self.meta if k.startswith(ATTACHED) and k not in want]:
+            del self.meta[key], self.networks[key]
+            self.live -= len(self.backends.pop(key, {}))
+            events.append(f'["x",{self.number.pop(key)}]')
+        for key, a in want.items():
+            text = json.dumps(attached_meta(key, a))
+            if self.meta.get(key) != text:
+                if key not in self.number:
+                    self.number[key] = self._num()
+                self.meta[key] = text
+                self.networks[key] = [a.network]
+                events.append(f'["s",{self.number[key]},{text}]')
+            table = self.backends.setdefault(key, {})
+            old = table.get("")
+            h = old[0] if old is not None else self._num()
+            entry = (h, json.dumps([self.number[key], h, a.ip]))
+            if old != entry:
+                if old is None:
+                    self.live += 1
+                table[""] = entry
+                events.append(entry[1])
 
     def _service_of(self, tid: str) -> Optional[str]:
         """The service a deleted task was a backend of (deleted tasks are rare: a scan is fine)."""

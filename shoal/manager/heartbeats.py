@@ -5,7 +5,9 @@ judges liveness; and in the store, `NodeFacts.last_heartbeat`, written in batche
 updates the node's facts when they changed. A node's self-reported facts are checked and
 bounded to that node: its address must be the one it joined with or the one it connects
 from; engine subnets must be private networks (a node claiming 0.0.0.0/0 would stop
-every network from being made); ports and volumes are only ever about that node.
+every network from being made); ports and volumes are only ever about that node; a
+container on an attachable network must have an address of the node's own block of it
+(a node cannot take over another's addresses, or a task's).
 
 The judgement itself is pure (`core/liveness.py`); this loop applies it every half second.
 """
@@ -20,7 +22,7 @@ from typing import Callable, Optional
 from shoal.core.liveness import judge
 from shoal.limits import HEARTBEAT_GRACE
 from shoal.manager.metrics import ManagerMetrics
-from shoal.model.objects import ClusterObj, Node, NodeDescription, NodeFacts, VolumeFact
+from shoal.model.objects import AttachedFact, ClusterObj, NetworkObj, Node, NodeDescription, NodeFacts, VolumeFact
 from shoal.protocol import facts_digest
 from shoal.store import Store
 
@@ -97,8 +99,9 @@ class Heartbeats:
 
     # -- a heartbeat -------------------------------------------------------------------
     def beat(self, node_id: str, description: NodeDescription, addr: str, peer: str,
-             facts: Optional[tuple[list[str], dict[str, str], list[VolumeFact]]]) -> dict:
-        """Record a heartbeat of `node_id` (a member: the API checked its certificate)."""
+             facts: Optional[tuple]) -> dict:
+        """Record a heartbeat of `node_id` (a member: the API checked its certificate).
+        `facts`: (engine subnets, ports in use, volumes[, attached containers]) or None."""
         now = time.time()
         st = self.store
         node = st.get(Node, node_id)
@@ -140,21 +143,42 @@ class Heartbeats:
         return node.addr or _ip(peer)
 
     def _facts(self, node_id: str, current: Optional[NodeFacts], subnets: list[str], ports: dict[str, str],
-               volumes: list[VolumeFact]) -> None:
+               volumes: list[VolumeFact], attached: list[AttachedFact] | tuple = ()) -> None:
         kept, refused = bounded_subnets(subnets)
         if refused:
             self._refuse(node_id, f"engine subnets refused (not private /{MIN_PREFIX} or longer): "
                                   f"{', '.join(refused[:5])}")
         ports = bounded_ports(ports)
+        attached, wrong = self._own_attached(node_id, attached)
+        if wrong:
+            self._refuse(node_id, "containers refused (not in the node's block of an attachable network): "
+                                  + ", ".join(f"{a.name} {a.ip} on {a.network}" for a in wrong[:5]))
         base = current or NodeFacts(id=node_id)
-        new = base.model_copy(update={"engine_subnets": kept, "ports_in_use": ports, "volumes": volumes})
-        if current is None or (new.engine_subnets, new.ports_in_use, new.volumes) != (
-                current.engine_subnets, current.ports_in_use, current.volumes):
+        new = base.model_copy(update={"engine_subnets": kept, "ports_in_use": ports, "volumes": volumes,
+                                      "attached": attached})
+        if current is None or (new.engine_subnets, new.ports_in_use, new.volumes, new.attached) != (
+                current.engine_subnets, current.ports_in_use, current.volumes, current.attached):
             new = new.model_copy(update={"last_heartbeat": self.last_seen.get(node_id, 0.0)})
             self.store.put(new, quiet=True)
             self._unsaved.discard(node_id)
             if current is None or current.engine_subnets != kept:
                 self.on_subnets_changed()
+
+    def _own_attached(self, node_id: str, attached: list[AttachedFact]
+                      ) -> tuple[list[AttachedFact], list[AttachedFact]]:
+        """(kept, refused): containers with an address of this node's block of their network."""
+        if not attached:
+            return [], []
+        blocks: dict[str, Optional[ipaddress.IPv4Network]] = {}
+        kept, wrong = [], []
+        for a in attached:
+            if a.network not in blocks:
+                net = self.store.by_name(NetworkObj, a.network)
+                block = net.attach_ranges.get(node_id) if net is not None and net.spec.attachable else None
+                blocks[a.network] = ipaddress.IPv4Network(block, strict=False) if block else None
+            block = blocks[a.network]
+            (kept if block is not None and ipaddress.IPv4Address(a.ip) in block else wrong).append(a)
+        return kept, wrong
 
     def _refuse(self, node_id: str, why: str) -> None:
         if self._refused.get(node_id) != why:
@@ -267,7 +291,8 @@ class Heartbeats:
 def _digest_of(facts: Optional[NodeFacts]) -> str:
     if facts is None:
         return ""
-    return facts_digest(facts.engine_subnets, facts.ports_in_use, [v.model_dump() for v in facts.volumes])
+    return facts_digest(facts.engine_subnets, facts.ports_in_use, [v.model_dump() for v in facts.volumes],
+                        [a.model_dump() for a in facts.attached])
 
 
 def _ip(peer: str) -> str:

@@ -154,6 +154,24 @@ class VolumeFact(BaseModel):
     stack: ShortStr = ""
 
 
+DnsLabel = Annotated[str, Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class AttachedFact(BaseModel):
+    """A container a user started on an attachable network of the node (`docker run
+    --network`): its name resolves on every node, as Swarm's do."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    network: Annotated[str, Field(min_length=1, max_length=255)]
+    name: DnsLabel
+    aliases: Annotated[list[DnsLabel], Field(max_length=32)] = Field(default_factory=list)
+    ip: str
+
+    @field_validator("ip")
+    @classmethod
+    def _ipv4(cls, v: str) -> str:
+        return str(ipaddress.IPv4Address(v))
+
+
 class NodeFacts(Obj):
     """What a node's agent reports of itself beside its tasks (id = the node's id): the manager
     that judges liveness and the one that places tasks may not be the same process, so these
@@ -164,6 +182,7 @@ class NodeFacts(Obj):
     # Ports other processes hold on the node ("tcp/8080" -> "held by nginx (pid 12)").
     ports_in_use: Annotated[dict[ShortStr, ShortStr], Field(max_length=4096)] = Field(default_factory=dict)
     volumes: Annotated[list[VolumeFact], Field(max_length=10_000)] = Field(default_factory=list)
+    attached: Annotated[list[AttachedFact], Field(max_length=4096)] = Field(default_factory=list)
 
 
 class ClusterObj(Obj):

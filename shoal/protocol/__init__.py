@@ -6,10 +6,15 @@ import hashlib
 import json
 
 
-def facts_digest(subnets: list[str], ports: dict[str, str], volumes: list[dict]) -> str:
-    """A node's facts (engine subnets, ports in use, volumes) as a digest: the agent sends its
-    facts only when they differ from what the manager acknowledged."""
+def facts_digest(subnets: list[str], ports: dict[str, str], volumes: list[dict],
+                 attached: list[dict] | None = None) -> str:
+    """A node's facts (engine subnets, ports in use, volumes, containers on attachable
+    networks) as a digest: the agent sends its facts only when they differ from what the
+    manager acknowledged. (No attached containers: the digest of a manager that knows none.)"""
     vols = sorted(({k: v for k, v in vol.items() if v not in (None, "", {}, [])} for vol in volumes),
                   key=lambda v: str(v.get("name", "")))
-    raw = json.dumps([sorted(subnets), sorted(ports.items()), vols], sort_keys=True)
+    parts: list = [sorted(subnets), sorted(ports.items()), vols]
+    if attached:
+        parts.append(sorted(([a["network"], a["name"], sorted(a.get("aliases") or []), a["ip"]] for a in attached)))
+    raw = json.dumps(parts, sort_keys=True)
     return hashlib.sha256(raw.encode()).hexdigest()[:32]

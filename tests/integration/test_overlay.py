@@ -82,6 +82,13 @@ def resolve(lab: Lab, name: str) -> list[str]:
     return sorted(set(re.findall(r"Address:\s*(\d+\.\d+\.\d+\.\d+)\s*$", body, re.M)))
 
 
+def resolve_in(lab: Lab, host: str, cid: str, name: str) -> list[str]:
+    """The A records `name` gets in container `cid` on `host`."""
+    out = sh(lab, f"nslookup -type=a {name}", host=host, cid=cid, check=False)
+    rest = out.split("\n\n", 1)[1] if "\n\n" in out else ""
+    return sorted(set(re.findall(r"Address:\s*(\d+\.\d+\.\d+\.\d+)\s*$", rest, re.M)))
+
+
 def body(raw: str) -> str:
     parts = re.split(r"\r?\n\r?\n", raw, maxsplit=1)  # (subprocess' text mode turns \r\n into \n)
     return parts[1].strip() if len(parts) == 2 else ""
@@ -335,7 +342,7 @@ def test_attachable_network_takes_docker_run_containers_on_every_node(ov):
     assert all(not a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1:]), ranges
 
     run = ["run", "-d", "--network", "att", "--init"]
-    lab.docker("lab2", *run, "--name", "p2", "shoal/busybox:latest", "sh", "-c",
+    lab.docker("lab2", *run, "--name", "p2", "--network-alias", "pages", "shoal/busybox:latest", "sh", "-c",
                "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www")
     lab.docker("lab3", *run, "--name", "p3", "shoal/busybox:latest", "sleep", "600")
     try:
@@ -368,6 +375,19 @@ def test_attachable_network_takes_docker_run_containers_on_every_node(ov):
         assert seen == set(web), (seen, web)
         task = lab.containers("lab1", "at_web")[0]
         assert body(sh(lab, GET.format(path="", ip=ip2, port=80), host="lab1", cid=task)) == host2
+        # the user's containers are known by name on every node, as Swarm registers them:
+        # p2 (lab2) and its alias from p3 (lab3) and from the task (lab1)
+        for host, cid in (("lab3", "p3"), ("lab1", task)):
+            for name in ("p2", "pages"):
+                until(f"{name} resolves to p2's address in {cid} on {host}",
+                      lambda: resolve_in(lab, host, cid, name) == [ip2], timeout=30,
+                      what_else=lambda: resolve_in(lab, host, cid, name))
+        assert body(sh(lab, GET.format(path="", ip="p2", port=80), host="lab1", cid=task)) == host2
+        assert body(sh(lab, GET.format(path="", ip="pages", port=80), host="lab3", cid="p3")) == host2
+        # gone: its name leaves every node
+        lab.docker("lab2", "rm", "-f", "p2")
+        until("p2's name gone from lab3", lambda: resolve_in(lab, "lab3", "p3", "p2") == [], timeout=30,
+              what_else=lambda: resolve_in(lab, "lab3", "p3", "p2"))
     finally:
         lab.docker("lab2", "rm", "-f", "p2", check=False)
         lab.docker("lab3", "rm", "-f", "p3", check=False)

@@ -64,9 +64,9 @@ class AgentRoutes:
         peer = request.transport.get_extra_info("peername") if request.transport else None
         facts = None
         if body.facts is not None:
-            facts = (body.facts.engine_subnets, body.facts.ports_in_use, body.facts.volumes)
+            facts = (body.facts.engine_subnets, body.facts.ports_in_use, body.facts.volumes, body.facts.attached)
         elif body.volumes is not None or body.engine_subnets is not None or body.ports_in_use is not None:
-            facts = (body.engine_subnets or [], body.ports_in_use or {}, body.volumes or [])
+            facts = (body.engine_subnets or [], body.ports_in_use or {}, body.volumes or [], [])
         try:
             answer = self.c.heartbeats.beat(self._node(request), body.description, body.addr,
                                             peer[0] if isinstance(peer, tuple) else "", facts)

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from shoal.core import task_states as ts
 from shoal.manager.errors import ApiError
-from shoal.model.objects import NodeDescription, VolumeFact
+from shoal.model.objects import AttachedFact, NodeDescription, VolumeFact
 from shoal.model.specs import Count, NetworkSpec, ServiceSpec, StackSpec
 from shoal.model.validation import describe_errors
 
@@ -129,6 +129,7 @@ class NodeFactsBody(Body):
     engine_subnets: Annotated[list[ShortStr], Field(max_length=64)] = Field(default_factory=list)
     ports_in_use: Annotated[dict[ShortStr, ShortStr], Field(max_length=4096)] = Field(default_factory=dict)
     volumes: Annotated[list[VolumeFact], Field(max_length=10_000)] = Field(default_factory=list)
+    attached: Annotated[list[AttachedFact], Field(max_length=4096)] = Field(default_factory=list)
 
 
 class HeartbeatBody(Body):
