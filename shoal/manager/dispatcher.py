@@ -203,7 +203,8 @@ class Dispatcher:
     def _network_for(n: NetworkObj, node_id: str) -> dict:
         d = n.model_dump(mode="json", exclude={"node_addresses", "attach_ranges"})
         d["node_addresses"] = {node_id: n.node_addresses[node_id]} if node_id in n.node_addresses else {}
-        d["attach_ranges"] = {node_id: n.attach_ranges[node_id]} if node_id in n.attach_ranges else {}
+        if node_id in n.attach_ranges:  # (absent otherwise: an agent older than blocks refuses the key)
+            d["attach_ranges"] = {node_id: n.attach_ranges[node_id]}
         return d
 
     def _network_wakes(self) -> set[str] | None:

@@ -208,3 +208,17 @@ def test_blocks_take_half_of_the_subnet_at_most_and_every_node_still_holds_it(tm
     assert len(every) == len(set(every)) and not set(every) & set(net.node_addresses.values())
     free = 254 - len(every) - len(net.node_addresses) - 1  # left for tasks (the gateway aside)
     assert free >= 100
+
+
+def test_a_nodes_answer_names_its_own_block_and_no_block_key_for_other_networks():
+    """An agent older than the blocks refuses the `attach_ranges` key: it is sent only where the
+    node has a block, so such an agent keeps working on every network that is not attachable."""
+    from shoal.manager.dispatcher import Dispatcher
+    att = NetworkObj(id="n1", spec={"name": NET, "attachable": True}, subnet="10.0.9.0/24",
+                     node_addresses={"a": "10.0.9.2", "b": "10.0.9.3"},
+                     attach_ranges={"a": "10.0.9.224/28", "b": "10.0.9.208/28"})
+    plain = NetworkObj(id="n2", spec={"name": "app_default"}, subnet="10.0.8.0/24", node_addresses={"a": "10.0.8.2"})
+    assert Dispatcher._network_for(att, "a")["attach_ranges"] == {"a": "10.0.9.224/28"}
+    assert Dispatcher._network_for(att, "a")["node_addresses"] == {"a": "10.0.9.2"}
+    assert "attach_ranges" not in Dispatcher._network_for(plain, "a")
+    assert NetworkObj.model_validate(Dispatcher._network_for(plain, "a")).attach_ranges == {}
