@@ -11,9 +11,9 @@ choice: Swarm folds case for labels too). A missing label matches the empty stri
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from shoal.model.objects import Node
 
@@ -32,6 +32,18 @@ class Constraint:
     key: str  # normalised: built-in fields lower-case; label prefixes lower-case, label name as given
     op: str  # "==" or "!="
     value: str
+    # Worked out once (the orchestrator checks every task's constraints on every pass):
+    _get: Callable[[Node], str] = field(init=False, repr=False, compare=False)
+    _want: str = field(init=False, repr=False, compare=False)  # the value as compared (folded for fields)
+    _fold: bool = field(init=False, repr=False, compare=False)
+    _equal: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        fold = self.label is None
+        object.__setattr__(self, "_get", _getter(self.key))
+        object.__setattr__(self, "_want", self.value.lower() if fold else self.value)
+        object.__setattr__(self, "_fold", fold)
+        object.__setattr__(self, "_equal", self.op == "==")
 
     @property
     def label(self) -> str | None:
@@ -41,31 +53,33 @@ class Constraint:
         return None
 
     def node_value(self, node: Node) -> str:
-        k = self.key
-        if k == "node.id":
-            return node.id
-        if k == "node.hostname":
-            return node.description.hostname
-        if k == "node.role":
-            return node.role
-        if k == "node.platform.os":
-            return node.description.os
-        if k == "node.platform.arch":
-            return node.description.arch
-        if k.startswith("node.labels."):
-            return node.labels.get(k[len("node.labels."):], "")
-        return node.description.engine_labels.get(k[len("engine.labels."):], "")
+        return self._get(node)
 
     def matches(self, node: Node) -> bool:
-        have = self.node_value(node)
-        if self.label is None:
-            equal = have.lower() == self.value.lower()
-        else:
-            equal = have == self.value
-        return equal if self.op == "==" else not equal
+        have = self._get(node)
+        return ((have.lower() if self._fold else have) == self._want) is self._equal
 
     def __str__(self) -> str:
         return f"{self.key}{self.op}{self.value}"
+
+
+def _getter(key: str) -> Callable[[Node], str]:
+    """How to read `key` (normalised) from a node."""
+    if key == "node.id":
+        return lambda n: n.id
+    if key == "node.hostname":
+        return lambda n: n.description.hostname
+    if key == "node.role":
+        return lambda n: n.role
+    if key == "node.platform.os":
+        return lambda n: n.description.os
+    if key == "node.platform.arch":
+        return lambda n: n.description.arch
+    if key.startswith("node.labels."):
+        name = key[len("node.labels."):]
+        return lambda n: n.labels.get(name, "")
+    name = key[len("engine.labels."):]
+    return lambda n: n.description.engine_labels.get(name, "")
 
 
 def parse_constraint(expr: str) -> Constraint:
@@ -120,4 +134,7 @@ def validate_constraints(exprs: Iterable[str]) -> list[str]:
 
 
 def node_matches(constraints: Sequence[Constraint], node: Node) -> bool:
-    return all(c.matches(node) for c in constraints)
+    for c in constraints:
+        if not c.matches(node):
+            return False
+    return True

@@ -71,6 +71,18 @@ def _key_order(key: str) -> tuple:
     return (0, int(key), "") if key.isdigit() else (1, 0, key)
 
 
+def _nothing_to_roll(plan: UpdatePlan, service: Service, now: float) -> UpdatePlan:
+    """No slot to update for a spec no update has begun on."""
+    status = service.update_status
+    if status is not None and status.state not in (COMPLETED, ROLLBACK_COMPLETED):
+        # the spec changed to one every task already runs: nothing left to roll
+        rb = status.state in (ROLLBACK_STARTED, ROLLBACK_PAUSED)
+        plan.service = service.model_copy(update={
+            "update_status": _finished(status, rb, now),
+            "update_state": UpdateState(spec_version=service.spec_version, rollback=rb, started_at=now)})
+    return plan
+
+
 def update_step(service: Service, tasks: Sequence[Task], now: float, nodes: Optional[Sequence[Node]] = None,
                 id_factory: IdFactory = new_id) -> UpdatePlan:
     plan = UpdatePlan()
@@ -79,6 +91,13 @@ def update_step(service: Service, tasks: Sequence[Task], now: float, nodes: Opti
         return plan  # jobs re-run on a spec change (reconcile)
     dirty = dirty_checker(service)
     current = service.update_state
+    ongoing = current is not None and current.spec_version == service.spec_version
+    if ongoing and service.update_status is not None and service.update_status.state in _STOPPED_STATES:
+        return plan  # finished or paused: nothing until the spec changes
+    if not ongoing and not any(map(dirty, tasks)):
+        # No update of this spec under way and no task out of date: what the slots below would
+        # find (no slot to update), without grouping every task on every pass.
+        return _nothing_to_roll(plan, service, now)
     if current is not None and current.moves and current.spec_version == service.spec_version:
         # a rebalance: the tasks of these slots made before it began count as out of date
         spec_dirty, moving, began = dirty, set(current.moves), current.started_at
@@ -108,13 +127,7 @@ def update_step(service: Service, tasks: Sequence[Task], now: float, nodes: Opti
     state, status = service.update_state, service.update_status
     if state is None or state.spec_version != service.spec_version:
         if not todo:
-            if status is not None and status.state not in (COMPLETED, ROLLBACK_COMPLETED):
-                # the spec changed to one every task already runs: nothing left to roll
-                rb = status.state in (ROLLBACK_STARTED, ROLLBACK_PAUSED)
-                plan.service = service.model_copy(update={
-                    "update_status": _finished(status, rb, now),
-                    "update_state": UpdateState(spec_version=service.spec_version, rollback=rb, started_at=now)})
-            return plan
+            return _nothing_to_roll(plan, service, now)
         state = UpdateState(spec_version=service.spec_version, started_at=now, total=len(scope))
         status = UpdateStatus(state=UPDATING, started_at=now, message="update in progress")
     elif status is not None and status.state in _STOPPED_STATES:
