@@ -182,6 +182,8 @@ class _Pass:
     def stop_duplicates(self, ts: list[Task]) -> None:
         """A slot runs one task of the current spec: stop older duplicates (e.g. two held tasks
         left by a race). Old-spec tasks beside a new one are the updater's (start-first)."""
+        if len(ts) < 2:
+            return  # (most slots, on every pass)
         current = sorted((t for t in ts if self.live(t) and not self.dirty(t)), key=lambda t: (t.created_at, t.id))
         for t in current[:-1]:
             self.stop(t)

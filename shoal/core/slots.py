@@ -59,7 +59,17 @@ def by_slot(tasks: Iterable[Task]) -> dict[str, list[Task]]:
     """Tasks grouped by slot key, each group oldest first."""
     out: dict[str, list[Task]] = {}
     for t in tasks:
-        out.setdefault(slot_key(t), []).append(t)
+        key = str(t.slot) if t.slot else (t.node_id or "")  # slot_key, inlined: every task, every pass
+        group = out.get(key)
+        if group is None:
+            out[key] = [t]
+        else:
+            group.append(t)
     for group in out.values():
-        group.sort(key=lambda t: (t.created_at, t.attempt, t.id))
+        if len(group) > 1:
+            group.sort(key=_age)
     return out
+
+
+def _age(t: Task) -> tuple:
+    return (t.created_at, t.attempt, t.id)
