@@ -39,6 +39,11 @@ def test_scheduler_throughput_smoke():
     assert "placements" in p.stdout.lower()
 
 
+def test_full_pass_smoke():
+    p = _run(["bench/full_pass.py", "--services", "3", "--replicas", "20", "--nodes", "5", "--reps", "1"], 120)
+    assert "share of a core at rest" in p.stdout
+
+
 def _run_all(tmp_path, benches: list[str]) -> str:
     p = _run(["bench/run.py", *benches, "--reps", "1", "--no-record", "--parallel", "4", "--wrk-duration", "1",
               "--data-dir", str(tmp_path / "shoal"), "--timeout", "180"], 1500)
