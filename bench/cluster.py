@@ -403,7 +403,7 @@ def main() -> None:
     finally:
         lab("down", check=False)
         lock.close()
-    lines = [f"| figure | Shoal min / median / max | Swarm min / median / max | Shoal/Swarm | Swarm reference |",
+    lines = ["| figure | Shoal min / median / max | Swarm min / median / max | Shoal/Swarm | Swarm reference |",
              "|---|---|---|---|---|"]
     for key in sorted(set(results["shoal"]) | set(results["swarm"])):
         a, b = results["shoal"].get(key, []), results["swarm"].get(key, [])

@@ -35,7 +35,6 @@ import ssl
 import subprocess
 import sys
 import time
-import uuid
 import zlib
 from typing import Any, Optional
 

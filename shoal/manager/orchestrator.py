@@ -21,6 +21,7 @@ from shoal.ids import new_id
 from shoal.manager.addresses import AddressBook
 from shoal.manager.allocator import AllocationError
 from shoal.manager.metrics import ManagerMetrics
+from shoal.manager.node_picture import NodePicture
 from shoal.manager.version_pruner import VersionPruner
 from shoal.model.objects import NetworkObj, Node, Service, Task, TaskStatus
 from shoal.scheduler.pipeline import schedule
@@ -68,6 +69,7 @@ class Orchestrator:
         self._idle_key: tuple = ()
         self.pruner = VersionPruner(store)
         self.addresses = AddressBook(store)
+        self.picture = NodePicture(store)
 
     async def run(self) -> None:
         """Orchestrate while this manager leads (called again at each new leadership)."""
@@ -80,6 +82,7 @@ class Orchestrator:
         again handed out an address the other leader had given, and the task failed to start)."""
         self.addresses = AddressBook(self.store)
         self.pruner = VersionPruner(self.store)
+        self.picture.reload()
         self._last_full = 0.0  # the first pass looks at every service
         self._sweep, self._sweep_cost, self._full_cost = set(), 0.0, 0.0
         self._wake.clear()
@@ -235,12 +238,13 @@ class Orchestrator:
             left = self._cursor < total
         else:
             self._cursor = 0
-        # Tasks on nodes, any state: active ones hold resources and ports, recent failures
-        # count against their node (the scheduler's failure penalty).
-        on_nodes = [t for n in nodes for t in st.tasks_of_node(n.id)]
+        # What the tasks on each node hold (resources, ports) and their recent failures (the
+        # scheduler's failure penalty), kept from the store's changes (node_picture.py).
+        infos = self.picture.infos(nodes, now, skip=[t for t in pending if t.status.state == ts.PENDING])
         # Where volumes are (a walk over every task) matters only to tasks that mount one.
         mounting = any(m.type == "volume" for t in pending for m in t.spec.container.mounts)
-        result = schedule(pending, nodes, on_nodes, now, volume_nodes=self.volume_nodes() if mounting else {})
+        result = schedule(pending, nodes, (), now, volume_nodes=self.volume_nodes() if mounting else {},
+                          infos=infos)
         for tid, node_id in result.assignments.items():
             t = st.get(Task, tid)
             if t is None:

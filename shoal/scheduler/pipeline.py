@@ -81,19 +81,23 @@ def _static_key(task: Task, ctx: SchedulingContext, pipeline: Pipeline) -> tuple
 def schedule(pending: Iterable[Task], nodes: Iterable[Node], tasks: Iterable[Task], now: float,
              volume_nodes: Optional[dict[str, set[str]]] = None,
              platforms: Optional[dict[str, list[tuple[str, str]]]] = None,
-             filters: Optional[list[Filter]] = None) -> SchedulingResult:
+             filters: Optional[list[Filter]] = None,
+             infos: Optional[dict[str, NodeInfo]] = None) -> SchedulingResult:
     """Place `pending` tasks on `nodes`.
 
     `tasks`: tasks already in the cluster, any state (active ones with a node count towards
     resources, per-service and total counts and host ports; recently failed ones towards the
     failure penalty). Pending tasks that also appear in `tasks` are not double-counted.
     `volume_nodes`: local named volume -> nodes where it exists. `platforms`: service id ->
-    supported (os, arch) of its image, when known.
+    supported (os, arch) of its image, when known. `infos`: the nodes' pictures made already
+    (what `build_node_infos(nodes, tasks, now, skip=pending)` returns; the manager keeps them
+    from the store's changes instead of walking every task), changed in place as tasks are placed.
     """
     ctx = SchedulingContext(now=now, volume_nodes=volume_nodes or {}, platforms=platforms or {})
     pending = [t for t in pending if t.status.state == PENDING]
     result = SchedulingResult()
-    infos = build_node_infos(nodes, tasks, now, skip={t.id for t in pending})
+    if infos is None:
+        infos = build_node_infos(nodes, tasks, now, skip={t.id for t in pending})
     ordered = sorted(infos.values(), key=lambda i: i.id)
     pipeline = Pipeline(filters)
 
