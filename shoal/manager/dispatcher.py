@@ -27,7 +27,7 @@ from shoal.manager.metrics import ManagerMetrics
 from shoal.manager.peers import PeerLog
 from shoal.model.objects import ClusterObj, ConfigObj, NetworkObj, SecretObj, Service, Task, TaskStatus
 from shoal.store import Store
-from shoal.store.base import InvalidObject, check_object
+from shoal.store.base import InvalidObject
 
 ENDPOINTS_PER_SECOND = 50_000.0  # see Dispatcher.news
 ENDPOINTS_MAX_HOLD = 2.0
@@ -420,9 +420,8 @@ class Dispatcher:
             if status != t.status:
                 quiet = (new_state in QUIET_STATES and status.health == t.status.health
                          and t.service_id not in watched)
-                writes.append((check_object(t.model_copy(update={"status": status})), quiet))
-        for t, quiet in writes:
-            st.put(t, quiet=quiet)
+                writes.append((t.model_copy(update={"status": status}), quiet))
+        st.put_all([t for t, _ in writes], [q for _, q in writes])  # checked whole before any is written
         return len(writes)
 
     def _subnet(self, net: str) -> Optional[ipaddress.IPv4Network]:

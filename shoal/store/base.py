@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Sequence, TypeVar
 
 from pydantic import ValidationError
 
@@ -146,6 +146,23 @@ class Store(abc.ABC):
                 raise InvalidObject(f"task {checked.id}: no actor may move a task from {old.status.state} "
                                     f"to {checked.status.state}")
         return self._write(checked, expect_version, quiet)  # type: ignore[arg-type]
+
+    def put_all(self, objs: Sequence[Obj], quiet: Sequence[bool]) -> None:
+        """`put` each object (quiet as said for each), all or none: every one is checked before
+        any is written, so a bad one writes nothing (an agent's report is applied so)."""
+        checked: list[Obj] = []
+        latest: dict[str, Task] = {}
+        for obj in objs:
+            c = check_object(obj)
+            if type(c) is Task:
+                old = latest.get(c.id) or self.get(Task, c.id)
+                if old is not None and not ts.can_move_any(old.status.state, c.status.state):
+                    raise InvalidObject(f"task {c.id}: no actor may move a task from {old.status.state} "
+                                        f"to {c.status.state}")
+                latest[c.id] = c  # type: ignore[assignment]
+            checked.append(c)
+        for c, q in zip(checked, quiet):
+            self._write(c, None, q)
 
     @abc.abstractmethod
     def _write(self, obj: T, expect_version: Optional[int], quiet: bool) -> T:

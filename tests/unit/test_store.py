@@ -469,3 +469,30 @@ def test_no_writer_may_move_a_task_against_the_state_table(tmp_path):
 def test_commits_are_durable(tmp_path):
     st = Store(str(tmp_path / "s.db"))
     assert st.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def test_put_all_checks_every_object_before_writing_any(tmp_path):
+    """An agent's report is applied whole or not at all (put_all): an invalid object, or a move
+    no actor may make, anywhere in the batch writes nothing; a valid batch writes each object
+    once, quiet or not as asked."""
+    from shoal.store import InvalidObject
+    st = Store(str(tmp_path / "store.db"))
+    st.put(svc())
+    for i in (1, 2):
+        st.put(task(i, "n1").model_copy(update={"status": TaskStatus(state="assigned")}))
+    rev = st.rev
+    running = st.get(Task, "t1").model_copy(update={"status": TaskStatus(state="running")})
+    bad = st.get(Task, "t2").model_copy(update={"status": TaskStatus.model_construct(state="running", exit_code="x")})
+    with st.txn(), pytest.raises(InvalidObject, match="exit_code"):
+        st.put_all([running, bad], [True, True])
+    back = st.get(Task, "t2").model_copy(update={"status": TaskStatus(state="pending")})  # assigned -> pending
+    with st.txn(), pytest.raises(InvalidObject, match="from assigned to pending"):
+        st.put_all([running, back], [True, True])
+    assert st.rev == rev and st.get(Task, "t1").status.state == "assigned"
+    # in one batch, a task's later update is checked against its earlier one
+    starting = running.model_copy(update={"status": TaskStatus(state="starting")})
+    with st.txn():
+        st.put_all([starting, running], [True, False])
+    assert st.get(Task, "t1").status.state == "running" and st.rev == rev + 1
+    assert st.take_changes()[0] == {"svc1"}
+    st.close()
