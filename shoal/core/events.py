@@ -72,9 +72,16 @@ def _task(old: Optional[Task], new: Optional[Task], now: float) -> list[dict]:
         action = "desired"  # only the desired state moved (the orchestrator asks it to stop)
     else:
         action = st.state
-    return [event(now, "task", action, new.id, new.name, service=new.service_name, stack=new.spec.stack,
-                  slot=new.slot or None, node=new.node_id, desired=new.desired_state,
-                  message=st.message, error=st.err, exitcode=st.exit_code)]
+    # What event() makes of these attributes, spelt out: a deploy of 100,000 tasks records
+    # ~300,000 task events, and the generic path was a third of their cost.
+    name = new.name
+    attrs = {"name": name}
+    for k, v in (("service", new.service_name), ("stack", new.spec.stack), ("slot", new.slot or None),
+                 ("node", new.node_id), ("desired", new.desired_state), ("message", st.message),
+                 ("error", st.err), ("exitcode", st.exit_code)):
+        if v is not None and v != "":
+            attrs[k] = v if type(v) is str else str(v)
+    return [{"time": now, "type": "task", "action": action, "id": new.id, "name": name, "attributes": attrs}]
 
 
 def _node(old: Optional[Node], new: Optional[Node], now: float) -> list[dict]:

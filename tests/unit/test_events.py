@@ -180,3 +180,25 @@ def test_when_forms_and_the_text_line():
                        "attributes": {"stack": "shop", "name": "shop_web"}})
     assert line.split(" ", 1)[1] == "service create abc (name=shop_web, stack=shop)"
     assert ".250000000" in line.split(" ")[0]
+
+
+@pytest.mark.parametrize("kw", [
+    dict(slot=3, node_id="n1", status=TaskStatus(state="running", message="started", exit_code=0)),
+    dict(slot=0, node_id=None, status=TaskStatus(state="failed", err="boom \u00e9", exit_code=137)),
+    dict(slot=2, node_id="n2", status=TaskStatus(state="pending", message="")),
+])
+def test_task_events_and_their_lines_are_what_the_generic_paths_make(kw):
+    """Task events are built and encoded on fast paths of their own (a deploy records hundreds of
+    thousands): the same as core.events.event() and json.dumps make."""
+    from shoal.core.events import event
+    from shoal.manager.events import _encode
+    from shoal.model.specs import ServiceSpec
+    spec = ServiceSpec.model_validate({"name": "app_web", "stack": "app", "container": {"image": "busybox"}})
+    new = Task(id="t1", service_id="s", service_name="app_web", spec=spec, **kw)
+    st = new.status
+    (got,) = events_of(None, new, 5.5)
+    assert got == event(5.5, "task", st.state, new.id, new.name, service=new.service_name, stack="app",
+                        slot=new.slot or None, node=new.node_id, desired=new.desired_state,
+                        message=st.message, error=st.err, exitcode=st.exit_code)
+    for value in (got, 1e300, -0.0, 1 / 3, {"a": [1, 2.5, None, True, "\u00e9\n"]}):
+        assert _encode(value) == json.dumps(value, separators=(",", ":"))
