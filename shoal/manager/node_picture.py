@@ -33,6 +33,14 @@ class _Sums:
         self.failures: dict[str, dict[str, float]] = {}  # service id -> task id -> when it failed
 
 
+def _one_less(counts: dict[str, int], key: str) -> None:
+    left = counts[key] - 1
+    if left:
+        counts[key] = left
+    else:
+        del counts[key]
+
+
 class NodePicture:
     def __init__(self, store: Store):
         self.store = store
@@ -87,11 +95,7 @@ class NodePicture:
             s.cpu -= cpu
             s.mem -= mem
             s.total -= 1
-            left = s.by_service[sid] - 1
-            if left:
-                s.by_service[sid] = left
-            else:
-                del s.by_service[sid]
+            _one_less(s.by_service, sid)
             if ports:
                 s.ports.subtract(ports)
                 for p in ports:
@@ -140,11 +144,7 @@ class NodePicture:
                 info.cpu_free += cpu
                 info.mem_free += mem
                 info.total -= 1
-                left = info.by_service[sid] - 1
-                if left:
-                    info.by_service[sid] = left
-                else:
-                    del info.by_service[sid]
+                _one_less(info.by_service, sid)
                 if held_ports:
                     ports = ports - Counter(held_ports)  # (keeps the positive counts only)
             if ports:
