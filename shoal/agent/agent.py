@@ -85,7 +85,8 @@ class Agent:
                 await asyncio.sleep(1)
         self._quiet("engine", None)
         loops = [self.heartbeat.run(), self._assignment_loop(), self.runner.event_loop(), self._resync_loop(),
-                 self.reporter.run(), self._logs_loop(), self._actions_loop()]
+                 self.reporter.run(), self._logs_loop(), self._actions_loop(),
+                 self.heartbeat.attached.watch(self.heartbeat.nudge)]
         if self.certs is not None:
             loops.append(self.certs.run())
         self._bg = [asyncio.create_task(c) for c in loops]

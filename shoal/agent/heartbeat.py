@@ -27,6 +27,8 @@ from shoal.protocol import facts_digest
 
 log = logging.getLogger("shoal.agent")
 
+NUDGE_GAP = 0.1  # seconds a nudged beat waits for more changes
+
 
 class Heartbeater:
     def __init__(self, client: ManagerClient, engine: Engine, networks: NetworkKeeper, volumes: VolumeActions,
@@ -46,6 +48,7 @@ class Heartbeater:
         self.last_contact = time.monotonic()  # when a manager last answered a heartbeat
         self.registered = asyncio.Event()  # set by the first heartbeat a manager accepted
         self._acked = ""  # the facts digest the manager last answered with
+        self._nudged = asyncio.Event()  # beat now (facts changed), not at the period
 
     async def describe(self) -> dict:
         info = await self.engine.info()
@@ -74,6 +77,11 @@ class Heartbeater:
         if attached:  # (a manager older than them refuses the key)
             out["attached"] = attached
         return out
+
+    def nudge(self) -> None:
+        """Beat now: a fact changed that other nodes should hear of soon (a user's container
+        joined or left an attachable network)."""
+        self._nudged.set()
 
     def cut_off_for(self) -> float:
         """Seconds since a manager last answered."""
@@ -111,4 +119,9 @@ class Heartbeater:
             except (ManagerUnavailable, EngineError, OSError) as e:
                 self.quiet("heartbeat", f"heartbeat failed: {e}")
                 delay = min(self.period, 1.0)  # come back quickly: a blip must not cost the node
-            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(self._nudged.wait(), delay)
+                await asyncio.sleep(NUDGE_GAP)  # (a burst of `docker run`s: one beat)
+            except asyncio.TimeoutError:
+                pass
+            self._nudged.clear()

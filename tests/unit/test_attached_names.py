@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -168,3 +169,54 @@ def test_the_agent_reports_the_containers_of_its_block_only():
     assert asyncio.run(watcher.list()) == []
     assert not watcher._aliases
     AttachedFact.model_validate(got[0])  # what the manager accepts
+
+
+def test_a_container_joining_an_attachable_network_nudges_the_heartbeat():
+    """The engine's connect/disconnect events on an attachable network of this node make the
+    heartbeat tell the cluster at once (not at its period); other networks' do not."""
+    class Events(FakeEngine):
+        async def events(self, filters=None):
+            assert filters == {"type": ["network"], "event": ["connect", "disconnect"]}
+            for name in ("other", "tools", "tools"):
+                yield {"Type": "network", "Action": "connect", "Actor": {"Attributes": {"name": name}}}
+            await asyncio.sleep(3600)
+
+    nudges: list[int] = []
+
+    async def main() -> None:
+        watcher = AttachedContainers(Events({}), Keeper())  # type: ignore[arg-type]
+        task = asyncio.create_task(watcher.watch(lambda: nudges.append(1)))
+        await asyncio.sleep(0.05)
+        task.cancel()
+
+    asyncio.run(main())
+    assert nudges == [1, 1]
+
+
+def test_a_nudged_heartbeat_beats_before_its_period(monkeypatch):
+    from shoal.agent import heartbeat as hb_mod
+    beats: list[float] = []
+
+    async def main() -> None:
+        hb = hb_mod.Heartbeater.__new__(hb_mod.Heartbeater)
+        hb._nudged = asyncio.Event()
+        hb.period = 30.0
+        hb.quiet = lambda *a: None
+        hb.hostname = ""
+        hb.client = SimpleNamespace(managers=SimpleNamespace(current=lambda: "10.0.0.1:4343"))
+
+        async def describe():
+            return {"hostname": "x"}
+
+        async def beat(desc):
+            beats.append(asyncio.get_running_loop().time())
+
+        hb.describe, hb.beat = describe, beat
+        task = asyncio.create_task(hb.run())
+        await asyncio.sleep(0.05)
+        hb.nudge()
+        await asyncio.sleep(0.3)
+        task.cancel()
+
+    asyncio.run(main())
+    assert len(beats) == 2 and beats[1] - beats[0] < 1.0
