@@ -2,9 +2,11 @@
 
 Each beat carries the node's description (from its engine) and, when they changed since
 the manager last acknowledged them, its facts: engine subnets, ports other processes hold,
-volumes, the containers users started on attachable networks (see attached.py). The answer sets the period, names the managers (the agent fails over between
-them) and the certificate lifetime. The agent remembers when it last reached a manager:
-cut off for longer than the down judgement, it knows it has been replaced elsewhere.
+volumes, the containers users started on attachable networks (see attached.py; one
+joining or leaving makes the agent beat at once). The answer sets the period, names the
+managers (the agent fails over between them) and the certificate lifetime. The agent
+remembers when it last reached a manager: cut off for longer than the down judgement, it
+knows it has been replaced elsewhere.
 """
 from __future__ import annotations
 

@@ -139,30 +139,31 @@ class Store(abc.ABC):
         quiet: `take_changes` will not report it (the orchestrator need not act at once; its
         periodic full pass sees it anyway). A task's state may only move as some actor of the
         state table may move it (`task_states.TRANSITIONS`), whoever writes it."""
-        checked = check_object(obj)
-        if type(checked) is Task:
-            old = self.get(Task, checked.id)
-            if old is not None and not ts.can_move_any(old.status.state, checked.status.state):
-                raise InvalidObject(f"task {checked.id}: no actor may move a task from {old.status.state} "
-                                    f"to {checked.status.state}")
-        return self._write(checked, expect_version, quiet)  # type: ignore[arg-type]
+        return self._write(self._checked(obj), expect_version, quiet)  # type: ignore[arg-type]
 
     def put_all(self, objs: Sequence[Obj], quiet: Sequence[bool]) -> None:
         """`put` each object (quiet as said for each), all or none: every one is checked before
         any is written, so a bad one writes nothing (an agent's report is applied so)."""
         checked: list[Obj] = []
-        latest: dict[str, Task] = {}
+        latest: dict[str, Task] = {}  # a task's later update in the batch moves on from its earlier one
         for obj in objs:
-            c = check_object(obj)
+            c = self._checked(obj, latest.get(obj.id) if type(obj) is Task else None)
             if type(c) is Task:
-                old = latest.get(c.id) or self.get(Task, c.id)
-                if old is not None and not ts.can_move_any(old.status.state, c.status.state):
-                    raise InvalidObject(f"task {c.id}: no actor may move a task from {old.status.state} "
-                                        f"to {c.status.state}")
-                latest[c.id] = c  # type: ignore[assignment]
+                latest[c.id] = c
             checked.append(c)
         for c, q in zip(checked, quiet):
             self._write(c, None, q)
+
+    def _checked(self, obj: Obj, before: Optional[Task] = None) -> Obj:
+        """`obj` as its model validates it; a task's state move checked against the state table
+        from `before` (default: the stored version)."""
+        checked = check_object(obj)
+        if type(checked) is Task:
+            old = before or self.get(Task, checked.id)
+            if old is not None and not ts.can_move_any(old.status.state, checked.status.state):
+                raise InvalidObject(f"task {checked.id}: no actor may move a task from {old.status.state} "
+                                    f"to {checked.status.state}")
+        return checked
 
     @abc.abstractmethod
     def _write(self, obj: T, expect_version: Optional[int], quiet: bool) -> T:
