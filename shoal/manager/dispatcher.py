@@ -133,7 +133,8 @@ class Dispatcher:
         networks = [n for n in st.all(NetworkObj) if n.spec.name in net_names or node_id in n.node_addresses]
         # Compared only with digests this process sent (another manager's, or this one's before
         # a restart, never match: the node then gets its part whole), so Python's own hash of
-        # the versions will do; writing them out as text for a sha256 was ~3 % of the manager's time in a deploy.
+        # the versions will do; writing them out as text for a sha256 was ~3 % of the
+        # manager's time in a deploy.
         own = format(hash((tuple([(t.id, t.version) for t in tasks]),
                            tuple([(o.id, o.version) for o in configs.values()]),
                            tuple([(o.id, o.version) for o in secrets.values()]),
