@@ -131,10 +131,12 @@ def test_server_udp_tcp_forwarding_and_update():
             def datagram_received(self, d, a):
                 q = w.parse_message(d)
                 self.t.sendto(w.build_response(q, 0, [w.a_record(q.questions[0].name, "192.0.2.99", 5)]), a)
-        up_t, _ = await loop.create_datagram_endpoint(Up, local_addr=("127.0.0.2", 53))
+        # (on a port of its own: port 53 of 127.0.0.2 may be held by another process)
+        up_t, _ = await loop.create_datagram_endpoint(Up, local_addr=("127.0.0.2", 0))
         v = DnsView(networks=[DnsNetwork(name="n", gateway="127.0.0.1", services=[
             DnsService(name="web", vip="10.211.1.2")])])
         srv = DnsServer(v, port=port, upstreams=["127.0.0.2"])
+        srv.upstream_port = up_t.get_extra_info("sockname")[1]
         await srv.start()
         try:
             async def udp(name):
