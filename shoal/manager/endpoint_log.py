@@ -104,16 +104,26 @@ class EndpointLog(ChangeLog):
 
     def _set_meta(self, svc: Service) -> Optional[str]:
         """Record the service's meta; its "s" event when it is new or changed, else None."""
-        meta = service_meta(svc)
+        return self._put_meta(svc.id, service_meta(svc))
+
+    def _put_meta(self, key: str, meta: dict) -> Optional[str]:
+        """Record the meta of entry `key` (a service, or an attached container); its "s" event
+        when it is new or changed, else None."""
         text = json.dumps(meta, default=str)
-        if self.meta.get(svc.id) == text:
+        if self.meta.get(key) == text:
             return None
-        self.meta[svc.id] = text
-        if svc.id not in self.number:
-            self.number[svc.id] = self._num()
-        self.networks[svc.id] = meta["networks"]
-        self.backends.setdefault(svc.id, {})
-        return f'["s",{self.number[svc.id]},{text}]'
+        self.meta[key] = text
+        if key not in self.number:
+            self.number[key] = self._num()
+        self.networks[key] = meta["networks"]
+        self.backends.setdefault(key, {})
+        return f'["s",{self.number[key]},{text}]'
+
+    def _forget(self, key: str) -> str:
+        """Drop entry `key` and its replicas; its "x" event."""
+        del self.meta[key], self.networks[key]
+        self.live -= len(self.backends.pop(key, {}))
+        return f'["x",{self.number.pop(key)}]'
 
     def _backend(self, sid: str, t: Task, old: Optional[tuple[int, str]]) -> tuple[int, str]:
         """(h, its add event): the replica's number stays while it is a backend."""
@@ -137,9 +147,7 @@ class EndpointLog(ChangeLog):
             svc = st.get(Service, sid)
             if svc is None:
                 if sid in self.meta:
-                    del self.meta[sid], self.networks[sid]
-                    self.live -= len(self.backends.pop(sid, {}))
-                    events.append(f'["x",{self.number.pop(sid)}]')
+                    events.append(self._forget(sid))
                 continue
             ev = self._set_meta(svc)
             if ev is not None:
@@ -192,18 +200,12 @@ class EndpointLog(ChangeLog):
             for a in facts.attached:
                 want[f"{ATTACHED}{facts.id}/{a.network}/{a.name}"] = a
         for key in [k for k in self.meta if k.startswith(ATTACHED) and k not in want]:
-            del self.meta[key], self.networks[key]
-            self.live -= len(self.backends.pop(key, {}))
-            events.append(f'["x",{self.number.pop(key)}]')
+            events.append(self._forget(key))
         for key, a in want.items():
-            text = json.dumps(attached_meta(key, a))
-            if self.meta.get(key) != text:
-                if key not in self.number:
-                    self.number[key] = self._num()
-                self.meta[key] = text
-                self.networks[key] = [a.network]
-                events.append(f'["s",{self.number[key]},{text}]')
-            table = self.backends.setdefault(key, {})
+            ev = self._put_meta(key, attached_meta(key, a))
+            if ev is not None:
+                events.append(ev)
+            table = self.backends[key]
             old = table.get("")
             h = old[0] if old is not None else self._num()
             entry = (h, json.dumps([self.number[key], h, a.ip]))
