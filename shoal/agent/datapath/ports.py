@@ -2,16 +2,78 @@
 from __future__ import annotations
 
 import os
+import socket
+import struct
 from pathlib import Path
 from typing import Iterable, Iterator, Optional
 
 _TCP_LISTEN = "0A"
 _UDP_UNCONN = "07"
 
+# sock_diag (linux/inet_diag.h): the kernel lists the sockets in the states asked for.
+_SOCK_DIAG_BY_FAMILY = 20
+_NLM_F_DUMP_REQUEST = 0x301  # NLM_F_REQUEST | NLM_F_DUMP
+_NLMSG_ERROR, _NLMSG_DONE = 2, 3
+_NETLINK_SOCK_DIAG = 4
+_STATES = {"tcp": (socket.IPPROTO_TCP, 1 << 10), "udp": (socket.IPPROTO_UDP, 1 << 7)}  # LISTEN; UDP unconnected
+
 
 def _listening(proto: str) -> Iterable[tuple[int, str, int]]:
-    """(port, local address, inode) of every listening TCP / bound UDP socket."""
-    files = {"tcp": ("tcp", "tcp6"), "udp": ("udp", "udp6"), "sctp": ()}[proto]
+    """(port, local address, inode) of every listening TCP / bound UDP socket.
+
+    Asked of the kernel with sock_diag, which walks the listening sockets only: reading
+    /proc/net/tcp walks the whole established-connection hash table, sized by the
+    machine's memory (~5 ms per file on a 24 GB host, on every heartbeat of every node)."""
+    if proto not in _STATES:
+        return []
+    try:
+        return _diag(proto)
+    except OSError:
+        return list(_proc_listening(proto))
+
+
+def _diag(proto: str) -> list[tuple[int, str, int]]:
+    ipproto, states = _STATES[proto]
+    out: list[tuple[int, str, int]] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, _NETLINK_SOCK_DIAG) as s:
+        for seq, family in enumerate((socket.AF_INET, socket.AF_INET6), 1):
+            req = struct.pack("=BBBxI48x", family, ipproto, 0, states)
+            s.send(struct.pack("=IHHII", 16 + len(req), _SOCK_DIAG_BY_FAMILY, _NLM_F_DUMP_REQUEST, seq, 0) + req)
+            out.extend(_diag_answers(s, family))
+    return out
+
+
+def _diag_answers(s: socket.socket, family: int) -> Iterator[tuple[int, str, int]]:
+    """Read one dump's messages: each an inet_diag_msg (family, state, id, …, inode)."""
+    while True:
+        data = s.recv(1 << 16)
+        off = 0
+        while off + 16 <= len(data):
+            length, kind = struct.unpack_from("=IH", data, off)
+            if kind == _NLMSG_DONE:
+                return
+            if kind == _NLMSG_ERROR:
+                (err,) = struct.unpack_from("=i", data, off + 16)
+                raise OSError(-err, "sock_diag refused the request")
+            body = off + 16
+            port = struct.unpack_from("!H", data, body + 4)[0]
+            raw = data[body + 8: body + 8 + (4 if family == socket.AF_INET else 16)]
+            inode = struct.unpack_from("=I", data, body + 68)[0]
+            yield port, socket.inet_ntop(family, raw) if family == socket.AF_INET else _v6(raw), inode
+            off += (length + 3) & ~3
+        if not data:
+            return
+
+
+def _v6(raw: bytes) -> str:
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":
+        return ".".join(str(x) for x in raw[12:])
+    return socket.inet_ntop(socket.AF_INET6, raw)
+
+
+def _proc_listening(proto: str) -> Iterator[tuple[int, str, int]]:
+    """The same from /proc/net (where sock_diag is unavailable)."""
+    files = {"tcp": ("tcp", "tcp6"), "udp": ("udp", "udp6")}[proto]
     state = _TCP_LISTEN if proto == "tcp" else _UDP_UNCONN
     for name in files:
         try:
