@@ -308,7 +308,7 @@ class Run:
             "upd_p50_ms": pct(up_lat, 50) * 1000, "upd_p99_ms": pct(up_lat, 99) * 1000, "upd_n": len(up_lat),
             "upd_conflicts": up_err,
             "sim_errors": st.get("errors", 0), "sim_last_error": st.get("last_error", ""),
-            "sim_bytes_mb": st.get("bytes", 0) / 1e6, "sim_polls": st.get("polls", 0),
+            "sim_bytes_mb": st.get("bytes", 0) / 1e6, "sim_decoded_mb": st.get("decoded", 0) / 1e6, "sim_polls": st.get("polls", 0),
             "table_backends": self.sim_stats().get("table_backends", 0),
             "table_s": t_table,
         }
@@ -370,7 +370,7 @@ def report(r: dict) -> str:
     out += [f"  {a}: {b}" for a, b in REFERENCES]
     out.append(f"(deploy POST returned after {r['deploy_post_s']:.2f} s; service ls confirmed all running at "
                f"{fmt(r['running_ls_s'], '.1f', ' s')}; update conflicts {r['upd_conflicts']}; sim: "
-               f"{r['sim_polls']} assignment answers, {r['sim_bytes_mb']:.0f} MB received, {r['sim_errors']} errors; "
+               f"{r['sim_polls']} assignment answers, {r['sim_bytes_mb']:.0f} MB received ({r['sim_decoded_mb']:.0f} MB decoded), {r['sim_errors']} errors; "
                f"one node's endpoint table: {r.get('table_backends', 0)} of {T} replicas"
                f"{(' — last: ' + r['sim_last_error']) if r['sim_errors'] else ''})")
     return "\n".join(out)

@@ -74,6 +74,7 @@ class Stats:
         self.last_error = ""
         self.polls = 0
         self.bytes = 0
+        self.decoded = 0
         self.table: Optional[EndpointTable] = None  # one node's full endpoint table
 
     def dump(self) -> dict:
@@ -81,7 +82,7 @@ class Stats:
                 "running": self.running, "last_seen_at": self.last_seen_at,
                 "last_running_at": self.last_running_at, "stopped": self.stopped,
                 "errors": self.errors, "last_error": self.last_error, "polls": self.polls,
-                "bytes": self.bytes, "time": time.time(),
+                "bytes": self.bytes, "decoded": self.decoded, "time": time.time(),
                 "table_backends": sum(len(b) for b in self.table.backends.values()) if self.table else 0}
 
 
@@ -199,7 +200,8 @@ class SimAgent:
                                         server_hostname=pki.MANAGER_NAME,
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as r:
             body = await r.read()
-            self.stats.bytes += len(body)
+            self.stats.bytes += r.content.total_raw_bytes  # as sent (deflated or not)
+            self.stats.decoded += len(body)
             if r.status >= 400:
                 raise RuntimeError(f"{method} {path}: {r.status} {body[:200]!r}")
             return body if raw else _loads(body)

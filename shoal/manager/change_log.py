@@ -16,7 +16,9 @@ from __future__ import annotations
 import bisect
 import secrets
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
+
+from shoal.manager.deflated import Item, Piece, PieceCache
 
 COMPACT_MIN_EVENTS = 10_000  # never compact a log shorter than this
 COMPACT_FACTOR = 2  # compact once the log holds more than this many events per live entry
@@ -41,12 +43,16 @@ class Slice:
 
     def parts(self) -> list[bytes]:
         """`{"epoch":…,"seq":…,"full":…,"events":[…]}` as pieces (chunks shared, not copied)."""
-        out = [f'{{"epoch":"{self.epoch}","seq":{self.seq},"full":{"true" if self.full else "false"},"events":['
-               .encode()]
+        return self.items(lambda c: c)  # type: ignore[arg-type,return-value]
+
+    def items(self, piece: Callable[[bytes], Piece]) -> list[Item]:
+        """The same, each chunk as `piece` gives it (its compressed form, for a deflate body)."""
+        out: list[Item] = [
+            f'{{"epoch":"{self.epoch}","seq":{self.seq},"full":{"true" if self.full else "false"},"events":['.encode()]
         for i, c in enumerate(self.chunks):
             if i:
                 out.append(b",")
-            out.append(c)
+            out.append(piece(c))
         out.append(b"]}")
         return out
 
@@ -67,6 +73,7 @@ class ChangeLog:
         # the whole table again (1,000 nodes x a 100,000-entry table).
         self._prev: Optional[tuple[list[bytes], list[int], int]] = None
         self._snap = 0  # 1 when chunks[0] is the snapshot
+        self.pieces = PieceCache()  # the chunks' compressed forms, made when first sent
 
     def snapshot(self) -> list[str]:
         """The events that rebuild the current table from nothing."""
@@ -97,6 +104,7 @@ class ChangeLog:
         self._snap = len(self.chunks)
         self.base = self.seq
         self.events = len(parts)
+        self.pieces.keep_only(self.chunks + (self._prev[0] if self._prev is not None else []))
 
     def has_news(self, epoch: str, seq: int) -> bool:
         return epoch != self.epoch or seq < self.seq

@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 from shoal.core import task_states as ts
 from shoal.manager.change_log import parse_position
+from shoal.manager.deflated import zlib_stream
 from shoal.manager.cluster import Cluster
 from shoal.manager.endpoint_log import EndpointLog
 from shoal.manager.errors import ApiError, Forbidden
@@ -37,6 +38,7 @@ ENDPOINTS_MAX_HOLD = 2.0
 QUIET_STATES = frozenset({ts.ACCEPTED, ts.PREPARING, ts.READY, ts.STARTING, ts.RUNNING})
 OWN_ANSWERS_PER_SECOND = 2_000.0  # see Dispatcher.news
 OWN_MAX_HOLD = 1.0
+DEFLATE_MIN = 2048  # smaller answers go plain (a compressor's set-up costs more than it saves)
 
 log = logging.getLogger("shoal.dispatcher")
 
@@ -146,17 +148,22 @@ class Dispatcher:
 
     def answer(self, node_id: str, v: "View", ep: str = "", known: Optional[str] = None, pp: str = "") -> str:
         """The assignments answer for view `v`, as JSON text; remembers what the node was sent."""
-        return b"".join(self.answer_parts(node_id, v, ep, known, pp)).decode()
+        return b"".join(self.answer_parts(node_id, v, ep, known, pp)[0]).decode()
 
     def answer_parts(self, node_id: str, v: "View", ep: str = "", known: Optional[str] = None,
-                     pp: str = "") -> list[bytes]:
+                     pp: str = "", deflate: bool = False) -> tuple[list[bytes], bool]:
         """The answer as UTF-8 JSON in pieces: the node's own part, then the endpoint events
         after position `ep` ("epoch:seq" the agent has; "" for all) and the overlay's peer
-        events after position `pp`, shared between answers.
+        events after position `pp`, shared between answers; and whether it is deflated.
 
         When the agent's digest `known` is that of the last answer this node was sent, only
         the tasks that changed since are sent, with every task id (`"delta": true`): a node
-        running 100 tasks is not re-sent all 100 each time one of them moves."""
+        running 100 tasks is not re-sent all 100 each time one of them moves.
+
+        With `deflate` (the agent accepts it) an answer of DEFLATE_MIN bytes or more is a
+        zlib stream (shoal/manager/deflated.py): the logs' chunks compressed once for every
+        node, the node's own part compressed per answer, or only stored when it carries
+        secrets."""
         st = self.store
         sent = self._sent.get(node_id)
         versions = {t.id: t.version for t in v.tasks}
@@ -180,8 +187,12 @@ class Dispatcher:
         part = self.log.since(epoch, seq)
         peers = self.peers.since(*parse_position(pp))
         self._sent[node_id] = (v.own_key, time.monotonic(), versions)
-        return [head, *part.parts(), b',"peers":', *peers.parts(),
-                f',"digest":"{v.own_key}","ep":"{part.epoch}:{part.seq}","pp":"{peers.epoch}:{peers.seq}"}}'.encode()]
+        tail = f',"digest":"{v.own_key}","ep":"{part.epoch}:{part.seq}","pp":"{peers.epoch}:{peers.seq}"}}'.encode()
+        plain = [head, *part.parts(), b',"peers":', *peers.parts(), tail]
+        if not deflate or sum(map(len, plain)) < DEFLATE_MIN:
+            return plain, False
+        items = [head, *part.items(self.log.pieces.piece), b',"peers":', *peers.items(self.peers.pieces.piece), tail]
+        return zlib_stream(items, compress_own=not secrets), True
 
     # -- networks as one node sees them ---------------------------------------------
     # A network's object carries every holder's address (and block): 1,000 entries on a

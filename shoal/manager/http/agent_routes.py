@@ -102,13 +102,17 @@ class AgentRoutes:
                 await asyncio.wait_for(ev.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
-        parts = d.answer_parts(node_id, view, ep, known, pp)
+        parts, deflated = d.answer_parts(node_id, view, ep, known, pp,
+                                         deflate=accepts_deflate(request.headers.get("Accept-Encoding", "")))
+        headers = {"Content-Type": "application/json"}
+        if deflated:
+            headers["Content-Encoding"] = "deflate"
         size = sum(len(p) for p in parts)
         if size <= ANSWER_PIECE:
-            return web.Response(body=b"".join(parts), content_type="application/json")
+            return web.Response(body=b"".join(parts), headers=headers)
         # Longer answers (a full endpoint table, at scale) are streamed from the shared pieces,
         # the big ones a few at a time, so memory does not grow with nodes x answer size.
-        resp = web.StreamResponse(headers={"Content-Type": "application/json"})
+        resp = web.StreamResponse(headers=headers)
         resp.content_length = size
         async with self._big_answers if size >= BIG_ANSWER else contextlib.nullcontext():
             await resp.prepare(request)
@@ -157,6 +161,16 @@ class AgentRoutes:
         body: ActionAnswerBody = request[BODY]
         taken = self.c.actions.answer(request.match_info["req"], body.model_dump(), node_id=self._node(request))
         return reply({"taken": taken})
+
+
+def accepts_deflate(header: str) -> bool:
+    """Whether an Accept-Encoding header takes `deflate` (named, or `*`, and not with q=0)."""
+    for item in header.split(","):
+        name, _, params = item.strip().partition(";")
+        if name.strip().lower() in ("deflate", "*"):
+            q = params.strip().lower()
+            return not (q.startswith("q=") and q[2:].strip().rstrip("0").rstrip(".") in ("", "0"))
+    return False
 
 
 def _pieces(parts: list[bytes], size: int):
