@@ -162,8 +162,7 @@ class Dispatcher:
 
         With `deflate` (the agent accepts it) an answer of DEFLATE_MIN bytes or more is a
         zlib stream (shoal/manager/deflated.py): the logs' chunks compressed once for every
-        node, the node's own part compressed per answer, or only stored when it carries
-        secrets."""
+        node, the node's own part stored."""
         st = self.store
         sent = self._sent.get(node_id)
         versions = {t.id: t.version for t in v.tasks}
@@ -192,7 +191,7 @@ class Dispatcher:
         if not deflate or sum(map(len, plain)) < DEFLATE_MIN:
             return plain, False
         items = [head, *part.items(self.log.pieces.piece), b',"peers":', *peers.items(self.peers.pieces.piece), tail]
-        return zlib_stream(items, compress_own=not secrets), True
+        return zlib_stream(items), True
 
     # -- networks as one node sees them ---------------------------------------------
     # A network's object carries every holder's address (and block): 1,000 entries on a
