@@ -57,12 +57,21 @@ python_bin() {
     else python3 -c 'import sys; print(sys.executable)'; fi
 }
 
+site_packages() {  # the interpreter's package directories, as its site module would add them
+    "$(python_bin)" -c 'import site, sys; print(":".join(p for p in site.getsitepackages() if p in sys.path))'
+}
+
 write_wrapper() {
     mkdir -p "$RUN/bin"
     cat > "$RUN/bin/shoal" <<EOF
 #!/bin/sh
-# shoal on a lab host: this checkout's code ($ROOT)
-PYTHONPATH="$ROOT\${PYTHONPATH:+:\$PYTHONPATH}" exec "$(python_bin)" -m shoal "\$@"
+# shoal on a lab host: this checkout's code ($ROOT), with the interpreter's packages but
+# without its site hooks (-S: on a development machine they load an editable-install finder
+# and whatever .pth files the machine has, ~35 ms per command that a host's installed Shoal
+# need not pay). Its bytecode is cached as on any host (an environment with
+# PYTHONDONTWRITEBYTECODE would compile every module again on every command).
+unset PYTHONDONTWRITEBYTECODE
+PYTHONPATH="$ROOT:$(site_packages)\${PYTHONPATH:+:\$PYTHONPATH}" exec "$(python_bin)" -S -m shoal "\$@"
 EOF
     chmod +x "$RUN/bin/shoal"
 }

@@ -180,6 +180,9 @@ class _ManagerConnection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         sock = socket.create_connection((self.host, self.port), self.timeout)
+        # http.client writes a request's headers and body apart: with Nagle's algorithm the
+        # body then waits for the manager's delayed ACK of the headers (40 ms of every join)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         server_name = pki.MANAGER_NAME if self._ctx.check_hostname else None
         self.sock = self._ctx.wrap_socket(sock, server_hostname=server_name)
 

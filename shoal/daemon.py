@@ -302,6 +302,16 @@ class Node:
         log.info("this node is now a %s", self.role)
 
 
+def _warm_up_for_join() -> None:
+    """What a join would do first, done while the daemon waits for one (a joining node is
+    Ready sooner): the modules its agent loads, and the owners of the ports in use, which
+    the first heartbeat reports."""
+    import shoal.agent.netplane  # noqa: F401
+    import shoal.agent.overlay  # noqa: F401
+    from shoal.agent.datapath.ports import ports_in_use
+    ports_in_use()
+
+
 async def run_daemon(layout: Layout, listen: str = "0.0.0.0", metrics_addr: Optional[str] = None) -> None:
     info = read_cluster(layout)
     os.makedirs(layout.root, exist_ok=True)
@@ -315,9 +325,7 @@ async def run_daemon(layout: Layout, listen: str = "0.0.0.0", metrics_addr: Opti
         loop.add_signal_handler(sig, stop.set)
     if info is None:
         log.info("shoal daemon running, not in a cluster yet: waiting for `shoal join` (or stop it, then `shoal init`)")
-        # the first heartbeat after a join reports the ports in use: find their owners now
-        from shoal.agent.datapath.ports import ports_in_use
-        loop.run_in_executor(None, ports_in_use)
+        loop.run_in_executor(None, _warm_up_for_join)
     else:
         log.info("shoal daemon running (node %s, %s)", info["node_id"], node.role)
     stopper = asyncio.create_task(stop.wait())

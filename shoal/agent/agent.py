@@ -76,6 +76,9 @@ class Agent:
     async def run(self) -> None:
         log.info("agent of node %s starting: adopting the containers it finds, then heartbeats to %s",
                  self.node_id, ", ".join(self.client.managers.addresses))
+        # Heartbeats need no adoption: they start at once (a joining node is Ready sooner; they
+        # too wait for the engine, which describes the node).
+        self._bg = [asyncio.create_task(self.heartbeat.run())]
         while True:  # adopt what runs already: containers are not restarted
             try:
                 await asyncio.wait_for(self.executor.list_managed(), 30)
@@ -84,13 +87,20 @@ class Agent:
                 self._quiet("engine", f"waiting for the Docker Engine ({e or 'no answer in 30s'})")
                 await asyncio.sleep(1)
         self._quiet("engine", None)
-        loops = [self.heartbeat.run(), self._assignment_loop(), self.runner.event_loop(), self._resync_loop(),
-                 self.reporter.run(), self._logs_loop(), self._actions_loop(),
-                 self.heartbeat.attached.watch(self.heartbeat.nudge)]
+        loops = [self.runner.event_loop(), self._resync_loop(), self.heartbeat.attached.watch(self.heartbeat.nudge),
+                 self._with_managers()]
         if self.certs is not None:
             loops.append(self.certs.run())
-        self._bg = [asyncio.create_task(c) for c in loops]
+        self._bg += [asyncio.create_task(c) for c in loops]
         await self._stop.wait()
+
+    async def _with_managers(self) -> None:
+        """The loops that talk to a manager, once a manager answered a heartbeat: the first
+        beat is what makes a joining node Ready, and goes first (not beside four new TLS
+        connections at once). Containers are watched meanwhile (a partitioned node's tasks
+        keep running) and the certificate is renewed whatever happens."""
+        await self.heartbeat.registered.wait()
+        await asyncio.gather(self._assignment_loop(), self.reporter.run(), self._logs_loop(), self._actions_loop())
 
     async def stop(self) -> None:
         self._stop.set()

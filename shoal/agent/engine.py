@@ -2,7 +2,7 @@
 
 One ``Engine`` holds one aiohttp session over the engine's unix socket (or TCP
 when ``DOCKER_HOST=tcp://…``). The API version is negotiated on first use:
-``min(server ApiVersion, 1.41)``, and every call is prefixed with ``/v<version>``.
+``min(server API version (/_ping's header), 1.41)``, and every call is prefixed with ``/v<version>``.
 
 Every non-2xx answer raises ``EngineError(status, message)`` with the engine's own
 message (``NotFound`` for 404, ``Conflict`` for 409). Ordinary calls have a
@@ -273,8 +273,7 @@ class Engine:
         if self.api_version is None:
             async with self._lock:
                 if self.api_version is None:
-                    v = await self._raw_json("GET", "/version")
-                    self.api_version = negotiate_version(v.get("ApiVersion"))
+                    self.api_version = negotiate_version(await self._server_api_version())
         return f"/v{self.api_version}"
 
     def _timeout(self, timeout: Union[float, None, bool]) -> aiohttp.ClientTimeout:
@@ -329,6 +328,18 @@ class Engine:
         except ValueError:
             pass
         return body.decode("utf-8", "replace").strip()
+
+    async def _server_api_version(self) -> Optional[str]:
+        """The engine's API version, from the `Api-Version` header of `/_ping` (as Docker's
+        client asks: ~1 ms, where `/version` takes ~8 ms, asking containerd too); from
+        `/version` where the header is missing."""
+        resp = await self._send("GET", "/_ping", versioned=False)
+        async with resp:
+            await resp.read()
+            header = resp.headers.get("Api-Version")
+        if header:
+            return header
+        return (await self._raw_json("GET", "/version")).get("ApiVersion")
 
     async def _raw_json(self, method: str, path: str, **kw) -> Any:
         """Unversioned request (used for negotiation)."""

@@ -69,13 +69,16 @@ class Heartbeater:
         }
 
     async def facts(self) -> dict:
-        try:
-            vols = await self.volumes.list()
-        except EngineError:
-            vols = []
-        out = {"engine_subnets": await self.networks.foreign_subnets(),
-               "ports_in_use": await asyncio.to_thread(ports_in_use), "volumes": vols}
-        attached = await self.attached.list()
+        async def volumes() -> list:
+            try:
+                return await self.volumes.list()
+            except EngineError:
+                return []
+
+        # asked together: each is an engine call or a read of the kernel's tables
+        vols, subnets, ports, attached = await asyncio.gather(
+            volumes(), self.networks.foreign_subnets(), asyncio.to_thread(ports_in_use), self.attached.list())
+        out = {"engine_subnets": subnets, "ports_in_use": ports, "volumes": vols}
         if attached:  # (a manager older than them refuses the key)
             out["attached"] = attached
         return out
@@ -89,8 +92,9 @@ class Heartbeater:
         """Seconds since a manager last answered."""
         return time.monotonic() - self.last_contact
 
-    async def beat(self, desc: dict) -> dict:
-        facts = await self.facts()
+    async def beat(self, desc: dict, facts: Optional[dict] = None) -> dict:
+        if facts is None:
+            facts = await self.facts()
         body: dict[str, Any] = {"description": desc, "addr": self.addr}
         if facts_digest(facts["engine_subnets"], facts["ports_in_use"], facts["volumes"],
                         facts.get("attached")) != self._acked:
@@ -111,11 +115,13 @@ class Heartbeater:
         desc = None
         while True:
             try:
-                if desc is None:
-                    desc = await self.describe()
+                if desc is None:  # the first beat (a joining node is Ready once it is answered)
+                    desc, facts = await asyncio.gather(self.describe(), self.facts())
                     self.hostname = desc["hostname"]
                     log.info("node %s: heartbeats to %s", self.hostname, self.client.managers.current())
-                await self.beat(desc)
+                    await self.beat(desc, facts)
+                else:
+                    await self.beat(desc)
                 self.quiet("heartbeat", None)
                 delay = self.period
             except (ManagerUnavailable, EngineError, OSError) as e:

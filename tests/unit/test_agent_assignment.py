@@ -23,3 +23,55 @@ def test_an_invalid_task_is_rejected_alone(tmp_path):
     assert list(tasks) == ["good"] and rejected == {"bad"}
     report = agent.reporter.outbox["bad"]
     assert report["state"] == "rejected" and "stop_grace_period" in report["err"]
+
+
+def test_the_first_heartbeat_goes_before_the_agents_other_calls_to_managers(tmp_path):
+    """Heartbeats start before the containers are adopted; assignments, reports, logs and
+    actions start once a manager answered one (a joining node's first beat is not queued
+    behind four new TLS connections); containers are watched and the certificate renewed
+    from the start, whatever the managers do."""
+    import asyncio
+
+    order: list[str] = []
+
+    async def main() -> None:
+        agent = Agent("n1", _Client(), configs_dir=str(tmp_path / "c"), secrets_dir=str(tmp_path / "s"))
+
+        def loop(name: str):
+            async def run(*_a) -> None:
+                order.append(name)
+                await asyncio.sleep(3600)
+            return run
+
+        async def heartbeats() -> None:
+            order.append("heartbeat")
+            await asyncio.sleep(0.05)
+            order.append("answered")
+            agent.heartbeat.registered.set()
+            await asyncio.sleep(3600)
+
+        async def adopt() -> list:
+            order.append("adopt")
+            return []
+
+        agent.heartbeat.run = heartbeats
+        agent.executor.list_managed = adopt
+        agent.runner.event_loop = loop("events")
+        agent._resync_loop = loop("resync")
+        agent.heartbeat.attached.watch = loop("attached")
+        agent.certs = type("Certs", (), {"run": staticmethod(loop("certs"))})()
+        for name in ("_assignment_loop", "_logs_loop", "_actions_loop"):
+            setattr(agent, name, loop(name))
+        agent.reporter.run = loop("reports")
+        runner = asyncio.create_task(agent.run())
+        await asyncio.sleep(0.2)
+        agent._stop.set()
+        for t in agent._bg:
+            t.cancel()
+        await asyncio.gather(runner, *agent._bg, return_exceptions=True)
+
+    asyncio.run(main())
+    first_call = min(order.index(n) for n in ("_assignment_loop", "reports", "_logs_loop", "_actions_loop"))
+    assert order[0] == "heartbeat" and order.index("answered") < first_call
+    assert max(order.index(n) for n in ("events", "resync", "attached", "certs")) < order.index("answered")
+    assert {"_assignment_loop", "reports", "_logs_loop", "_actions_loop"} <= set(order)

@@ -208,10 +208,13 @@ def test_a_nudged_heartbeat_beats_before_its_period(monkeypatch):
         async def describe():
             return {"hostname": "x"}
 
-        async def beat(desc):
+        async def facts():
+            return {}
+
+        async def beat(desc, facts=None):
             beats.append(asyncio.get_running_loop().time())
 
-        hb.describe, hb.beat = describe, beat
+        hb.describe, hb.facts, hb.beat = describe, facts, beat
         task = asyncio.create_task(hb.run())
         await asyncio.sleep(0.05)
         hb.nudge()
