@@ -12,6 +12,7 @@ then never compressed beside bytes an attacker might influence (CRIME/BREACH).
 """
 from __future__ import annotations
 
+import struct
 import zlib
 from dataclasses import dataclass
 from typing import Iterable, Union
@@ -38,8 +39,16 @@ def compressed(raw: bytes, level: int = -1) -> Piece:
 
 
 def stored(raw: bytes) -> Piece:
-    """`raw` as stored (uncompressed) blocks."""
-    return compressed(raw, 0)
+    """`raw` as stored blocks, written out (no compressor): each a byte of header (not
+    final, type 0: the stream is byte-aligned where it starts), its length, the length's
+    complement, then up to 65,535 bytes as they are."""
+    view = memoryview(raw)
+    blocks = bytearray()
+    for at in range(0, len(raw), 0xFFFF):
+        chunk = view[at:at + 0xFFFF]
+        blocks += b"\x00" + struct.pack("<HH", len(chunk), len(chunk) ^ 0xFFFF)
+        blocks += chunk
+    return Piece(bytes(blocks), zlib.adler32(raw), len(raw))
 
 
 def adler32_combine(first: int, second: int, second_len: int) -> int:

@@ -46,6 +46,15 @@ def test_a_stream_of_shared_pieces_and_own_bytes_decodes_to_their_concatenation(
     assert zlib.decompress(b"".join(zlib_stream([]))) == b""
 
 
+def test_stored_bytes_of_any_length_decode_across_block_limits():
+    shared = compressed(b'[7,8,"10.210.0.9"],' * 100)
+    for n in (0, 1, 65_534, 65_535, 65_536, 200_000):  # a stored block holds at most 65,535 bytes
+        own = os.urandom(n)
+        assert zlib.decompress(b"".join(zlib_stream([own, shared, own[:10]]))) == \
+            own + b'[7,8,"10.210.0.9"],' * 100 + own[:10]
+        assert zlib.decompress(b"".join(zlib_stream([stored(own)]))) == own
+
+
 # ------------------------------------------------------------------------------ dispatcher
 def _dispatcher(tmp_path):
     store = Store(str(tmp_path / "s.db"))
