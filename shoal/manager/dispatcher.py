@@ -20,8 +20,8 @@ from typing import Any, Optional
 
 from shoal.core import task_states as ts
 from shoal.manager.change_log import parse_position
-from shoal.manager.deflated import zlib_stream
 from shoal.manager.cluster import Cluster
+from shoal.manager.deflated import zlib_stream
 from shoal.manager.endpoint_log import EndpointLog
 from shoal.manager.errors import ApiError, Forbidden
 from shoal.manager.metrics import ManagerMetrics
@@ -38,7 +38,7 @@ ENDPOINTS_MAX_HOLD = 2.0
 QUIET_STATES = frozenset({ts.ACCEPTED, ts.PREPARING, ts.READY, ts.STARTING, ts.RUNNING})
 OWN_ANSWERS_PER_SECOND = 2_000.0  # see Dispatcher.news
 OWN_MAX_HOLD = 1.0
-DEFLATE_MIN = 2048  # smaller answers go plain (a compressor's set-up costs more than it saves)
+DEFLATE_MIN = 2048  # smaller answers go plain (the stream's framing and an inflater cost more than they save)
 
 log = logging.getLogger("shoal.dispatcher")
 
