@@ -11,7 +11,6 @@ import click
 from shoal.cli.api_client import ApiFailure
 from shoal.cli.main import Ctx, cli
 from shoal.paths import DEFAULT_PORT
-from shoal.units import parse_duration
 
 
 def _fail(msg: str) -> None:
@@ -22,6 +21,7 @@ def _fail(msg: str) -> None:
 def _duration(value: str | None, what: str) -> float | None:
     if value is None:
         return None
+    from shoal.units import parse_duration  # (decimal and fractions: not for every command's start-up)
     try:
         return parse_duration(value)
     except ValueError as e:
