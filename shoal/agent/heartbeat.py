@@ -115,13 +115,12 @@ class Heartbeater:
         desc = None
         while True:
             try:
+                facts = None
                 if desc is None:  # the first beat (a joining node is Ready once it is answered)
                     desc, facts = await asyncio.gather(self.describe(), self.facts())
                     self.hostname = desc["hostname"]
                     log.info("node %s: heartbeats to %s", self.hostname, self.client.managers.current())
-                    await self.beat(desc, facts)
-                else:
-                    await self.beat(desc)
+                await self.beat(desc, facts)
                 self.quiet("heartbeat", None)
                 delay = self.period
             except (ManagerUnavailable, EngineError, OSError) as e:
