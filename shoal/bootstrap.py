@@ -208,9 +208,11 @@ def split_addr(remote: str) -> tuple[str, int]:
 
 
 def join_cluster(layout: Layout, token: str, remote: str, advertise_addr: Optional[str] = None,
-                 availability: str = "active", port: int = DEFAULT_PORT) -> dict:
+                 availability: str = "active", port: int = DEFAULT_PORT,
+                 key: Optional[pki.ec.EllipticCurvePrivateKey] = None) -> dict:
     """Join the cluster `remote` manages, as the token says (a worker, or a manager: `port` is
-    then its API's); cluster.json written, daemon not started."""
+    then its API's); cluster.json written, daemon not started. `key`: the node's key, when
+    made ahead (a new one otherwise)."""
     if read_cluster(layout) is not None:
         raise AlreadyInCluster("This node is already part of a cluster. Use \"shoal leave\" to leave it "
                                "and join another one.")
@@ -238,7 +240,7 @@ def join_cluster(layout: Layout, token: str, remote: str, advertise_addr: Option
         raise JoinError(f"the manager at {host}:{remote_port} is not the one the token is for "
                         "(its CA certificate does not match the token's digest)")
     # 2. This node's key, made here; the manager signs its CSR if the token is good.
-    key = pki.new_key()
+    key = key or pki.new_key()
     addr = advertise_addr or _source_address_towards(host)
     ctx = pki.client_context(None, ca_data=ca_pem.decode())
     try:

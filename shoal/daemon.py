@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from shoal import pki
 from shoal.agent.agent import Agent
 from shoal.agent.certs import CertKeeper
+from shoal.agent.engine import Engine
 from shoal.agent.client import ManagerClient, ManagerList
 from shoal.agent.local_api import LocalApi
 from shoal.agent.metrics import AgentMetrics
@@ -58,6 +59,8 @@ class Node:
         # on this node gives the key (`_unlock_key`, kept only until the manager is unlocked).
         self._promotion: Optional[dict] = None
         self._unlock_key: Optional[str] = None
+        # A node waiting for `shoal join`: its key, made ahead (see _warm_up_for_join)
+        self.join_key: Optional[asyncio.Future] = None
 
     async def start(self) -> None:
         await self.metrics.start()
@@ -102,20 +105,38 @@ class Node:
         if self.role != "none":
             raise AlreadyInCluster("This node is already part of a cluster. Use \"shoal leave\" to leave it "
                                    "and join another one.")
-        self.info = await asyncio.to_thread(join_cluster, self.layout, token, manager, advertise_addr, availability,
-                                            port)
+        key = None
+        if self.join_key is not None:
+            try:
+                key = await self.join_key
+            except Exception:  # noqa: BLE001 - the join makes one
+                log.exception("preparing this node's key failed: the join makes one")
+            self.join_key = None
+        # The engine describes the node while the certificate is obtained: the first heartbeat,
+        # which makes the node Ready, need not wait for it (`/info` takes ~10 ms).
+        engine = Engine()
+        engine_info = asyncio.ensure_future(engine.info())
+        try:
+            self.info = await asyncio.to_thread(join_cluster, self.layout, token, manager, advertise_addr,
+                                                availability, port, key)
+        except BaseException:
+            await _discard(engine, engine_info)
+            raise
+        if self.info["role"] != "worker":
+            await _discard(engine, engine_info)
         if self.info["role"] == "manager":
             log.info("joined the cluster %s as manager %s: the daemon starts again as a manager",
                      self.info["cluster_id"], self.info["node_id"])
             return {"role": "manager", "node_id": self.info["node_id"], "cluster_id": self.info["cluster_id"]}
         self.role = "worker"
-        self.start_agent(None)
+        self.start_agent(None, engine, engine_info)
         assert self.agent is not None
         await asyncio.wait_for(self.agent.heartbeat.registered.wait(), 30)
         log.info("joined the cluster %s as node %s", self.info["cluster_id"], self.info["node_id"])
         return self.local_info()
 
-    def start_agent(self, password: Optional[bytes]) -> None:
+    def start_agent(self, password: Optional[bytes], engine: Optional[Engine] = None,
+                    engine_info: Optional[asyncio.Future] = None) -> None:
         if self.agent is not None:
             return
         L, info = self.layout, self.info
@@ -137,7 +158,7 @@ class Node:
             overlay = Overlay(info.get("advertise_addr", ""), L.overlay_state)
         agent = Agent(info["node_id"], client, configs_dir=L.configs_dir, secrets_dir=L.secrets_dir,
                       addr=info.get("advertise_addr", ""), datapath=datapath, overlay=overlay,
-                      metrics=AgentMetrics(self.registry))
+                      metrics=AgentMetrics(self.registry), engine=engine, engine_info=engine_info)
         agent.certs = CertKeeper(client, L.ca_cert, L.node_cert, L.node_key, password,
                                  cert_expiry=lambda: agent.heartbeat.cert_expiry)
         self.agent = agent
@@ -302,14 +323,24 @@ class Node:
         log.info("this node is now a %s", self.role)
 
 
-def _warm_up_for_join() -> None:
+async def _discard(engine: Engine, asked: asyncio.Future) -> None:
+    asked.cancel()
+    await asyncio.gather(asked, return_exceptions=True)
+    await engine.close()
+
+
+def _warm_up_for_join() -> pki.ec.EllipticCurvePrivateKey:
     """What a join would do first, done while the daemon waits for one (a joining node is
-    Ready sooner): the modules its agent loads, and the owners of the ports in use, which
-    the first heartbeat reports."""
+    Ready sooner): the modules its agent loads, the owners of the ports in use, which the
+    first heartbeat reports, and the node's key with its signing request (the first ones a
+    process makes load OpenSSL's code: ~5 ms). The key stays in memory until the join."""
     import shoal.agent.netplane  # noqa: F401
     import shoal.agent.overlay  # noqa: F401
     from shoal.agent.datapath.ports import ports_in_use
     ports_in_use()
+    key = pki.new_key()
+    pki.make_csr(key)
+    return key
 
 
 async def run_daemon(layout: Layout, listen: str = "0.0.0.0", metrics_addr: Optional[str] = None) -> None:
@@ -325,7 +356,7 @@ async def run_daemon(layout: Layout, listen: str = "0.0.0.0", metrics_addr: Opti
         loop.add_signal_handler(sig, stop.set)
     if info is None:
         log.info("shoal daemon running, not in a cluster yet: waiting for `shoal join` (or stop it, then `shoal init`)")
-        loop.run_in_executor(None, _warm_up_for_join)
+        node.join_key = loop.run_in_executor(None, _warm_up_for_join)
     else:
         log.info("shoal daemon running (node %s, %s)", info["node_id"], node.role)
     stopper = asyncio.create_task(stop.wait())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Optional
+from typing import Any, Awaitable, Optional
 
 from pydantic import ValidationError
 
@@ -39,7 +39,7 @@ class Agent:
     def __init__(self, node_id: str, client: ManagerClient, *, configs_dir: str, secrets_dir: str,
                  engine: Optional[Engine] = None, addr: str = "", datapath: Any = None,
                  certs: Optional[CertKeeper] = None, overlay: Optional[Overlay] = None,
-                 metrics: Optional[AgentMetrics] = None):
+                 metrics: Optional[AgentMetrics] = None, engine_info: Optional[Awaitable[dict]] = None):
         self.node_id = node_id
         self.client = client
         self.engine = engine or Engine()
@@ -54,7 +54,8 @@ class Agent:
         self.endpoints = EndpointTable()  # the cluster's endpoints, kept from the manager's log
         self.peer_table = PeerTable()  # the overlay's peers, kept from the manager's peer log
         self.reporter = StatusReporter(client)
-        self.heartbeat = Heartbeater(client, self.engine, self.networks, self.volume_actions, addr, self._quiet)
+        self.heartbeat = Heartbeater(client, self.engine, self.networks, self.volume_actions, addr, self._quiet,
+                                    engine_info)
         self.runner = TaskRunner(self.executor, self.networks, self.reporter, self._with_node_dns,
                                  lambda: (self.heartbeat.cut_off_for(), self.heartbeat.down_after))
         self.certs = certs

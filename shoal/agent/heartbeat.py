@@ -16,7 +16,7 @@ import os
 import platform
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Awaitable, Callable, Optional
 
 from shoal.agent.attached import AttachedContainers
 from shoal.agent.client import ManagerClient, ManagerUnavailable
@@ -34,7 +34,8 @@ NUDGE_GAP = 0.1  # seconds a nudged beat waits for more changes
 
 class Heartbeater:
     def __init__(self, client: ManagerClient, engine: Engine, networks: NetworkKeeper, volumes: VolumeActions,
-                 addr: str, quiet: Callable[[str, Optional[str]], None]):
+                 addr: str, quiet: Callable[[str, Optional[str]], None],
+                 engine_info: Optional[Awaitable[dict]] = None):
         self.client = client
         self.engine = engine
         self.networks = networks
@@ -51,9 +52,19 @@ class Heartbeater:
         self.registered = asyncio.Event()  # set by the first heartbeat a manager accepted
         self._acked = ""  # the facts digest the manager last answered with
         self._nudged = asyncio.Event()  # beat now (facts changed), not at the period
+        # the engine's answer asked while the node joined (the first beat goes out sooner)
+        self._engine_info = engine_info
 
     async def describe(self) -> dict:
-        info = await self.engine.info()
+        info = None
+        if self._engine_info is not None:
+            asked, self._engine_info = self._engine_info, None
+            try:
+                info = await asked
+            except (EngineError, OSError):
+                pass  # asked again below
+        if info is None:
+            info = await self.engine.info()
         labels = {}
         for item in info.get("Labels") or []:
             k, _, v = item.partition("=")

@@ -75,3 +75,43 @@ def test_the_first_heartbeat_goes_before_the_agents_other_calls_to_managers(tmp_
     assert order[0] == "heartbeat" and order.index("answered") < first_call
     assert max(order.index(n) for n in ("events", "resync", "attached", "certs")) < order.index("answered")
     assert {"_assignment_loop", "reports", "_logs_loop", "_actions_loop"} <= set(order)
+
+
+def test_the_first_description_is_the_engine_answer_asked_during_the_join(tmp_path):
+    """The daemon asks the engine's `/info` while the join obtains the certificate; the
+    first heartbeat's description uses that answer instead of asking again, and asks the
+    engine itself when that answer failed (and for every later beat)."""
+    import asyncio
+
+    from shoal.agent.engine import EngineError
+
+    async def main() -> list[str]:
+        asked: list[str] = []
+
+        async def info() -> dict:
+            asked.append("info")
+            return {"Name": "lab9", "NCPU": 2, "MemTotal": 1 << 30, "ServerVersion": "20.10.24"}
+
+        async def early(answer: dict) -> dict:
+            return answer
+
+        async def failed() -> dict:
+            raise EngineError(0, "engine restarting")
+
+        agent = Agent("n1", _Client(), configs_dir=str(tmp_path / "c"), secrets_dir=str(tmp_path / "s"),
+                      engine_info=asyncio.ensure_future(early({"Name": "lab8", "NCPU": 4, "MemTotal": 2 << 30})))
+        agent.engine.info = info
+        first = await agent.heartbeat.describe()
+        second = await agent.heartbeat.describe()
+        assert (first["hostname"], first["nano_cpus"]) == ("lab8", 4_000_000_000) and asked == ["info"]
+        assert second["hostname"] == "lab9"
+
+        other = Agent("n2", _Client(), configs_dir=str(tmp_path / "c2"), secrets_dir=str(tmp_path / "s2"),
+                      engine_info=asyncio.ensure_future(failed()))
+        other.engine.info = info
+        assert (await other.heartbeat.describe())["hostname"] == "lab9"
+        await agent.engine.close()
+        await other.engine.close()
+        return asked
+
+    assert asyncio.run(main()) == ["info", "info"]
