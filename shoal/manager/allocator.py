@@ -5,6 +5,7 @@ decides once and stores it).
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 from typing import Iterable, Optional
@@ -86,20 +87,27 @@ def allocate_vni(used: Iterable[int]) -> int:
     raise AllocationError("no free VXLAN network identifier")
 
 
+@functools.lru_cache(maxsize=256)
+def _host_range(subnet: str) -> tuple[int, int, type]:
+    """The first and last host address of `subnet`, as integers, and its address class (parsed
+    once per subnet: the scheduler asks for an address per task placed)."""
+    net = ipaddress.ip_network(subnet, strict=False)
+    return int(net.network_address) + 1, int(net.broadcast_address) - 1, type(net.network_address)
+
+
 def allocate_address(subnet: str, gateway: str, in_use, start: int = 0) -> tuple[str, int]:
     """A free host address of `subnet` (not the gateway): (address, where the next search
     starts). `in_use(ip)` says whether an address is taken. Searching on from the last
     address given spreads reuse, so an address freed a moment ago is not given again at once
     (other nodes may still hold a forwarding entry for it)."""
-    net = ipaddress.ip_network(subnet, strict=False)
-    first, last = int(net.network_address) + 1, int(net.broadcast_address) - 1
+    first, last, address = _host_range(subnet)
     size = last - first + 1
     if size <= 0:
         raise AllocationError(f"subnet {subnet} has no host addresses")
     pos = start if first <= start <= last else first
     for i in range(size):
         n = first + (pos - first + i) % size
-        ip = str(ipaddress.ip_address(n))
+        ip = str(address(n))
         if ip != gateway and not in_use(ip):
             return ip, n + 1
     raise AllocationError(f"no free address left in {subnet}")

@@ -53,3 +53,33 @@ def test_a_sweep_carried_over_several_passes_records_its_cost(tmp_path, monkeypa
     o.tick(1030.1, budget=1.5)
     assert not o._sweep
     st.close()
+
+
+def test_a_pass_does_not_plan_a_service_again_for_the_tasks_it_wrote_itself(tmp_path, monkeypatch):
+    """The tasks a plan creates are the plan done: the next incremental pass does not walk that
+    service again (a deploy of 100 services × 1,000 tasks planned each one twice); a write by
+    someone else (here a task's failure) still wakes it, and it replaces the task."""
+    from shoal.core import task_states as ts
+    from shoal.core.orchestrate import orchestrate as core_orchestrate
+    from shoal.model.objects import TaskStatus
+
+    st = _store(tmp_path, 2)
+    o = Orchestrator(st)
+    planned: list[str] = []
+
+    def counting(svc, *a, **k):
+        planned.append(svc.id)
+        return core_orchestrate(svc, *a, **k)
+
+    monkeypatch.setattr(orch_mod, "orchestrate", counting)
+    o.tick(1000.0, budget=None)  # the first pass is full: both services get their tasks
+    assert sorted(planned) == ["s0", "s1"] and len(st.tasks_of_service("s0")) == 2
+    planned.clear()
+    o.tick(1000.1, budget=None)
+    assert planned == []
+    t = next(t for t in st.tasks_of_service("s1") if t.status.state == ts.ASSIGNED)
+    st.put(t.model_copy(update={"status": TaskStatus(state=ts.FAILED, timestamp=1000.2, err="exit 1")}))
+    o.tick(1000.3, budget=None)
+    assert planned == ["s1"]
+    assert len([t for t in st.tasks_of_service("s1") if t.desired_state == ts.RUNNING]) == 2
+    st.close()
