@@ -122,9 +122,8 @@ class Node:
         except BaseException:
             await _discard(engine, engine_info)
             raise
-        if self.info["role"] != "worker":
-            await _discard(engine, engine_info)
         if self.info["role"] == "manager":
+            await _discard(engine, engine_info)
             log.info("joined the cluster %s as manager %s: the daemon starts again as a manager",
                      self.info["cluster_id"], self.info["node_id"])
             return {"role": "manager", "node_id": self.info["node_id"], "cluster_id": self.info["cluster_id"]}
