@@ -66,13 +66,19 @@ class Plan:
 
 def make_task(service: Service, slot: int, now: float, id_factory: IdFactory = new_id, *,
               node_id: Optional[str] = None, not_before: float = 0.0, attempt: int = 0) -> Task:
-    """A new task of `service` for a slot (or a node, global), in state pending."""
+    """A new task of `service` for a slot (or a node, global), in state pending.
+
+    Made without pydantic's validation: every field is this function's own value of the
+    right type, and the store validates each task it is given (`check_object`): validating
+    it here as well was 2 % of the manager's time in a deploy of 100,000 tasks."""
     spec = service.spec
     desired = "complete" if spec.mode in ("replicated-job", "global-job") else "running"
-    return Task(id=id_factory(), created_at=now, updated_at=now, service_id=service.id,
-                service_name=spec.name, slot=slot, node_id=node_id, desired_state=desired,
-                status=TaskStatus(state=PENDING, timestamp=now, message=PENDING_MESSAGE),
-                spec=spec, spec_version=service.spec_version, not_before=not_before, attempt=attempt)
+    now = float(now)
+    return Task.model_construct(
+        id=id_factory(), created_at=now, updated_at=now, service_id=service.id, service_name=spec.name,
+        slot=slot, node_id=node_id, desired_state=desired,
+        status=TaskStatus.model_construct(state=PENDING, timestamp=now, message=PENDING_MESSAGE),
+        spec=spec, spec_version=service.spec_version, not_before=float(not_before), attempt=attempt)
 
 
 def hold_tasks(plan: Plan, tasks: Iterable[Task], reason: str) -> None:

@@ -261,8 +261,10 @@ class Orchestrator:
                 continue
             # Quiet: placing a task changes nothing the service's next plan depends on, so the
             # orchestrator is not woken for it (agents and endpoints still see the write).
-            st.put(t.model_copy(update={"node_id": node_id, "addresses": addresses, "status": TaskStatus(
-                state=ts.ASSIGNED, timestamp=now, message="scheduler assigned task to node")}), quiet=True)
+            # (the status made without validation: the store validates the task it is given)
+            status = TaskStatus.model_construct(state=ts.ASSIGNED, timestamp=float(now),
+                                                message="scheduler assigned task to node")
+            st.put(t.model_copy(update={"node_id": node_id, "addresses": addresses, "status": status}), quiet=True)
         for tid, reason in result.unplaced.items():
             t = st.get(Task, tid)
             if t is not None and t.status.err != reason:

@@ -241,3 +241,22 @@ def test_property_reconcile_is_idempotent(mode, replicas, max_conc, cond, max_at
                 and t.desired_state == "running" and 1 <= t.slot <= replicas]
         assert len({t.slot for t in live}) == len(live) or any(  # one live task per slot ...
             t.spec_version == 1 for t in live)  # ... except old+new during a start-first update
+
+
+def test_a_task_made_unvalidated_is_the_one_validation_would_make():
+    """make_task skips pydantic's validation (the store validates every task it is given):
+    what it makes must equal its validated form, field for field and type for type, for every
+    service mode and an integer clock."""
+    from shoal.core.plan import make_task
+    from shoal.model.objects import Service, Task
+    from shoal.model.specs import ContainerSpec, ServiceSpec
+
+    for mode in ("replicated", "global", "replicated-job", "global-job"):
+        svc = Service(id="s1", spec=ServiceSpec(name="app_web", mode=mode, container=ContainerSpec(image="busybox")))
+        t = make_task(svc, 1 if mode.startswith("replicated") else 0, 1700000000, node_id="n1", not_before=5, attempt=2)
+        checked = Task.model_validate(t.model_dump())
+        assert t == checked and t.model_dump_json() == checked.model_dump_json()
+        assert {k: type(v) for k, v in t.__dict__.items() if k != "spec"} == \
+            {k: type(v) for k, v in checked.__dict__.items() if k != "spec"}
+        assert {k: type(v) for k, v in t.status.__dict__.items()} == \
+            {k: type(v) for k, v in checked.status.__dict__.items()}
