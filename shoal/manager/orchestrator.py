@@ -15,7 +15,7 @@ from typing import Callable, Optional
 from shoal.core import task_states as ts
 from shoal.core.deps import deps_status
 from shoal.core.orchestrate import orchestrate
-from shoal.core.plan import Plan, plan_writes
+from shoal.core.plan import Plan, bare_status, plan_writes
 from shoal.core.network_holders import network_holders
 from shoal.ids import new_id
 from shoal.manager.addresses import AddressBook
@@ -23,7 +23,7 @@ from shoal.manager.allocator import AllocationError
 from shoal.manager.metrics import ManagerMetrics
 from shoal.manager.node_picture import NodePicture
 from shoal.manager.version_pruner import VersionPruner
-from shoal.model.objects import NetworkObj, Node, Service, Task, TaskStatus
+from shoal.model.objects import NetworkObj, Node, Service, Task
 from shoal.scheduler.pipeline import schedule
 from shoal.store import Conflict, Store
 
@@ -262,8 +262,7 @@ class Orchestrator:
             # Quiet: placing a task changes nothing the service's next plan depends on, so the
             # orchestrator is not woken for it (agents and endpoints still see the write).
             # (the status made without validation: the store validates the task it is given)
-            status = TaskStatus.model_construct(state=ts.ASSIGNED, timestamp=float(now),
-                                                message="scheduler assigned task to node")
+            status = bare_status(ts.ASSIGNED, now, "scheduler assigned task to node")
             st.put(t.model_copy(update={"node_id": node_id, "addresses": addresses, "status": status}), quiet=True)
         for tid, reason in result.unplaced.items():
             t = st.get(Task, tid)
