@@ -27,6 +27,7 @@ from shoal.manager.errors import ApiError, Forbidden
 from shoal.manager.metrics import ManagerMetrics
 from shoal.manager.peers import PeerLog
 from shoal.model.objects import ClusterObj, ConfigObj, NetworkObj, SecretObj, Service, Task, TaskStatus
+from shoal.model.unchecked import unchecked
 from shoal.store import Store
 from shoal.store.base import InvalidObject
 
@@ -418,9 +419,13 @@ class Dispatcher:
             if not ts.can_move(ts.AGENT, t.status.state, new_state):
                 raise ApiError(f"task {t.id}: agent may not move it from {t.status.state} to {new_state}")
             addresses = self._addresses(t, u.get("addresses")) if u.get("addresses") else None
-            status = TaskStatus(
+            # (unchecked: the route's body model checked the agent's fields, the store checks
+            # the task it is given; a third validation here was 0.4 % of a deploy)
+            status = unchecked(
+                TaskStatus,
                 state=new_state,
-                timestamp=u.get("timestamp") or time.time() if new_state != t.status.state else t.status.timestamp,
+                timestamp=float(u.get("timestamp") or time.time()) if new_state != t.status.state
+                else t.status.timestamp,
                 message=u.get("message", t.status.message),
                 err=u.get("err", t.status.err),
                 container_id=u.get("container_id") or t.status.container_id,

@@ -275,3 +275,17 @@ def test_a_bare_status_is_the_one_validation_would_make():
     assert s == checked and {k: type(v) for k, v in s.__dict__.items()} == \
         {k: type(v) for k, v in checked.__dict__.items()}
     assert s.model_fields_set == set(TaskStatus.model_fields)
+
+
+def test_an_unchecked_model_must_be_given_every_field():
+    import pytest
+
+    from shoal.model.objects import TaskStatus
+    from shoal.model.unchecked import unchecked
+
+    with pytest.raises(TypeError, match=r"missing \['addresses'"):
+        unchecked(TaskStatus, state="new", timestamp=0.0, message="", err="", container_id=None,
+                  exit_code=None, health=None)
+    with pytest.raises(TypeError, match=r"unknown \['colour'\]"):
+        unchecked(TaskStatus, state="new", timestamp=0.0, message="", err="", container_id=None,
+                  exit_code=None, health=None, addresses={}, colour="red")
