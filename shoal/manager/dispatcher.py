@@ -14,6 +14,7 @@ import hashlib
 import ipaddress
 import json
 import logging
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -61,6 +62,17 @@ class View:
     secret_versions: dict[str, list[int]] = field(default_factory=dict)
 
 
+def _ipv4(text: object) -> Optional[int]:
+    """A dotted-quad IPv4 address as an integer (None: not one). inet_pton takes exactly the
+    four decimal parts ipaddress takes, at a tenth of its cost (1 % of a deploy's reports)."""
+    if type(text) is not str or text.count(".") != 3:
+        return None
+    try:
+        return int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, ValueError):  # (ValueError: a NUL in it)
+        return None
+
+
 def _pinned_versions(tasks: list[Task]) -> tuple[dict[str, list[int]], dict[str, list[int]]]:
     """For each config and secret the tasks mount, the versions they pin (0: unpinned, current)."""
     configs: dict[str, set[int]] = {}
@@ -94,7 +106,7 @@ class Dispatcher:
         self._woken_seq: tuple[int, int] = (0, 0)
         self._reports: list[tuple[str, list[dict], asyncio.Future]] = []
         self._refused_addresses = 0
-        self._subnets: dict[str, tuple[tuple[str, int], ipaddress.IPv4Network]] = {}  # see _subnet
+        self._subnets: dict[str, tuple[tuple[str, int], tuple[int, int]]] = {}  # see _subnet
 
     # -- assignments -----------------------------------------------------------------
     # An agent long-polls with the digest of its own part in the last answer it got (made
@@ -440,14 +452,16 @@ class Dispatcher:
         st.put_all([t for t, _ in writes], [q for _, q in writes])  # checked whole before any is written
         return len(writes)
 
-    def _subnet(self, net: str) -> Optional[ipaddress.IPv4Network]:
-        """The network's subnet, parsed once per version of the network (None: no such network)."""
+    def _subnet(self, net: str) -> Optional[tuple[int, int]]:
+        """The network's subnet as (address, mask) integers, worked out once per version of the
+        network (None: no such network)."""
         obj = self.store.by_name(NetworkObj, net)
         if obj is None or not obj.subnet:
             return None
         known = self._subnets.get(net)
         if known is None or known[0] != (obj.id, obj.version):
-            known = self._subnets[net] = ((obj.id, obj.version), ipaddress.IPv4Network(obj.subnet, strict=False))
+            n = ipaddress.IPv4Network(obj.subnet, strict=False)
+            known = self._subnets[net] = ((obj.id, obj.version), (int(n.network_address), int(n.netmask)))
         return known[1]
 
     def _addresses(self, t: Task, claimed: dict[str, str]) -> dict[str, str]:
@@ -458,11 +472,8 @@ class Dispatcher:
         out: dict[str, str] = {}
         for net, ip in claimed.items():
             subnet = self._subnet(net) if net in nets else None
-            try:
-                ok = subnet is not None and ipaddress.IPv4Address(ip) in subnet
-            except ValueError:
-                ok = False
-            if ok:
+            n = _ipv4(ip) if subnet is not None else None
+            if n is not None and n & subnet[1] == subnet[0]:  # type: ignore[index]
                 out[net] = ip
             else:
                 self._refused_addresses += 1

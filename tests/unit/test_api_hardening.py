@@ -168,3 +168,19 @@ def fuzz_manager(tmp_path_factory):
     yield loop, m
     loop.run_until_complete(m.stop())
     loop.close()
+
+
+@pytest.mark.parametrize("text", ["10.0.0.1", "0.0.0.0", "255.255.255.255", "010.0.0.1", "1.2.3.04", "10.0.0",
+                                  "1.2.3.4.5", "256.1.1.1", "1.2.3.-4", " 1.2.3.4", "1.2.3.4\n", "0x1.2.3.4",
+                                  "1..2.3", "\u0661.2.3.4", "1.2.3.4\x00", "1.2.3.\udcff", "::1", ""])
+def test_an_agents_address_is_read_as_ipaddress_reads_it(text):
+    """The dispatcher reads the addresses agents report with inet_pton (ipaddress's parse was
+    1 % of a deploy): the same addresses are taken, the same refused."""
+    import ipaddress
+
+    from shoal.manager.dispatcher import _ipv4
+    try:
+        want = int(ipaddress.IPv4Address(text))
+    except ValueError:
+        want = None
+    assert _ipv4(text) == want

@@ -190,8 +190,8 @@ def test_when_forms_and_the_text_line():
 def test_task_events_and_their_lines_are_what_the_generic_paths_make(kw):
     """Task events are built and encoded on fast paths of their own (a deploy records hundreds of
     thousands): the same as core.events.event() and json.dumps make."""
-    from shoal.core.events import event
-    from shoal.manager.events import _encode
+    from shoal.core.events import encode as _encode
+    from shoal.core.events import event, events_json
     from shoal.model.specs import ServiceSpec
     spec = ServiceSpec.model_validate({"name": "app_web", "stack": "app", "container": {"image": "busybox"}})
     new = Task(id="t1", service_id="s", service_name="app_web", spec=spec, **kw)
@@ -202,3 +202,11 @@ def test_task_events_and_their_lines_are_what_the_generic_paths_make(kw):
                         message=st.message, error=st.err, exitcode=st.exit_code)
     for value in (got, 1e300, -0.0, 1 / 3, {"a": [1, 2.5, None, True, "\u00e9\n"]}):
         assert _encode(value) == json.dumps(value, separators=(",", ":"))
+    # the text the log keeps, written directly, is the event's JSON, byte for byte, whatever
+    # moved (the state, only the desired state, nothing: no event) and whatever the clock
+    stopping = new.model_copy(update={"desired_state": "shutdown"})
+    moved = new.model_copy(update={"status": st.model_copy(update={"state": "shutdown", "message": 'say "hi"\\'})})
+    for old, now_ in ((None, new), (new, stopping), (new, moved), (new, new), (new, None)):
+        for clock in (5.5, 1700000000.123456, 7, 1e-7):
+            want = [json.dumps(e, separators=(",", ":")) for e in events_of(old, now_, clock)]
+            assert events_json(old, now_, clock) == want
