@@ -52,3 +52,13 @@ def test_plan_writes_refuse_a_move_the_table_does_not_allow():
     done = make_task(svc, state="complete", tid="c")
     # a release of a task that is not new, or a lost task that already ended: nothing written
     assert plan_writes(Plan(release=["c"], lost=["c"]), {"c": done}, 1.0) == ([], [])
+
+
+def test_the_store_lets_a_writer_make_exactly_the_moves_some_actor_may_make():
+    """can_move_any reads a table made once (the store asks it on every task write): it
+    answers as asking each actor's table would, for every pair of states."""
+    states = set(ts.ORDER) | {s for t in ts.TRANSITIONS.values() for s in t} | {"no-such-state"}
+    for old in states:
+        for new in states:
+            some_actor = any(ts.can_move(actor, old, new) for actor in ts.TRANSITIONS)
+            assert ts.can_move_any(old, new) == (old == new or some_actor), (old, new)
