@@ -322,6 +322,7 @@ class Run:
             "upd_conflicts": up_err,
             "sim_errors": st.get("errors", 0), "sim_last_error": st.get("last_error", ""),
             "sim_bytes_mb": st.get("bytes", 0) / 1e6, "sim_decoded_mb": st.get("decoded", 0) / 1e6, "sim_polls": st.get("polls", 0),
+            "sim_pieces": (st.get("pieces_inflated", 0), st.get("pieces_skimmed", 0), st.get("answers_whole", 0)),
             "table_backends": self.sim_stats().get("table_backends", 0),
             "table_s": t_table,
         }
@@ -387,7 +388,8 @@ def report(r: dict) -> str:
     out.append(f"(deploy POST returned after {r['deploy_post_s']:.2f} s; service ls confirmed all running at "
                f"{fmt(r['running_ls_s'], '.1f', ' s')}; update conflicts {r['upd_conflicts']}; sim: "
                f"{r['sim_polls']} assignment answers, {r['sim_bytes_mb']:.0f} MB received ({r['sim_decoded_mb']:.0f} MB decoded), {r['sim_errors']} errors; "
-               f"one node's endpoint table: {r.get('table_backends', 0)} of {T} replicas"
+               f"one node's endpoint table: {r.get('table_backends', 0)} of {T} replicas; shared pieces "
+               f"inflated / read as remembered / answers inflated whole: {' / '.join(map(str, r.get('sim_pieces', ())))}"
                f"{(' — last: ' + r['sim_last_error']) if r['sim_errors'] else ''})")
     return "\n".join(out)
 

@@ -34,6 +34,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import struct
 import time
 import zlib
 from typing import Any, Optional
@@ -43,6 +44,7 @@ import aiohttp
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from shoal import pki  # noqa: E402
+from shoal.manager.deflated import adler32_combine  # noqa: E402
 from shoal.protocol.endpoint_table import EndpointTable  # noqa: E402
 from shoal.protocol.peer_table import PeerTable  # noqa: E402
 
@@ -83,6 +85,7 @@ class Stats:
                 "last_running_at": self.last_running_at, "stopped": self.stopped,
                 "errors": self.errors, "last_error": self.last_error, "polls": self.polls,
                 "bytes": self.bytes, "decoded": self.decoded, "time": time.time(),
+                "pieces_inflated": SHARED.inflated, "pieces_skimmed": SHARED.skimmed, "answers_whole": SHARED.whole,
                 "table_backends": sum(len(b) for b in self.table.backends.values()) if self.table else 0}
 
 
@@ -132,6 +135,95 @@ def read_token(data_dir: str) -> str:
     if p.returncode != 0:
         raise SystemExit(f"cannot read the join token: {p.stderr}")
     return p.stdout.strip()
+
+
+class SharedPieces:
+    """Reads a deflated answer without inflating the pieces every node is sent alike.
+
+    The manager compresses each chunk of its endpoint and peer logs once and sends those
+    bytes to every node (shoal/manager/deflated.py): each piece a run of deflate blocks ended
+    by a full flush (`00 00 ff ff`), between stored blocks of the answer's own bytes (its
+    tasks, positions, framing). A real node inflates its own answers on its own CPU; here one
+    process stands in for all the nodes, and inflating every answer made it as busy as the
+    manager (36 % of its time at 1,000 nodes x 100,000 tasks), so that it, not the manager,
+    set the pace of the deploy's second half. So each distinct piece is inflated once (its
+    length and Adler-32 remembered), the stored blocks are read as they are, and the whole is
+    checked against the stream's own Adler-32; an answer that does not read so (None) is
+    inflated whole by the caller. Node 0, which keeps the tables, always inflates whole."""
+
+    def __init__(self, limit: int = 256 << 20):
+        self.known: dict[bytes, tuple[int, int]] = {}  # piece -> (inflated length, Adler-32)
+        self.size = 0
+        self.limit = limit
+        self.inflated = 0  # pieces inflated (each distinct one once)
+        self.skimmed = 0  # pieces read from what was remembered
+        self.whole = 0  # answers that did not read so (inflated whole)
+
+    @staticmethod
+    def _block_start(body: bytes, at: int) -> bool:
+        """Does a stored block, or the stream's final empty block and trailer, start at `at`?"""
+        if body[at:at + 2] == b"\x03\x00" and at + 6 == len(body):
+            return True
+        if at + 5 > len(body) or body[at] & 0x07:
+            return False
+        n, check = struct.unpack_from("<HH", body, at + 1)
+        return n ^ check == 0xFFFF
+
+    def skim(self, body: bytes) -> Optional[tuple[bytes, int]]:
+        """(the answer's stored bytes, in order, without the shared pieces; the length of the
+        whole inflated answer), or None."""
+        if len(body) < 8 or (body[0] << 8 | body[1]) % 31 or body[0] & 0x0F != 8 or body[1] & 0x20:
+            return None
+        out: list[bytes] = []
+        adler, total, at, end = 1, 0, 2, len(body)
+        while at < end:
+            if body[at:at + 2] == b"\x03\x00" and at + 6 == end:  # the final block, then the Adler-32
+                if int.from_bytes(body[at + 2:], "big") != adler:
+                    return None
+                return b"".join(out), total
+            if body[at] & 0x07 == 0:  # a stored block
+                if at + 5 > end:
+                    return None
+                n, check = struct.unpack_from("<HH", body, at + 1)
+                if n ^ check != 0xFFFF or at + 5 + n > end:
+                    return None
+                data = body[at + 5:at + 5 + n]
+                out.append(data)
+                adler = zlib.adler32(data, adler)
+                total += n
+                at += 5 + n
+                continue
+            cut = at  # a piece: up to the full flush followed by a block
+            while True:
+                cut = body.find(b"\x00\x00\xff\xff", cut)
+                if cut < 0:
+                    return None
+                if self._block_start(body, cut + 4):
+                    break
+                cut += 1
+            piece = body[at:cut + 4]
+            got = self.known.get(piece)
+            if got is None:
+                d = zlib.decompressobj(-15)
+                raw = d.decompress(piece)
+                if d.unused_data or d.unconsumed_tail or d.eof:
+                    return None
+                got = (len(raw), zlib.adler32(raw))
+                if self.size + len(piece) > self.limit:
+                    self.known.clear()
+                    self.size = 0
+                self.known[piece] = got
+                self.size += len(piece)
+                self.inflated += 1
+            else:
+                self.skimmed += 1
+            adler = adler32_combine(adler, got[1], got[0])
+            total += got[0]
+            at = cut + 4
+        return None
+
+
+SHARED = SharedPieces()
 
 
 def split_answer(body: bytes, full: bool) -> dict:
@@ -199,9 +291,19 @@ class SimAgent:
         async with self.session.request(method, self.url + path, json=json_body, params=params,
                                         server_hostname=pki.MANAGER_NAME,
                                         timeout=aiohttp.ClientTimeout(total=timeout)) as r:
-            body = await r.read()
-            self.stats.bytes += r.content.total_raw_bytes  # as sent (deflated or not)
-            self.stats.decoded += len(body)
+            body = await r.read()  # as sent (the session does not inflate: see SharedPieces)
+            self.stats.bytes += len(body)
+            if r.headers.get("Content-Encoding", "").lower() == "deflate":
+                skimmed = SHARED.skim(body) if raw and self.index != 0 else None
+                if skimmed is None:
+                    SHARED.whole += self.index != 0
+                    body = zlib.decompress(body)
+                    self.stats.decoded += len(body)
+                else:
+                    body, total = skimmed
+                    self.stats.decoded += total
+            else:
+                self.stats.decoded += len(body)
             if r.status >= 400:
                 raise RuntimeError(f"{method} {path}: {r.status} {body[:200]!r}")
             return body if raw else _loads(body)
@@ -212,7 +314,8 @@ class SimAgent:
 
     async def run(self) -> None:
         self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self.ctx, limit=4),
-                                             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30))
+                                             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+                                             auto_decompress=False)
         try:
             await asyncio.gather(self.heartbeats(), self.assignments())
         finally:
