@@ -357,3 +357,25 @@ def test_etcd_several_members_are_tried_in_turn(etcd, tmp_path):
         with pytest.raises(ValueError, match="etcd://HOST:PORT"):
             parse_store_url(bad)
     st.close()
+
+
+def test_a_tasks_json_is_its_own_whether_remembered_from_its_write_or_not(backend, monkeypatch):
+    """task_json reuses the text of the task's last write (the answers send a task right after
+    it is written): it must be that object's JSON, for the object written, one not written
+    (same id, other content) and one whose text was forgotten."""
+    import json
+
+    from shoal.store import memory
+    monkeypatch.setattr(memory, "TASK_TEXTS_KEPT", 3)
+    st = backend.open()
+
+    def want(t):
+        return {**json.loads(t.model_dump_json(exclude={"spec"})), "spec": json.loads(t.spec.model_dump_json())}
+    written = [st.put(task(i, "n1")) for i in range(1, 6)]  # t1, t2 forgotten; t3-t5 remembered
+    for t in written:
+        assert json.loads(st.task_json(t)) == want(t)
+        assert json.loads(st.task_json(st.get(Task, t.id))) == want(t)
+    moved = written[-1].model_copy(update={"node_id": "n9"})  # not written: its own text
+    assert json.loads(st.task_json(moved))["node_id"] == "n9"
+    again = st.put(moved.model_copy(update={"status": moved.status.model_copy(update={"state": "assigned"})}))
+    assert json.loads(st.task_json(again)) == want(again) and json.loads(st.task_json(written[-1])) == want(written[-1])
