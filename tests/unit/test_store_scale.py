@@ -11,6 +11,7 @@ import tracemalloc
 
 from shoal.model.objects import Service, Task, TaskStatus
 from shoal.model.specs import ContainerSpec, ServiceSpec
+from shoal.store import memory
 from shoal.store.sqlite import SqliteStore as Store
 
 N = 2000
@@ -34,7 +35,10 @@ def fill(st):
                 addresses={"st_default": f"10.0.{k // 256}.{k % 256}"})}))
 
 
-def test_memory_and_row_size_per_task(tmp_path):
+def test_memory_and_row_size_per_task(tmp_path, monkeypatch):
+    # (the JSON of the last writes, kept for the assignment answers, is a bounded cache, not
+    # a cost per task: measured apart below)
+    monkeypatch.setattr(memory, "TASK_TEXTS_KEPT", 0)
     path = str(tmp_path / "s.db")
     gc.collect()
     tracemalloc.start()
@@ -63,3 +67,12 @@ def test_memory_and_row_size_per_task(tmp_path):
     again = st2.all(Task)
     assert len({id(t.spec) for t in again}) == 4
     assert sorted(again, key=lambda t: t.id) == sorted(tasks, key=lambda t: t.id)
+
+
+def test_the_json_kept_of_the_last_writes_is_bounded(tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "TASK_TEXTS_KEPT", 100)
+    st = Store(str(tmp_path / "s.db"))
+    fill(st)
+    assert len(st._task_text) == 100
+    newest = sorted(st.all(Task), key=lambda t: t.slot)[-100:]
+    assert set(st._task_text) == {t.id for t in newest}  # the last written are the ones kept
