@@ -68,21 +68,6 @@ class _Spec:
         self.spec, self.json, self.key, self.refs, self.stored = spec, spec_json, key, 0, stored
 
 
-def _copy_task(t: Task, update: dict) -> Task:
-    """t.model_copy(update=update), without its generic copies (the store's hot path); the copy
-    gets the shared fields set (_index would give it anyway)."""
-    if t.__pydantic_extra__ is not None or getattr(t, "__pydantic_private__", None) is not None:
-        return t.model_copy(update=update)
-    new = Task.__new__(Task)
-    d = t.__dict__.copy()
-    d.update(update)
-    _setattr(new, "__dict__", d)
-    _setattr(new, "__pydantic_fields_set__", _TASK_FIELDS)
-    _setattr(new, "__pydantic_extra__", None)
-    _setattr(new, "__pydantic_private__", None)
-    return new
-
-
 def _name_of(obj: Obj) -> Optional[str]:
     if type(obj) is Task:
         return obj.service_id
@@ -432,7 +417,9 @@ class ViewStore(Store):
 
     def _write(self, obj: T, expect_version: Optional[int] = None, quiet: bool = False) -> T:
         """obj (validated by Store.put) as its new version: a revision, the change feeds,
-        service_seq; quiet writes are not reported by take_changes."""
+        service_seq; quiet writes are not reported by take_changes. The store takes `obj` as
+        its own (Store.put's validated copy, which nobody else holds): a task is given its
+        version in place, not copied once more."""
         if not self._in_txn:
             with self.txn():
                 return self._put(obj, expect_version, quiet)
@@ -451,7 +438,7 @@ class ViewStore(Store):
         }
         spec_key = None
         if kind == "task":
-            obj = _copy_task(obj, update)  # type: ignore[arg-type, assignment]
+            obj.__dict__.update(update)
             e = self._spec_entry(obj.spec)  # type: ignore[attr-defined]
             obj.__dict__["spec"] = e.spec  # the shared object of equal specs
             data = obj.model_dump_json(exclude=_NO_SPEC)

@@ -119,6 +119,9 @@ async def test_an_agent_gets_a_deflated_answer_over_tls_and_others_a_plain_one(m
     for i in range(30):  # the replicas' nodes, ready (else the orchestrator would replace them)
         store.put(Node(id=f"n{i}", state="ready", description=NodeDescription(hostname=f"n{i}")))
     _replicas(store, 1500)
+    # the logs caught up with those writes now (the dispatcher's loop would, a moment later:
+    # on a busy machine the first answer could otherwise miss peer events the next one has)
+    mgr.server.components.dispatcher.sync()
     url = f"https://127.0.0.1:{mgr.port}/v1/agent/assignments?rev=-1"
     got = {}
     for accept in ("gzip, deflate", "identity", "deflate;q=0"):
