@@ -10,6 +10,7 @@ its spec for a task (the spec is its own row, written once per spec: `_spec_chan
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import json
@@ -122,7 +123,9 @@ class ViewStore(Store):
         # The JSON of the tasks written last (the stored object and its row's text): the
         # assignment answers send a task right after it is written, and serialising it again
         # for them was 3.6 % of a deploy. Bounded: the answers' lag is seconds of writes.
-        self._task_text: dict[str, tuple[Task, str]] = {}
+        # (An OrderedDict: evicting a plain dict's oldest entry scans the holes its earlier
+        # evictions left, O(entries) each time.)
+        self._task_text: collections.OrderedDict[str, tuple[Task, str]] = collections.OrderedDict()
         self.rev = 0
         self._waiters: list[asyncio.Future] = []
         self._in_txn = False
@@ -447,7 +450,7 @@ class ViewStore(Store):
             texts.pop(obj.id, None)  # (re-inserted last: the oldest write is evicted first)
             texts[obj.id] = (obj, data)  # type: ignore[assignment]
             if len(texts) > TASK_TEXTS_KEPT:
-                del texts[next(iter(texts))]
+                texts.popitem(last=False)
         else:
             obj = obj.model_copy(update=update)
             data = obj.model_dump_json()
