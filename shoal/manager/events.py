@@ -108,12 +108,8 @@ class EventLog:
             self._add(texts)
 
     def add(self, evs: list[dict]) -> None:
-        """Record events made as dicts (each gets its "seq")."""
-        for ev in evs:
-            ev.pop("seq", None)
-        self._add([encode(ev) for ev in evs])
-        for ev, seq in zip(evs, range(self.seq - len(evs) + 1, self.seq + 1)):
-            ev["seq"] = seq
+        """Record events made as dicts (numbered as the log numbers them)."""
+        self._add([encode({k: v for k, v in ev.items() if k != "seq"}) for ev in evs])
 
     def _add(self, texts: list[str]) -> None:
         """Number the events (JSON objects as text) and keep them."""
