@@ -28,7 +28,20 @@ from shoal.agent.datapath.view import DatapathView
 
 log = logging.getLogger(__name__)
 
-STATE_FILE = Path(os.environ.get("SHOAL_DATAPATH_STATE", "/run/shoal/datapath-state.json"))
+
+def _netns_id() -> str:
+    """This process's network namespace (the inode of its handle): the kernel state Shoal
+    changes (sysctls, bridge ports, rules) is per network namespace, and several nodes may
+    share one filesystem, each in a namespace of its own (nodes in containers, the lab)."""
+    try:
+        return str(os.stat("/proc/self/ns/net").st_ino)
+    except OSError:  # pragma: no cover - no procfs
+        return "0"
+
+
+# What Shoal changed in this network namespace's kernel state, to put back at teardown: one
+# file per namespace (a node in another namespace must never restore, or remove, this one's).
+STATE_FILE = Path(os.environ.get("SHOAL_DATAPATH_STATE", f"/run/shoal/datapath-state-net{_netns_id()}.json"))
 DOCKER_USER = "DOCKER-USER"
 RULE_COMMENT = "shoal"
 
@@ -171,15 +184,38 @@ def remove_docker_user_rules() -> int:
 
 # --- bridge ports: hairpin mode ---------------------------------------------------------
 
-def bridge_ports(bridge: str) -> list[str]:
+def _links(*selector: str) -> list[dict]:
+    """Links as `ip -j -d link show SELECTOR` describes them. Asked over netlink, which answers
+    for this process's network namespace; /sys/class/net shows the namespace /sys was mounted
+    in, which a process that entered another namespace (nsenter --net) still sees."""
+    p = _run(["ip", "-j", "-d", "link", "show", *selector], check=False)
+    if p.returncode != 0:
+        return []  # (no such bridge, any more)
     try:
-        return sorted(os.listdir(f"/sys/class/net/{bridge}/brif"))
-    except OSError:
+        links = json.loads(p.stdout or "[]")
+    except ValueError:
         return []
+    return [link for link in links if isinstance(link, dict) and link.get("ifname")]
 
 
-def _hairpin_path(port: str) -> Path:
-    return Path(f"/sys/class/net/{port}/brport/hairpin_mode")
+def bridge_ports(bridge: str) -> list[str]:
+    return sorted(link["ifname"] for link in _links("master", bridge))
+
+
+def _hairpin_on(link: dict) -> bool:
+    return bool((link.get("linkinfo") or {}).get("info_slave_data", {}).get("hairpin"))
+
+
+def _set_hairpin(port: str, on: bool) -> bool:
+    p = _run(["ip", "link", "set", "dev", port, "type", "bridge_slave", "hairpin", "on" if on else "off"],
+             check=False)
+    if p.returncode != 0:
+        log.debug("hairpin %s on %s: %s", "on" if on else "off", port, p.stderr.strip())
+    return p.returncode == 0
+
+
+def _port_exists(port: str) -> bool:
+    return _run(["ip", "link", "show", "dev", port], check=False).returncode == 0
 
 
 def ensure_hairpin(bridges: list[str]) -> None:
@@ -190,19 +226,18 @@ def ensure_hairpin(bridges: list[str]) -> None:
     state = _load_state()
     mine = set(state.get("hairpin", []))
     before = set(mine)
-    for br in bridges:
-        for port in bridge_ports(br):
-            if port.startswith("shv"):
-                continue  # the overlay's VXLAN port: a frame from another node never goes back there
-            path = _hairpin_path(port)
-            try:
-                if path.read_text().strip() != "1":
-                    path.write_text("1\n")
-                    mine.add(port)
-            except OSError as e:
-                log.warning("cannot set hairpin mode on %s: %s", port, e)
-    mine = {p for p in mine if _hairpin_path(p).exists()}
+    wanted = set(bridges)
+    for link in _links("type", "bridge_slave") if wanted else []:  # every bridge's ports, one question
+        port = link["ifname"]
+        # (shv…: the overlay's VXLAN port: a frame from another node never goes back there)
+        if link.get("master") not in wanted or port.startswith("shv") or _hairpin_on(link):
+            continue
+        if _set_hairpin(port, True):
+            mine.add(port)
+        else:
+            log.warning("cannot set hairpin mode on %s", port)
     if mine != before:
+        mine = {p for p in mine if _port_exists(p)}
         state["hairpin"] = sorted(mine)
         _save_state(state)
 
@@ -210,10 +245,7 @@ def ensure_hairpin(bridges: list[str]) -> None:
 def restore_hairpin() -> None:
     state = _load_state()
     for port in state.pop("hairpin", []):
-        try:
-            _hairpin_path(port).write_text("0\n")
-        except OSError:
-            pass  # the container (and its veth) is gone
+        _set_hairpin(port, False)  # (fails when the container, and its veth, is gone)
     if state:
         _save_state(state)
     else:
