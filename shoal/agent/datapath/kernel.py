@@ -214,10 +214,6 @@ def _set_hairpin(port: str, on: bool) -> bool:
     return p.returncode == 0
 
 
-def _port_exists(port: str) -> bool:
-    return _run(["ip", "link", "show", "dev", port], check=False).returncode == 0
-
-
 def ensure_hairpin(bridges: list[str]) -> None:
     """Turn on hairpin mode on every port of ``bridges`` (Docker only does so when the
     daemon runs with userland-proxy=false). Without it the bridge never sends a frame
@@ -227,7 +223,8 @@ def ensure_hairpin(bridges: list[str]) -> None:
     mine = set(state.get("hairpin", []))
     before = set(mine)
     wanted = set(bridges)
-    for link in _links("type", "bridge_slave") if wanted else []:  # every bridge's ports, one question
+    links = _links("type", "bridge_slave") if wanted else []  # every bridge's ports, one question
+    for link in links:
         port = link["ifname"]
         # (shv…: the overlay's VXLAN port: a frame from another node never goes back there)
         if link.get("master") not in wanted or port.startswith("shv") or _hairpin_on(link):
@@ -237,7 +234,7 @@ def ensure_hairpin(bridges: list[str]) -> None:
         else:
             log.warning("cannot set hairpin mode on %s", port)
     if mine != before:
-        mine = {p for p in mine if _port_exists(p)}
+        mine &= {link["ifname"] for link in links}  # (those gone with their containers are forgotten)
         state["hairpin"] = sorted(mine)
         _save_state(state)
 
