@@ -233,8 +233,9 @@ def ensure_hairpin(bridges: list[str]) -> None:
             mine.add(port)
         else:
             log.warning("cannot set hairpin mode on %s", port)
-    if mine != before:
+    if wanted:
         mine &= {link["ifname"] for link in links}  # (those gone with their containers are forgotten)
+    if mine != before:
         state["hairpin"] = sorted(mine)
         _save_state(state)
 
