@@ -174,15 +174,20 @@ def run_shoal(seconds: int, stack_file: str) -> dict[str, float]:
     out["hostport"] = iperf("lab1", "", addr("lab2"), 15202, seconds)
     # the same two containers as Swarm's below: `docker run` on an attachable network
     lab("exec", "lab1", "shoal", "network", "create", "--driver", "overlay", "--attachable", "ob_att")
-    asrv, acli = docker_run_pair("ob_att", "ob_asrv", "ob_acli")
+    asrv, acli = docker_run_pair("ob_att", "ob_asrv", "ob_acli", local_network=True)
     out["attached"] = iperf("lab1", acli, ip_in("lab2", asrv), 5201, seconds)
     return out
 
 
-def docker_run_pair(network: str, server: str, client: str) -> tuple[str, str]:
+def docker_run_pair(network: str, server: str, client: str, local_network: bool = False) -> tuple[str, str]:
     """`docker run` a server on lab2 and a client on lab1 on an attachable network; the
-    server's iperf3 started: (server pid, client pid)."""
+    server's iperf3 started: (server pid, client pid). `local_network`: the network is on each
+    host's engine before any container (Shoal's; Swarm's appears with its first container)
+    -- wait for it there: the engine (20.10) creates a container for a network it does not
+    have yet, then fails to start it ("network ... not found"), and the name stays taken."""
     for host, name in (("lab2", server), ("lab1", client)):
+        if local_network:
+            until(lambda: ok("exec", host, "docker", "network", "inspect", network), 30, f"{network} on {host}")
         until(lambda: lab("exec", host, "docker", "run", "-d", "--init", "--name", name, "--network", network,
                           "shoal/busybox:latest", "sleep", "36000", check=False), 60, f"{name} on {host}")
         until(lambda: lab("exec", host, "docker", "ps", "-q", "--filter", f"name={name}").strip(), 30, name)

@@ -11,6 +11,7 @@ lab's engines, see docs/lab.md); requests from a node use the host's python.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -324,6 +325,7 @@ def test_attachable_network_takes_docker_run_containers_on_every_node(ov):
     engine gives out only its own block, and users' containers reach each other, the
     services' tasks (by name and VIP) and are reached by them, across nodes."""
     lab = ov
+    since = str(int(time.time()) - 1)
     lab.shoal("lab1", "network", "create", "--driver", "overlay", "--attachable", "att")
     ranges: dict[str, str] = {}
 
@@ -340,6 +342,13 @@ def test_attachable_network_takes_docker_run_containers_on_every_node(ov):
     import ipaddress
     blocks = [ipaddress.ip_network(r) for r in ranges.values()]
     assert all(not a.overlaps(b) for i, a in enumerate(blocks) for b in blocks[i + 1:]), ranges
+    # made once on each engine, with its block: not first closed to the engine's IPAM and then
+    # replaced when the block came (a container `docker run` created in between would fail to
+    # start); the store makes a new attachable network's pass a full one, which gives the blocks
+    for h in lab.hosts:
+        events = lab.docker(h, "events", "--since", since, "--until", str(int(time.time()) + 1),
+                            "--filter", "type=network", "--format", "{{.Action}} {{.Actor.Attributes.name}}")
+        assert [e for e in events.splitlines() if e.endswith(" att")] == ["create att"], (h, events)
 
     run = ["run", "-d", "--network", "att", "--init"]
     lab.docker("lab2", *run, "--name", "p2", "--network-alias", "pages", "shoal/busybox:latest", "sh", "-c",
