@@ -13,6 +13,7 @@ engine's restart policy ``no``.
 """
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import math
 import time
@@ -307,6 +308,19 @@ def _addresses(info: dict) -> dict[str, str]:
     return {name: n.get("IPAddress") for name, n in nets.items() if n and n.get("IPAddress")}
 
 
+# Seconds to wait, one after the other, for the engine's OOMKilled flag of a container that was
+# killed (137) under a memory limit (see Executor.observe).
+OOM_SETTLE = (0.05, 0.1, 0.2)
+
+
+def _maybe_oom_unsettled(info: dict) -> bool:
+    """Killed by SIGKILL under a memory limit and not (yet) said to be out of memory."""
+    st = info.get("State") or {}
+    limited = ((info.get("HostConfig") or {}).get("Memory") or 0) > 0
+    return (limited and st.get("Status") in ("exited", "dead") and st.get("ExitCode") == 137
+            and not st.get("OOMKilled"))
+
+
 def container_status(info: dict) -> TaskStatus:
     """Map ``GET /containers/{id}/json`` to a TaskStatus (observed by the agent)."""
     st = info.get("State") or {}
@@ -545,7 +559,16 @@ class Executor:
     async def observe(self, task_or_cid: Union[Task, str]) -> TaskStatus:
         """Current TaskStatus of the container; ``orphaned``-worthy absence raises ``NotFound``."""
         cid = await self._resolve(task_or_cid)
-        return container_status(await self.engine.containers.inspect(cid))
+        info = await self.engine.containers.inspect(cid)
+        for delay in OOM_SETTLE:
+            if not _maybe_oom_unsettled(info):
+                break
+            # The engine sets OOMKilled from containerd's OOM event, which may come after the
+            # exit (seen in the suite: exit 137 under a 16 MiB limit, OOMKilled still false
+            # right after the wait): look again before calling it a plain kill.
+            await asyncio.sleep(delay)
+            info = await self.engine.containers.inspect(cid)
+        return container_status(info)
 
     async def wait(self, task_or_cid: Union[Task, str]) -> TaskStatus:
         """Block until the container stops, then observe it."""

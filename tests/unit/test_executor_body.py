@@ -267,3 +267,55 @@ def test_missing_file_data(tmp_path):
     c = ContainerSpec(image="i", secrets=[FileRef(source="pw", target="/run/secrets/pw")])
     with pytest.raises(files.MissingFileData, match="secret not found: pw"):
         files.prepare_task_files(make_task(c), {}, {}, str(tmp_path / "c"), str(tmp_path / "s"))
+
+
+def test_observe_waits_for_the_engines_oom_flag_of_a_killed_limited_container(monkeypatch):
+    """The engine sets OOMKilled from containerd's OOM event, which may come after the exit:
+    a container killed (137) under a memory limit is looked at again before it is called a
+    plain kill (the suite saw OOMKilled false right after the wait once)."""
+    import asyncio
+
+    from shoal.agent import executor as ex_mod
+
+    def limited(oom: bool, code: int = 137, memory: int = 16 << 20) -> dict:
+        info = _info("exited", code, oom=oom)
+        info["HostConfig"] = {"Memory": memory}
+        return info
+
+    class Containers:
+        def __init__(self, answers):
+            self.answers = list(answers)
+            self.asked = 0
+
+        async def inspect(self, cid):
+            self.asked += 1
+            return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    class Engine:
+        def __init__(self, answers):
+            self.containers = Containers(answers)
+
+    slept: list[float] = []
+
+    async def no_sleep(s):
+        slept.append(s)
+
+    monkeypatch.setattr(ex_mod.asyncio, "sleep", no_sleep)
+
+    async def observe(answers):
+        engine = Engine(answers)
+        executor = ex_mod.Executor.__new__(ex_mod.Executor)
+        executor.engine = engine
+        executor._containers = {}
+        st = await executor.observe("cid")
+        return st, engine.containers.asked
+
+    st, asked = asyncio.run(observe([limited(False), limited(False), limited(True)]))
+    assert "out of memory" in st.message and st.exit_code == 137 and asked == 3
+    slept.clear()
+    st, asked = asyncio.run(observe([limited(False)]))  # killed for another reason: said after ~0.35 s
+    assert st.message == "started" and asked == 1 + len(ex_mod.OOM_SETTLE) and sum(slept) < 0.5
+    for plain in (limited(False, code=3), limited(False, memory=0), _info("exited", 137)):
+        slept.clear()
+        st, asked = asyncio.run(observe([plain]))  # not a limited kill: looked at once
+        assert asked == 1 and slept == []
