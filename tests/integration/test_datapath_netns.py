@@ -80,3 +80,22 @@ def test_each_namespace_sets_and_puts_back_its_own_ports(two_namespaces):
     in_ns(a, "ap.restore_hairpin()")
     assert not hairpin("shtns-p0", a) and not os.path.exists(state_a)
 
+
+
+def test_a_namespace_made_after_another_is_gone_never_reads_its_state():
+    """The kernel gives a new namespace the inode a gone one had (at once, here), so a state
+    file named by the inode passed a dead lab host's record to the next one made: it put back
+    sysctls and hairpin ports that were never its own (the suite failed on it once). Named by
+    the namespace's cookie, each namespace has a file of its own for as long as /run lasts."""
+    seen: list[tuple[str, str]] = []
+    for _ in range(3):
+        subprocess.run(["ip", "netns", "del", "shtns-r"], capture_output=True)
+        sh("ip", "netns", "add", "shtns-r")
+        try:
+            seen.append(tuple(in_ns("shtns-r", "import os\nprint(os.stat('/proc/self/ns/net').st_ino, ap.STATE_FILE)")
+                              .split()))
+        finally:
+            subprocess.run(["ip", "netns", "del", "shtns-r"], capture_output=True)
+    files = [f for _, f in seen]
+    assert len(set(files)) == len(files), seen
+    assert all(inode not in f for inode, f in seen), seen

@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import shlex
+import socket
+import struct
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -29,10 +31,22 @@ from shoal.agent.datapath.view import DatapathView
 log = logging.getLogger(__name__)
 
 
+SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)  # Linux >= 5.14 (Python names it from 3.13)
+
+
 def _netns_id() -> str:
-    """This process's network namespace (the inode of its handle): the kernel state Shoal
-    changes (sysctls, bridge ports, rules) is per network namespace, and several nodes may
-    share one filesystem, each in a namespace of its own (nodes in containers, the lab)."""
+    """This process's network namespace: the kernel state Shoal changes (sysctls, bridge
+    ports, rules) is per network namespace, and several nodes may share one filesystem, each in
+    a namespace of its own (nodes in containers, the lab). Its cookie, which the kernel never
+    gives another namespace until the machine restarts (as long as /run lasts); not the inode
+    of its handle, which a new namespace takes again once the old one is gone: a lab host made
+    after another inherited a dead host's file, and put back what it said (found by the suite,
+    test_datapath_netns). The inode only where the kernel has no cookie."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            return "c" + str(struct.unpack("=Q", sock.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8))[0])
+    except OSError:  # pragma: no cover - kernels before 5.14
+        pass
     try:
         return str(os.stat("/proc/self/ns/net").st_ino)
     except OSError:  # pragma: no cover - no procfs
